@@ -1,0 +1,1 @@
+"""Benchmarks for mark (import name `mark_eval`; folder `eval/`)."""

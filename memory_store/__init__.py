@@ -1,0 +1,59 @@
+"""memory_store: storage and retrieval of long-term memories, usable on its own.
+
+SQLite (through sqlite-utils) is the source of truth, a vector index (chromadb by default) serves
+similarity, and search is hybrid (dense + keyword) and decay-ranked. Knows nothing of LLMs.
+
+    from memory_store import MemoryStore
+    store = MemoryStore(home="./data")
+    store.add("My dog is called Biscuit.", user_id="alice")
+    store.search("What is my dog's name?", user_id="alice")[0].memory.text
+"""
+
+from memory_store.aio import AsyncMemoryStore
+from memory_store.config import ScoringConfig, StoreSettings
+from memory_store.embeddings import CachedEmbedder, Embedder, SentenceTransformerEmbedder, get_embedder
+from memory_store.errors import InvalidInput, MarkError, NotFound, StoreError
+from memory_store.models import (
+    CheckReport,
+    Feedback,
+    HistoryEvent,
+    Memory,
+    MemoryKind,
+    MemoryStatus,
+    NewMemory,
+    Page,
+    PurgeReport,
+    ScoreBreakdown,
+    SearchHit,
+    Source,
+    Turn,
+)
+from memory_store.store import MemoryStore
+
+__all__ = [
+    "AsyncMemoryStore",
+    "CachedEmbedder",
+    "CheckReport",
+    "Embedder",
+    "Feedback",
+    "HistoryEvent",
+    "InvalidInput",
+    "MarkError",
+    "Memory",
+    "MemoryKind",
+    "MemoryStatus",
+    "MemoryStore",
+    "NewMemory",
+    "NotFound",
+    "Page",
+    "PurgeReport",
+    "ScoreBreakdown",
+    "ScoringConfig",
+    "SearchHit",
+    "SentenceTransformerEmbedder",
+    "Source",
+    "StoreError",
+    "StoreSettings",
+    "Turn",
+    "get_embedder",
+]

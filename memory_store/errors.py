@@ -1,0 +1,30 @@
+"""Errors the store raises. Each carries the CLI exit code, so the shell layer maps them without guessing."""
+
+from __future__ import annotations
+
+
+class MarkError(Exception):
+    """Base of every error a user of mark may see. The CLI prints its message on one line."""
+
+    exit_code = 1
+
+
+class InvalidInput(MarkError, ValueError):
+    """The caller passed something unusable (empty text, a bad user id, a malformed file)."""
+
+    exit_code = 2
+
+
+class NotFound(MarkError, KeyError):
+    """No such record in this user's scope (records of other users are indistinguishable from missing)."""
+
+    exit_code = 1
+
+    def __str__(self) -> str:  # KeyError quotes its message; we want it plain
+        return str(self.args[0]) if self.args else "not found"
+
+
+class StoreError(MarkError):
+    """The store is unusable: a locked, corrupt or inconsistent data directory."""
+
+    exit_code = 1

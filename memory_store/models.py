@@ -1,0 +1,171 @@
+"""The records the store keeps and returns. Times are timezone-aware UTC datetimes."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class MemoryKind(StrEnum):
+    """The MARK agent a memory came from."""
+
+    residual = "residual"  # implied facts, corrections, what the assistant lacked
+    user_question = "user_question"  # facts, terms, abbreviations, preferences the user supplied
+    llm_response = "llm_response"  # what made the user accept an answer: format, constraints
+
+
+class MemoryStatus(StrEnum):
+    active = "active"
+    superseded = "superseded"  # a changed fact replaced it; kept for history, left out of search
+    disputed = "disputed"  # contradicted by a less trusted source; searchable, flagged
+
+
+class Source(BaseModel):
+    """Where a memory was learned: the conversation and the turns it was extracted from."""
+
+    conversation_id: str | None = None
+    turn_ids: list[str] = Field(default_factory=list)
+
+
+class NewMemory(BaseModel):
+    """What a caller gives to `add`: the store fills in ids, times and counters."""
+
+    text: str
+    user_id: str
+    kind: MemoryKind = MemoryKind.user_question
+    agent_id: str | None = None
+    session_id: str | None = None
+    trust: float = Field(default=0.6, ge=0.0, le=1.0)
+    source: Source = Field(default_factory=Source)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    valid_from: datetime | None = None
+
+
+class Memory(BaseModel):
+    """A stored memory: one atomic insight about one user."""
+
+    model_config = ConfigDict(frozen=False)
+
+    id: str
+    user_id: str
+    agent_id: str | None = None
+    session_id: str | None = None
+    kind: MemoryKind
+    text: str
+    status: MemoryStatus = MemoryStatus.active
+    created_at: datetime
+    updated_at: datetime
+    last_confirmed_at: datetime | None = None
+    confirm_count: int = 0
+    last_recalled_at: datetime | None = None
+    recall_count: int = 0
+    trust: float = 0.6
+    valid_from: datetime
+    valid_until: datetime | None = None
+    superseded_by: str | None = None
+    source: Source = Field(default_factory=Source)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    embedding_model: str
+
+
+class Turn(BaseModel):
+    """A raw conversation message, stored before any LLM call so nothing can be lost."""
+
+    id: str
+    user_id: str
+    agent_id: str | None = None
+    session_id: str | None = None
+    role: str
+    content: str
+    created_at: datetime
+    extraction_status: str = "pending"  # pending | done | failed | skipped
+    attempts: int = 0
+    last_error: str | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class HistoryEvent(BaseModel):
+    """One change to a memory, with its reason: the audit trail."""
+
+    id: str
+    memory_id: str
+    user_id: str
+    event: str  # add | update | confirm | supersede | dispute | delete | trust | import
+    old_text: str | None = None
+    new_text: str | None = None
+    reason: str = ""
+    actor: str = "api"
+    created_at: datetime
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class Feedback(BaseModel):
+    """A user's verdict on a reply, linked to the memories that were used in it."""
+
+    id: str
+    user_id: str
+    response_id: str
+    memory_ids: list[str] = Field(default_factory=list)
+    value: int  # +1 good, -1 bad
+    comment: str = ""
+    created_at: datetime
+
+
+class ScoreBreakdown(BaseModel):
+    """Every component of a search score, so a ranking can be explained and audited."""
+
+    similarity: float  # cosine between query and memory
+    dense_rank: int | None = None
+    keyword_rank: int | None = None
+    rrf: float = 0.0
+    relevance: float  # fused relevance in [0, 1]
+    recency: float  # forgetting curve R = exp(-days / strength)
+    strength_days: float
+    age_days: float
+    frequency: float
+    trust: float
+    final: float
+
+
+class SearchHit(BaseModel):
+    memory: Memory
+    score: float
+    explain: ScoreBreakdown | None = None
+
+
+class Page(BaseModel):
+    items: list[Memory]
+    total: int
+    offset: int
+    limit: int
+
+    @property
+    def next_offset(self) -> int | None:
+        nxt = self.offset + len(self.items)
+        return nxt if nxt < self.total else None
+
+
+class CheckReport(BaseModel):
+    ok: bool
+    memories: int
+    vectors: int
+    missing_vectors: list[str] = Field(default_factory=list)  # in SQLite, not in the vector index
+    orphan_vectors: list[str] = Field(default_factory=list)  # in the vector index, not in SQLite
+    pending_outbox: int = 0
+    fts_ok: bool = True
+    problems: list[str] = Field(default_factory=list)
+
+
+class PurgeReport(BaseModel):
+    user_id: str
+    memories: int
+    turns: int
+    history: int
+    feedback: int

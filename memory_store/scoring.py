@@ -1,0 +1,87 @@
+"""The decay-aware ranking score. Every term is in [0, 1] and reported by `explain`.
+
+    relevance = a * cos' + (1 - a) * rrf / rrf_max          (a = 0.7)
+        cos'  = clamp((cosine - min_similarity) / (1 - min_similarity))
+        rrf   = sum over the dense and keyword rankings of 1 / (rrf_k + rank)
+    recency   = R = exp(-age_days / S)                       (Ebbinghaus forgetting curve, as in MemoryBank)
+        age   = days since the memory was last touched: created, confirmed or recalled
+        S     = base_strength[kind] * (1 + confirm_boost)^confirmations * (1 + recall_boost)^recalls
+                (capped at 10 years): every repetition makes the memory fade more slowly
+    frequency = 1 - exp(-0.3 * (confirmations + recalls))
+    trust     = the memory's trust in [0, 1] (raised by confirmations and good feedback, lowered by bad)
+    final     = w_relevance * relevance + w_recency * recency + w_frequency * frequency + w_trust * trust
+
+Cosine is gated before fusion (a memory under `min_similarity` that no keyword matched is not a candidate):
+thresholds apply to the cosine, never to the rank-fusion score, whose scale depends on the list lengths.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime
+
+from memory_store.config import ScoringConfig
+from memory_store.models import Memory, ScoreBreakdown
+
+DENSE_SHARE = 0.7
+MAX_STRENGTH_DAYS = 3650.0
+
+
+def strength_days(memory: Memory, cfg: ScoringConfig) -> float:
+    base = cfg.base_strength_days.get(memory.kind.value, 90.0)
+    s = base * (1 + cfg.confirm_boost) ** memory.confirm_count * (1 + cfg.recall_boost) ** memory.recall_count
+    return min(s, MAX_STRENGTH_DAYS)
+
+
+def last_touch(memory: Memory) -> datetime:
+    times = [memory.created_at, memory.last_confirmed_at, memory.last_recalled_at]
+    return max(t for t in times if t is not None)
+
+
+def recency(memory: Memory, now: datetime, cfg: ScoringConfig) -> tuple[float, float, float]:
+    """(R, age_days, strength_days)."""
+    age = max(0.0, (now - last_touch(memory)).total_seconds() / 86400.0)
+    s = strength_days(memory, cfg)
+    return math.exp(-age / s), age, s
+
+
+def frequency(memory: Memory) -> float:
+    return 1.0 - math.exp(-0.3 * (memory.confirm_count + memory.recall_count))
+
+
+def score(
+    memory: Memory,
+    cosine: float,
+    dense_rank: int | None,
+    keyword_rank: int | None,
+    now: datetime,
+    cfg: ScoringConfig,
+) -> ScoreBreakdown:
+    rrf = 0.0
+    if dense_rank is not None:
+        rrf += 1.0 / (cfg.rrf_k + dense_rank)
+    if keyword_rank is not None:
+        rrf += 1.0 / (cfg.rrf_k + keyword_rank)
+    rrf_norm = rrf / (2.0 / (cfg.rrf_k + 1))
+    tau = cfg.min_similarity
+    cos_norm = min(1.0, max(0.0, (cosine - tau) / (1.0 - tau)))
+    relevance = DENSE_SHARE * cos_norm + (1 - DENSE_SHARE) * rrf_norm
+    r, age, s = recency(memory, now, cfg)
+    f = frequency(memory)
+    total_w = cfg.w_relevance + cfg.w_recency + cfg.w_frequency + cfg.w_trust
+    final = (
+        cfg.w_relevance * relevance + cfg.w_recency * r + cfg.w_frequency * f + cfg.w_trust * memory.trust
+    ) / total_w
+    return ScoreBreakdown(
+        similarity=cosine,
+        dense_rank=dense_rank,
+        keyword_rank=keyword_rank,
+        rrf=rrf,
+        relevance=relevance,
+        recency=r,
+        strength_days=s,
+        age_days=age,
+        frequency=f,
+        trust=memory.trust,
+        final=final,
+    )

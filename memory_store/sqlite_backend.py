@@ -1,0 +1,517 @@
+"""Every SQL statement of the store, in one place. SQLite (through sqlite-utils) is the source of truth.
+
+One connection per thread (sqlite3 objects are not shared across threads), WAL journal, a long busy
+timeout, and ``BEGIN IMMEDIATE`` for every write so that concurrent writers queue instead of failing
+with "database is locked".
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import random
+import re
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import sqlite_utils
+from filelock import FileLock
+
+from memory_store.errors import StoreError
+from memory_store.migrations import apply_migrations
+from memory_store.models import Feedback, HistoryEvent, Memory, MemoryKind, MemoryStatus, Source, Turn
+
+MEMORY_COLUMNS = (
+    "id, user_id, agent_id, session_id, kind, text, status, created_at, updated_at, last_confirmed_at, "
+    "confirm_count, last_recalled_at, recall_count, trust, valid_from, valid_until, superseded_by, source, "
+    "metadata, embedding_model"
+)
+_WORD = re.compile(r"\w+", re.UNICODE)
+_BUSY_RETRIES = 8
+
+
+def ts(dt: datetime | None) -> float | None:
+    return None if dt is None else dt.timestamp()
+
+
+def dt(value: float | None) -> datetime | None:
+    return None if value is None else datetime.fromtimestamp(value, UTC)
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+
+
+def row_to_memory(row: sqlite3.Row) -> Memory:
+    return Memory(
+        id=row["id"],
+        user_id=row["user_id"],
+        agent_id=row["agent_id"],
+        session_id=row["session_id"],
+        kind=MemoryKind(row["kind"]),
+        text=row["text"],
+        status=MemoryStatus(row["status"]),
+        created_at=dt(row["created_at"]),
+        updated_at=dt(row["updated_at"]),
+        last_confirmed_at=dt(row["last_confirmed_at"]),
+        confirm_count=row["confirm_count"] or 0,
+        last_recalled_at=dt(row["last_recalled_at"]),
+        recall_count=row["recall_count"] or 0,
+        trust=row["trust"],
+        valid_from=dt(row["valid_from"]),
+        valid_until=dt(row["valid_until"]),
+        superseded_by=row["superseded_by"],
+        source=Source.model_validate_json(row["source"]) if row["source"] else Source(),
+        metadata=json.loads(row["metadata"]) if row["metadata"] else {},
+        embedding_model=row["embedding_model"] or "",
+    )
+
+
+def memory_to_row(m: Memory, user_key: str, embedding: np.ndarray | None) -> dict[str, Any]:
+    return {
+        "id": m.id,
+        "user_id": m.user_id,
+        "user_key": user_key,
+        "agent_id": m.agent_id,
+        "session_id": m.session_id,
+        "kind": m.kind.value,
+        "text": m.text,
+        "status": m.status.value,
+        "created_at": ts(m.created_at),
+        "updated_at": ts(m.updated_at),
+        "last_confirmed_at": ts(m.last_confirmed_at),
+        "confirm_count": m.confirm_count,
+        "last_recalled_at": ts(m.last_recalled_at),
+        "recall_count": m.recall_count,
+        "trust": m.trust,
+        "valid_from": ts(m.valid_from),
+        "valid_until": ts(m.valid_until),
+        "superseded_by": m.superseded_by,
+        "source": m.source.model_dump_json(),
+        "metadata": _json(m.metadata),
+        "embedding_model": m.embedding_model,
+        "embedding": None if embedding is None else np.asarray(embedding, dtype=np.float32).tobytes(),
+    }
+
+
+def row_to_turn(row: sqlite3.Row) -> Turn:
+    return Turn(
+        id=row["id"],
+        user_id=row["user_id"],
+        agent_id=row["agent_id"],
+        session_id=row["session_id"],
+        role=row["role"],
+        content=row["content"],
+        created_at=dt(row["created_at"]),
+        extraction_status=row["extraction_status"],
+        attempts=row["attempts"] or 0,
+        last_error=row["last_error"],
+        metadata=json.loads(row["metadata"]) if row["metadata"] else {},
+    )
+
+
+def row_to_history(row: sqlite3.Row) -> HistoryEvent:
+    return HistoryEvent(
+        id=row["id"],
+        memory_id=row["memory_id"],
+        user_id=row["user_id"],
+        event=row["event"],
+        old_text=row["old_text"],
+        new_text=row["new_text"],
+        reason=row["reason"] or "",
+        actor=row["actor"] or "api",
+        created_at=dt(row["created_at"]),
+        metadata=json.loads(row["metadata"]) if row["metadata"] else {},
+    )
+
+
+def row_to_feedback(row: sqlite3.Row) -> Feedback:
+    return Feedback(
+        id=row["id"],
+        user_id=row["user_id"],
+        response_id=row["response_id"] or "",
+        memory_ids=json.loads(row["memory_ids"]) if row["memory_ids"] else [],
+        value=row["value"],
+        comment=row["comment"] or "",
+        created_at=dt(row["created_at"]),
+    )
+
+
+def fts_query(text: str, max_terms: int = 24) -> str | None:
+    """Turn free text into a safe FTS5 OR-query of quoted words (no operator injection)."""
+    words = []
+    for w in _WORD.findall(text.lower()):
+        if w not in words:
+            words.append(w)
+    words = words[:max_terms]
+    if not words:
+        return None
+    return " OR ".join('"' + w.replace('"', '""') + '"' for w in words)
+
+
+class SQLiteDB:
+    """The SQL side of the store. Thread-safe: each thread gets its own connection."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._local = threading.local()
+        self._all: list[sqlite3.Connection] = []
+        self._all_lock = threading.Lock()
+        # Migrations run under a cross-process lock so two processes opening a new home don't race.
+        with FileLock(str(path) + ".migrate.lock", timeout=60), self.write() as db:
+            apply_migrations(db)
+
+    # -- connections and transactions -------------------------------------------------------------
+
+    def _conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            try:
+                conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
+            except sqlite3.Error as exc:
+                raise StoreError(f"cannot open {self.path}: {exc}") from exc
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA busy_timeout=30000")
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA foreign_keys=ON")
+            # Deleted content is overwritten with zeros: a purged user leaves no readable trace.
+            conn.execute("PRAGMA secure_delete=ON")
+            self._local.conn = conn
+            with self._all_lock:
+                self._all.append(conn)
+        return conn
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        return self._conn()
+
+    @contextlib.contextmanager
+    def write(self) -> Iterator[sqlite_utils.Database]:
+        """A write transaction (BEGIN IMMEDIATE), retried if the database stays busy."""
+        conn = self._conn()
+        for attempt in range(_BUSY_RETRIES):
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                break
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) and "busy" not in str(exc):
+                    raise
+                if attempt == _BUSY_RETRIES - 1:
+                    raise StoreError(f"the database at {self.path} stayed locked; another process holds it") from exc
+                time.sleep(0.05 * (2**attempt) * random.uniform(0.5, 1.5))
+        try:
+            yield sqlite_utils.Database(conn)
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        else:
+            conn.execute("COMMIT")
+
+    def query(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[sqlite3.Row]:
+        return self._conn().execute(sql, params).fetchall()
+
+    def close(self) -> None:
+        with self._all_lock:
+            for conn in self._all:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.close()
+            self._all.clear()
+        self._local = threading.local()
+
+    # -- memories ----------------------------------------------------------------------------------
+
+    def insert_memories(self, db: sqlite_utils.Database, rows: list[dict[str, Any]]) -> None:
+        db["memories"].insert_all(rows, batch_size=500)
+
+    def get_memory(self, memory_id: str, user_id: str) -> Memory | None:
+        rows = self.query(f"SELECT {MEMORY_COLUMNS} FROM memories WHERE id = ? AND user_id = ?", (memory_id, user_id))
+        return row_to_memory(rows[0]) if rows else None
+
+    def resolve_prefix(self, prefix: str, user_id: str) -> list[str]:
+        """Ids in the user's scope that start with prefix (the CLI accepts unambiguous short ids)."""
+        escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        rows = self.query(
+            "SELECT id FROM memories WHERE user_id = ? AND id LIKE ? ESCAPE '\\' LIMIT 3", (user_id, escaped + "%")
+        )
+        return [r["id"] for r in rows]
+
+    def memories_by_ids(self, ids: Sequence[str], user_id: str) -> dict[str, tuple[Memory, np.ndarray | None]]:
+        out: dict[str, tuple[Memory, np.ndarray | None]] = {}
+        for start in range(0, len(ids), 500):
+            chunk = list(ids[start : start + 500])
+            marks = ",".join("?" * len(chunk))
+            for row in self.query(
+                f"SELECT {MEMORY_COLUMNS}, embedding FROM memories WHERE user_id = ? AND id IN ({marks})",
+                [user_id, *chunk],
+            ):
+                emb = np.frombuffer(row["embedding"], dtype=np.float32) if row["embedding"] else None
+                out[row["id"]] = (row_to_memory(row), emb)
+        return out
+
+    def filtered_ids(
+        self, user_id: str, where: str, params: list[Any], limit: int | None = None
+    ) -> list[tuple[str, np.ndarray | None]]:
+        sql = f"SELECT id, embedding FROM memories WHERE user_id = ? AND {where}"
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        return [
+            (r["id"], np.frombuffer(r["embedding"], dtype=np.float32) if r["embedding"] else None)
+            for r in self.query(sql, [user_id, *params])
+        ]
+
+    def count_filtered(self, user_id: str, where: str, params: list[Any]) -> int:
+        return self.query(f"SELECT count(*) AS n FROM memories WHERE user_id = ? AND {where}", [user_id, *params])[0][
+            "n"
+        ]
+
+    def keyword_search(self, user_key: str, text: str, limit: int) -> list[tuple[str, float]]:
+        """BM25 over the user's memories: (memory id, bm25) best first (SQLite's bm25 is lower = better)."""
+        match = fts_query(text)
+        if match is None:
+            return []
+        match = f'user_key:"{user_key}" AND ({match})'
+        try:
+            rows = self.query(
+                "SELECT m.id AS id, bm25(memories_fts, 1.0, 0.0) AS score FROM memories_fts "
+                "JOIN memories m ON m.seq = memories_fts.rowid "
+                "WHERE memories_fts MATCH ? ORDER BY score LIMIT ?",
+                (match, limit),
+            )
+        except sqlite3.OperationalError:
+            return []
+        return [(r["id"], r["score"]) for r in rows]
+
+    def list_memories(
+        self, user_id: str, where: str, params: list[Any], limit: int, offset: int
+    ) -> tuple[list[Memory], int]:
+        total = self.count_filtered(user_id, where, params)
+        rows = self.query(
+            f"SELECT {MEMORY_COLUMNS} FROM memories WHERE user_id = ? AND {where} "
+            "ORDER BY created_at DESC, id LIMIT ? OFFSET ?",
+            [user_id, *params, limit, offset],
+        )
+        return [row_to_memory(r) for r in rows], total
+
+    def update_memory(self, db: sqlite_utils.Database, memory_id: str, fields: dict[str, Any]) -> None:
+        sets = ", ".join(f"{k} = ?" for k in fields)
+        db.execute(f"UPDATE memories SET {sets} WHERE id = ?", [*fields.values(), memory_id])
+
+    def delete_memory(self, db: sqlite_utils.Database, memory_id: str) -> None:
+        db.execute("DELETE FROM memories WHERE id = ?", [memory_id])
+
+    def user_vectors(self, user_id_or_key: str, by_key: bool = True) -> tuple[list[str], np.ndarray]:
+        col = "user_key" if by_key else "user_id"
+        rows = self.query(
+            f"SELECT id, embedding FROM memories WHERE {col} = ? AND embedding IS NOT NULL", (user_id_or_key,)
+        )
+        if not rows:
+            return [], np.zeros((0, 0), dtype=np.float32)
+        return [r["id"] for r in rows], np.stack([np.frombuffer(r["embedding"], dtype=np.float32) for r in rows])
+
+    def all_vector_ids(self) -> dict[str, set[str]]:
+        out: dict[str, set[str]] = {}
+        for r in self.query("SELECT user_key, id FROM memories"):
+            out.setdefault(r["user_key"], set()).add(r["id"])
+        return out
+
+    def iter_vectors(self, batch: int = 2000) -> Iterator[tuple[str, list[str], np.ndarray]]:
+        """(user_key, ids, vectors) in batches, for a rebuild of the vector index."""
+        last = 0
+        while True:
+            rows = self.query(
+                "SELECT seq, user_key, id, embedding FROM memories WHERE seq > ? AND embedding IS NOT NULL "
+                "ORDER BY seq LIMIT ?",
+                (last, batch),
+            )
+            if not rows:
+                return
+            last = rows[-1]["seq"]
+            groups: dict[str, list[sqlite3.Row]] = {}
+            for r in rows:
+                groups.setdefault(r["user_key"], []).append(r)
+            for key, group in groups.items():
+                yield (
+                    key,
+                    [r["id"] for r in group],
+                    np.stack([np.frombuffer(r["embedding"], dtype=np.float32) for r in group]),
+                )
+
+    def missing_embeddings(self) -> list[tuple[str, str, str]]:
+        return [
+            (r["id"], r["user_key"], r["text"])
+            for r in self.query("SELECT id, user_key, text FROM memories WHERE embedding IS NULL")
+        ]
+
+    def users(self) -> list[str]:
+        rows = self.query(
+            "SELECT user_id FROM memories UNION SELECT user_id FROM turns UNION SELECT user_id FROM history ORDER BY 1"
+        )
+        return [r["user_id"] for r in rows]
+
+    # -- history, turns, feedback ------------------------------------------------------------------
+
+    def add_history(self, db: sqlite_utils.Database, events: list[HistoryEvent]) -> None:
+        db["history"].insert_all(
+            [
+                {
+                    "id": e.id,
+                    "memory_id": e.memory_id,
+                    "user_id": e.user_id,
+                    "event": e.event,
+                    "old_text": e.old_text,
+                    "new_text": e.new_text,
+                    "reason": e.reason,
+                    "actor": e.actor,
+                    "created_at": ts(e.created_at),
+                    "metadata": _json(e.metadata),
+                }
+                for e in events
+            ]
+        )
+
+    def history(self, user_id: str, memory_id: str | None, limit: int, offset: int) -> list[HistoryEvent]:
+        if memory_id is None:
+            rows = self.query(
+                "SELECT * FROM history WHERE user_id = ? ORDER BY seq LIMIT ? OFFSET ?", (user_id, limit, offset)
+            )
+        else:
+            rows = self.query(
+                "SELECT * FROM history WHERE user_id = ? AND memory_id = ? ORDER BY seq LIMIT ? OFFSET ?",
+                (user_id, memory_id, limit, offset),
+            )
+        return [row_to_history(r) for r in rows]
+
+    def add_turns(self, db: sqlite_utils.Database, turns: list[Turn]) -> None:
+        db["turns"].insert_all(
+            [
+                {
+                    "id": t.id,
+                    "user_id": t.user_id,
+                    "agent_id": t.agent_id,
+                    "session_id": t.session_id,
+                    "role": t.role,
+                    "content": t.content,
+                    "created_at": ts(t.created_at),
+                    "extraction_status": t.extraction_status,
+                    "attempts": t.attempts,
+                    "last_error": t.last_error,
+                    "metadata": _json(t.metadata),
+                }
+                for t in turns
+            ]
+        )
+
+    def turns(
+        self,
+        user_id: str,
+        session_id: str | None,
+        status: str | None,
+        limit: int,
+        offset: int = 0,
+        newest_first: bool = False,
+    ) -> list[Turn]:
+        where, params = ["user_id = ?"], [user_id]
+        if session_id is not None:
+            where.append("session_id = ?")
+            params.append(session_id)
+        if status is not None:
+            where.append("extraction_status = ?")
+            params.append(status)
+        order = "DESC" if newest_first else "ASC"
+        rows = self.query(
+            f"SELECT * FROM turns WHERE {' AND '.join(where)} ORDER BY seq {order} LIMIT ? OFFSET ?",
+            [*params, limit, offset],
+        )
+        return [row_to_turn(r) for r in rows]
+
+    def pending_turn_users(self, max_attempts: int) -> list[str]:
+        rows = self.query(
+            "SELECT DISTINCT user_id FROM turns WHERE extraction_status = 'pending' OR "
+            "(extraction_status = 'failed' AND attempts < ?)",
+            (max_attempts,),
+        )
+        return [r["user_id"] for r in rows]
+
+    def set_turns_status(
+        self, db: sqlite_utils.Database, ids: Sequence[str], status: str, error: str | None, bump: bool
+    ) -> None:
+        for start in range(0, len(ids), 500):
+            chunk = list(ids[start : start + 500])
+            marks = ",".join("?" * len(chunk))
+            db.execute(
+                "UPDATE turns SET extraction_status = ?, last_error = ?, attempts = attempts + ? "
+                f"WHERE id IN ({marks})",
+                [status, error, 1 if bump else 0, *chunk],
+            )
+
+    def add_feedback(self, db: sqlite_utils.Database, fb: Feedback) -> None:
+        db["feedback"].insert(
+            {
+                "id": fb.id,
+                "user_id": fb.user_id,
+                "response_id": fb.response_id,
+                "memory_ids": _json(fb.memory_ids),
+                "value": fb.value,
+                "comment": fb.comment,
+                "created_at": ts(fb.created_at),
+            }
+        )
+
+    def feedback(self, user_id: str) -> list[Feedback]:
+        return [
+            row_to_feedback(r) for r in self.query("SELECT * FROM feedback WHERE user_id = ? ORDER BY seq", (user_id,))
+        ]
+
+    # -- vector outbox and epoch ---------------------------------------------------------------------
+
+    def enqueue_vectors(self, db: sqlite_utils.Database, op: str, user_key: str, ids: Sequence[str]) -> None:
+        db["vector_outbox"].insert_all([{"op": op, "user_key": user_key, "memory_id": i} for i in ids])
+
+    def outbox(self, limit: int = 5000) -> list[sqlite3.Row]:
+        return self.query("SELECT seq, op, user_key, memory_id FROM vector_outbox ORDER BY seq LIMIT ?", (limit,))
+
+    def outbox_pending(self) -> bool:
+        return bool(self.query("SELECT EXISTS(SELECT 1 FROM vector_outbox) AS x")[0]["x"])
+
+    def outbox_count(self) -> int:
+        return self.query("SELECT count(*) AS n FROM vector_outbox")[0]["n"]
+
+    def clear_outbox(self, db: sqlite_utils.Database, upto_seq: int) -> None:
+        db.execute("DELETE FROM vector_outbox WHERE seq <= ?", [upto_seq])
+
+    def vector_epoch(self) -> int:
+        return int(self.query("SELECT value FROM meta WHERE key = 'vector_epoch'")[0]["value"])
+
+    def bump_vector_epoch(self, db: sqlite_utils.Database) -> int:
+        db.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'vector_epoch'")
+        return int(db.execute("SELECT value FROM meta WHERE key = 'vector_epoch'").fetchone()[0])
+
+    # -- purge -----------------------------------------------------------------------------------------
+
+    def purge_user(self, db: sqlite_utils.Database, user_id: str) -> dict[str, int]:
+        counts = {}
+        for table in ("memories", "turns", "history", "feedback"):
+            counts[table] = db.execute(f"DELETE FROM {table} WHERE user_id = ?", [user_id]).rowcount
+        return counts
+
+    def scrub(self) -> None:
+        """After a purge: merge the keyword index (dropping deleted tokens) and empty the WAL file."""
+        conn = self._conn()
+        conn.execute("INSERT INTO memories_fts(memories_fts) VALUES('optimize')")
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    def check_fts(self) -> bool:
+        try:
+            self._conn().execute("INSERT INTO memories_fts(memories_fts, rank) VALUES('integrity-check', 1)")
+            return True
+        except sqlite3.DatabaseError:
+            return False

@@ -1,0 +1,56 @@
+"""Input checks at the boundary, so bad input fails loudly before anything is written."""
+
+from __future__ import annotations
+
+import hashlib
+import unicodedata
+
+from memory_store.errors import InvalidInput
+
+MAX_USER_ID_CHARS = 256
+MAX_MEMORY_CHARS = 20_000
+MAX_TURN_CHARS = 200_000
+
+
+def _check_unicode(value: str, what: str) -> None:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidInput(f"{what} is not valid unicode (position {exc.start})") from None
+
+
+def check_scope_id(value: object, what: str = "user id") -> str:
+    """User, agent and session ids are opaque strings: any printable text, never used in a path or a query."""
+    if not isinstance(value, str):
+        raise InvalidInput(f"{what} must be a string, got {type(value).__name__}")
+    if not value or not value.strip():
+        raise InvalidInput(f"{what} is empty")
+    if len(value) > MAX_USER_ID_CHARS:
+        raise InvalidInput(f"{what} is {len(value)} characters; the limit is {MAX_USER_ID_CHARS}")
+    _check_unicode(value, what)
+    if any(unicodedata.category(ch) in ("Cc", "Cs") for ch in value):
+        raise InvalidInput(f"{what} contains control characters")
+    return value
+
+
+def check_optional_id(value: object, what: str) -> str | None:
+    return None if value is None else check_scope_id(value, what)
+
+
+def check_text(value: object, what: str = "memory text", limit: int = MAX_MEMORY_CHARS) -> str:
+    if not isinstance(value, str):
+        raise InvalidInput(f"{what} must be a string, got {type(value).__name__}")
+    text = value.strip()
+    if not text:
+        raise InvalidInput(f"{what} is empty")
+    if len(text) > limit:
+        raise InvalidInput(f"{what} is {len(text):,} characters; the limit is {limit:,}")
+    _check_unicode(text, what)
+    if "\x00" in text:
+        raise InvalidInput(f"{what} contains a NUL character")
+    return text
+
+
+def user_key(user_id: str) -> str:
+    """A fixed-length, path-safe name for a user (vector collections): never the id itself."""
+    return "u" + hashlib.sha256(user_id.encode("utf-8")).hexdigest()[:40]

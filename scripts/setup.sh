@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Idempotent set-up: a virtualenv in .venv with the CPU build of torch, the project (editable),
+# its dev tools and the embedded local model. Safe to run again; fast when nothing changed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+VENV=${VENV:-.venv}
+if [ ! -x "$VENV/bin/python" ]; then
+  "$PY" -m venv "$VENV"
+  "$VENV/bin/pip" install -q --upgrade pip
+fi
+PIP="$VENV/bin/pip"
+# CPU torch first: a plain `torch` requirement could otherwise pull a multi-GB CUDA build.
+if ! "$VENV/bin/python" -c "import torch" 2>/dev/null; then
+  "$PIP" install -q torch==2.13.0
+fi
+stamp="$VENV/.mark-installed"
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+  echo "Installing mark and its dependencies (the first run builds llama-cpp-python: ~6 min)..." >&2
+  "$PIP" install -q -e ".[dev,local]"
+  touch "$stamp"
+fi
