@@ -1,0 +1,1 @@
+"""ConvoMem benchmark: full context vs RAG vs MARK memory vs hybrid, across conversation counts."""

@@ -1,0 +1,248 @@
+"""Reading ConvoMem data: the released layout, single test-case files, and the bundled sample.
+
+Every file is classified by its content (``evidence_items`` payload, array of test cases, or one test-case
+object) and by its path (category directory, ``<N>_evidence``, ``filler_conversations``). Anything unusable
+raises :class:`~memory_store.errors.InvalidInput` naming the file and the problem, before any output exists.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import defaultdict
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from mark_eval.convomem.cases import assemble_case
+from mark_eval.convomem.categories import find_category
+from mark_eval.convomem.schema import (
+    Conversation,
+    EvidenceItem,
+    EvidencePayload,
+    Item,
+    Question,
+    RawTestCase,
+    TestCase,
+)
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from memory_store.errors import InvalidInput
+
+_N_EVIDENCE = re.compile(r"^(\d+)_evidence$")
+_FILLER_MARKERS = ("filler_conversations", "irrelevant")
+
+
+class ConvoMemData(BaseModel):
+    """What a data path holds: items to mix, filler by persona, and ready-made (pre-mixed) test cases."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    items: list[Item] = Field(default_factory=list)
+    filler: dict[str, list[Conversation]] = Field(default_factory=dict)
+    premixed: list[TestCase] = Field(default_factory=list)
+    sources: list[str] = Field(default_factory=list)
+
+    @property
+    def filler_count(self) -> int:
+        return sum(len(v) for v in self.filler.values())
+
+    def questions(self) -> list[Question]:
+        seen: dict[str, Question] = {}
+        for item in self.items:
+            seen.setdefault(item.question.qid, item.question)
+        for case in self.premixed:
+            for q in case.questions:
+                seen.setdefault(q.qid, q)
+        return list(seen.values())
+
+
+def load_data(path: Path) -> ConvoMemData:
+    """Load a file or a directory tree (every ``*.json`` under it, in sorted order)."""
+    if not path.exists():
+        raise InvalidInput(f"{path}: no such file or directory")
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*.json") if p.is_file())
+    if not files:
+        raise InvalidInput(f"{path}: no .json files found")
+    data = ConvoMemData()
+    for file in files:
+        _load_file(file, data, root=path if path.is_dir() else path.parent)
+    if not data.items and not data.premixed:
+        raise InvalidInput(f"{path}: no questions found (only filler conversations?)")
+    return data
+
+
+def load_sample() -> ConvoMemData:
+    """The small ConvoMem-shaped sample shipped in the package (hand-written, all six categories)."""
+    root = resources.files("mark_eval.convomem") / "sample"
+    data = ConvoMemData()
+    names = sorted(entry.name for entry in root.iterdir() if entry.name.endswith(".json"))
+    for name in names:
+        text = (root / name).read_text(encoding="utf-8")
+        _ingest(Path("sample") / name, _parse_json(Path(name), text), data)
+    return data
+
+
+def _load_file(file: Path, data: ConvoMemData, root: Path) -> None:
+    try:
+        text = file.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidInput(f"{file}: not UTF-8 text ({exc.reason})") from None
+    rel = file.relative_to(root) if file.is_relative_to(root) else file
+    _ingest(rel, _parse_json(file, text), data, shown=file)
+
+
+def _parse_json(file: Path, text: str) -> Any:
+    if not text.strip():
+        raise InvalidInput(f"{file}: empty file")
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InvalidInput(f"{file}: malformed JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
+
+
+def _validation_message(file: Path, exc: ValidationError) -> InvalidInput:
+    err = exc.errors()[0]
+    where = ".".join(str(part) for part in err["loc"]) or "top level"
+    more = f" (and {exc.error_count() - 1} more problems)" if exc.error_count() > 1 else ""
+    return InvalidInput(f"{file}: {where}: {err['msg']}{more}")
+
+
+def _ingest(rel: Path, payload: Any, data: ConvoMemData, shown: Path | None = None) -> None:
+    shown = shown or rel
+    parts = [p.lower() for p in rel.parts]
+    data.sources.append(str(rel))
+    is_filler = any(m in part for part in parts[:-1] for m in _FILLER_MARKERS) or rel.stem.lower().startswith(
+        "filler"
+    )
+    n_evidence = next((int(m.group(1)) for part in parts if (m := _N_EVIDENCE.match(part))), None)
+    path_category = _category_from_path(rel)
+    try:
+        if isinstance(payload, dict) and "evidence_items" in payload:
+            parsed = EvidencePayload.model_validate(payload)
+            if is_filler:
+                _add_filler(parsed, rel, data, shown)
+            else:
+                _add_items(parsed.evidence_items, path_category, n_evidence, rel, data, shown)
+        elif isinstance(payload, dict) and "evidenceItems" in payload:
+            case = RawTestCase.model_validate(payload)
+            data.premixed.append(_premixed(case, path_category, n_evidence, rel, shown, index=0, single=True))
+        elif isinstance(payload, list):
+            if not payload:
+                raise InvalidInput(f"{shown}: empty array (expected test cases)")
+            for i, raw in enumerate(payload):
+                if not isinstance(raw, dict) or "evidenceItems" not in raw:
+                    raise InvalidInput(f"{shown}: element {i}: expected a test case with 'evidenceItems'")
+                try:
+                    case = RawTestCase.model_validate(raw)
+                except ValidationError as exc:
+                    err = exc.errors()[0]
+                    where = ".".join(str(p) for p in err["loc"])
+                    raise InvalidInput(f"{shown}: element {i}: {where}: {err['msg']}") from None
+                data.premixed.append(_premixed(case, path_category, n_evidence, rel, shown, index=i, single=False))
+        else:
+            raise InvalidInput(
+                f"{shown}: not a ConvoMem file (expected an object with 'evidence_items' or 'evidenceItems', "
+                "or an array of test cases)"
+            )
+    except ValidationError as exc:
+        raise _validation_message(shown, exc) from None
+
+
+def _category_from_path(rel: Path) -> str | None:
+    for part in reversed([rel.stem, *rel.parts[:-1]]):
+        name = find_category(part)
+        if name is not None:
+            return name
+    return None
+
+
+def _item_category(item: EvidenceItem, path_category: str | None, shown: Path, index: int) -> str:
+    if path_category:
+        return path_category
+    if item.category and (name := find_category(item.category)):
+        return name
+    raise InvalidInput(
+        f"{shown}: evidence item {index}: cannot tell its benchmark category (put the file under a "
+        "category directory such as user_evidence/ or name the file after the category)"
+    )
+
+
+def _question(item: EvidenceItem, category: str, n_evidence: int, rel: Path) -> Question:
+    texts = [m.text for m in item.message_evidences]
+    conv_ids = [c.cid for c in item.conversations]
+    return Question(
+        qid=Question.make_id(category, item.question, item.answer, texts, conv_ids),
+        category=category,
+        evidence_count=n_evidence,
+        question=item.question,
+        answer=item.answer,
+        evidence_texts=tuple(texts),
+        evidence_conversation_ids=tuple(conv_ids),
+        person_id=item.person_id,
+        source=str(rel),
+    )
+
+
+def _check_question(item: EvidenceItem, shown: Path, where: str) -> None:
+    if not item.question.strip():
+        raise InvalidInput(f"{shown}: {where}: empty question")
+    if not item.answer.strip():
+        raise InvalidInput(f"{shown}: {where}: empty answer")
+
+
+def _add_items(
+    items: list[EvidenceItem], category: str | None, n: int | None, rel: Path, data: ConvoMemData, shown: Path
+) -> None:
+    if not items:
+        raise InvalidInput(f"{shown}: evidence_items is empty")
+    for i, item in enumerate(items):
+        where = f"evidence_items.{i}"
+        _check_question(item, shown, where)
+        if not item.conversations:
+            raise InvalidInput(f"{shown}: {where}: no evidence conversations (empty haystack)")
+        for j, conv in enumerate(item.conversations):
+            if not conv.messages:
+                raise InvalidInput(f"{shown}: {where}.conversations.{j}: conversation has no messages")
+        cat = _item_category(item, category, shown, i)
+        question = _question(item, cat, n if n is not None else len(item.conversations), rel)
+        data.items.append(Item(question=question, conversations=list(item.conversations)))
+
+
+def _add_filler(payload: EvidencePayload, rel: Path, data: ConvoMemData, shown: Path) -> None:
+    fallback_person = rel.stem.split("_")[0]
+    # ConvoMem stamps filler containsEvidence=true at generation; the flag is never trusted nor shown.
+    for i, item in enumerate(payload.evidence_items):
+        for j, conv in enumerate(item.conversations):
+            if not conv.messages:
+                raise InvalidInput(f"{shown}: evidence_items.{i}.conversations.{j}: conversation has no messages")
+            data.filler.setdefault(item.person_id or fallback_person, []).append(conv)
+
+
+def _premixed(
+    raw: RawTestCase, category: str | None, n: int | None, rel: Path, shown: Path, index: int, single: bool
+) -> TestCase:
+    if not raw.conversations or not any(c.messages for c in raw.conversations):
+        raise InvalidInput(f"{shown}: test case {index}: empty haystack (no conversations with messages)")
+    if not raw.evidence_items:
+        raise InvalidInput(f"{shown}: test case {index}: no evidenceItems")
+    ids = [c.cid for c in raw.conversations]
+    dupes = {cid for cid in ids if ids.count(cid) > 1}
+    if dupes:
+        raise InvalidInput(f"{shown}: test case {index}: conversation listed twice: {sorted(dupes)[0]}")
+    questions: list[Question] = []
+    for i, item in enumerate(raw.evidence_items):
+        _check_question(item, shown, f"test case {index}: evidenceItems.{i}")
+        cat = _item_category(item, category, shown, i)
+        # A single-object file (the LoCoMo conversion) mixes evidence counts: 0 = "any", as in the anchors.
+        count = n if n is not None else (0 if single else len(item.conversations))
+        questions.append(_question(item, cat, count, rel))
+    return assemble_case(raw.context_size, list(raw.conversations), questions)
+
+
+def group_counts(data: ConvoMemData) -> dict[tuple[str, int], int]:
+    """Questions per (category, evidence count), for messages and the CLI's dry summary."""
+    counts: dict[tuple[str, int], int] = defaultdict(int)
+    for q in data.questions():
+        counts[(q.category, q.evidence_count)] += 1
+    return dict(counts)

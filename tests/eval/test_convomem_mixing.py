@@ -1,0 +1,113 @@
+"""Mixing invariants: sizes, no conversation twice, evidence order kept, seeded reproducibility."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from mark_eval.convomem.loaders import ConvoMemData, load_data, load_sample
+from mark_eval.convomem.mixing import DEFAULT_SIZES, MixConfig, build_cases, select_questions
+from mark_eval.convomem.schema import Conversation, Item, Message, Question
+
+from memory_store.errors import InvalidInput
+
+
+def _synthetic(n_items: int, n_evidence: int, n_filler: int, persons: int) -> ConvoMemData:
+    items: list[Item] = []
+    for i in range(n_items):
+        convs = [
+            Conversation(id=f"ev-{i}-{k}", messages=[Message(speaker="User", text=f"fact {i} part {k}")])
+            for k in range(n_evidence)
+        ]
+        q = Question(
+            qid=f"q{i:04d}", category="user_facts", evidence_count=n_evidence, question=f"q{i}?", answer="a",
+            evidence_texts=tuple(f"fact {i} part {k}" for k in range(n_evidence)),
+            evidence_conversation_ids=tuple(c.cid for c in convs), person_id=f"p{i % persons}",
+        )
+        items.append(Item(question=q, conversations=convs))
+    filler: dict[str, list[Conversation]] = {}
+    for j in range(n_filler):
+        filler.setdefault(f"p{j % persons}", []).append(
+            Conversation(id=f"f-{j}", messages=[Message(speaker="assistant", text=f"filler {j}")])
+        )
+    return ConvoMemData(items=items, filler=filler)
+
+
+def _check_case(case, items_by_qid: dict[str, Item]) -> None:  # type: ignore[no-untyped-def]
+    ids = case.conversation_ids
+    assert len(ids) == len(set(ids)), "a conversation appears twice"
+    assert len(ids) == case.context_size
+    for q in case.questions:
+        ev = [c.cid for c in items_by_qid[q.qid].conversations]
+        positions = [ids.index(cid) for cid in ev]
+        assert positions == sorted(positions), "evidence order not kept"
+        assert len(case.evidence_mids[q.qid]) == len(ev)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    n_items=st.integers(1, 12),
+    n_evidence=st.integers(1, 4),
+    n_filler=st.integers(0, 60),
+    persons=st.integers(1, 3),
+    mode=st.sampled_from(["standard", "batched"]),
+    seed=st.integers(0, 10_000),
+    sizes=st.lists(st.sampled_from(DEFAULT_SIZES[:10]), min_size=1, max_size=5, unique=True),
+)
+def test_mixing_invariants(n_items, n_evidence, n_filler, persons, mode, seed, sizes) -> None:  # type: ignore[no-untyped-def]
+    data = _synthetic(n_items, n_evidence, n_filler, persons)
+    config = MixConfig(sizes=tuple(sizes), mode=mode, seed=seed)
+    result = build_cases(data, config)
+    by_qid = {it.question.qid: it for it in data.items}
+    for case in result.cases:
+        _check_case(case, by_qid)
+        assert case.context_size >= n_evidence
+    # every (item, size) that fits is either asked or reported as skipped
+    asked = {(q.qid, c.context_size) for c in result.cases for q in c.questions}
+    for size in sizes:
+        if size < n_evidence:
+            assert not any(s == size for _, s in asked)
+        elif not any(f"size {size} skipped" in w for w in result.warnings):
+            assert {qid for qid, s in asked if s == size} == set(by_qid)
+    again = build_cases(data, config)
+    assert [c.conversation_ids for c in again.cases] == [c.conversation_ids for c in result.cases]
+
+
+def test_seed_changes_the_haystack_and_subsets_are_stable() -> None:
+    data = _synthetic(6, 1, 40, 1)
+    a = build_cases(data, MixConfig(sizes=(10,), seed=1)).cases
+    b = build_cases(data, MixConfig(sizes=(10,), seed=2)).cases
+    assert [c.conversation_ids for c in a] != [c.conversation_ids for c in b]
+    # standard mixing is seeded per item: a subset gets the same haystacks
+    subset = select_questions(data, None, None, limit=2)
+    c = build_cases(subset, MixConfig(sizes=(10,), seed=1)).cases
+    by_q = {case.questions[0].qid: case.conversation_ids for case in a}
+    for case in c:
+        assert by_q[case.questions[0].qid] == case.conversation_ids
+
+
+def test_short_filler_is_reported_or_an_error_never_duplicated() -> None:
+    data = _synthetic(1, 1, 5, 1)
+    result = build_cases(data, MixConfig(sizes=(3, 6, 10)))
+    assert [c.context_size for c in result.cases] == [3, 6]
+    assert any("size 10 skipped" in w and "only 5" in w for w in result.warnings)
+    with pytest.raises(InvalidInput, match="size 10"):
+        build_cases(data, MixConfig(sizes=(10,), on_short="error"))
+
+
+def test_batched_packs_items_and_uses_their_evidence_as_filler() -> None:
+    data = _synthetic(10, 1, 0, 2)
+    cases = build_cases(data, MixConfig(sizes=(5,), mode="batched")).cases
+    assert len(cases) == 2 and all(len(c.questions) == 5 for c in cases)
+
+
+def test_sample_and_released_layout_mix(released_dir: Path) -> None:
+    sample = load_sample()
+    result = build_cases(sample, MixConfig(sizes=(1, 2, 6)))
+    assert result.cases and not result.warnings
+    data = load_data(released_dir)
+    result = build_cases(data, MixConfig(sizes=(2, 4)), sizes_given=True)
+    sizes = sorted({c.context_size for c in result.cases})
+    assert sizes == [2, 4]  # the pre-mixed size-2 case plus mixed ones
