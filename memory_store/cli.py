@@ -1,0 +1,323 @@
+"""`mark memory ...` and `mark bench store`: a thin shell over MemoryStore. Every command takes --json."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from memory_store.errors import InvalidInput, StoreError
+from memory_store.models import MemoryKind
+from memory_store.store import MemoryStore
+
+memory_app = typer.Typer(no_args_is_help=True)
+bench_app = typer.Typer(no_args_is_help=True)
+console = Console()
+
+User = Annotated[str, typer.Option("--user", "-u", help="The user whose memories to use (required).")]
+Json = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+Kinds = Annotated[
+    list[MemoryKind] | None, typer.Option("--kind", "-k", help="Only these kinds (repeatable).", show_default=False)
+]
+
+
+def open_store(ctx: typer.Context) -> MemoryStore:
+    return MemoryStore(ctx.obj())
+
+
+def emit(data: object) -> None:
+    typer.echo(json.dumps(data, ensure_ascii=False, indent=None, default=str))
+
+
+def _short(mid: str) -> str:
+    return mid[:10]
+
+
+@memory_app.command("add")
+def add(
+    ctx: typer.Context,
+    text: Annotated[str, typer.Argument(help="The memory text ('-' reads stdin).")],
+    user: User,
+    kind: Annotated[MemoryKind, typer.Option("--kind", "-k")] = MemoryKind.user_question,
+    session: Annotated[str | None, typer.Option("--session")] = None,
+    trust: Annotated[float, typer.Option("--trust", min=0.0, max=1.0)] = 0.6,
+    as_json: Json = False,
+) -> None:
+    """Store one memory for a user."""
+    if text == "-":
+        text = sys.stdin.read()
+    with open_store(ctx) as store:
+        m = store.add(text, user, kind=kind, session_id=session, trust=trust, actor="cli")
+    if as_json:
+        emit(m.model_dump(mode="json"))
+    else:
+        console.print(f"added [bold]{_short(m.id)}[/]  {m.text}")
+
+
+@memory_app.command("search")
+def search(
+    ctx: typer.Context,
+    query: Annotated[str, typer.Argument(help="What to look for.")],
+    user: User,
+    limit: Annotated[int, typer.Option("--limit", "-n", min=1, max=1000)] = 10,
+    kind: Kinds = None,
+    session: Annotated[str | None, typer.Option("--session")] = None,
+    mode: Annotated[str, typer.Option("--mode", help="hybrid, dense or keyword")] = "hybrid",
+    history: Annotated[bool, typer.Option("--history", help="Include superseded memories.")] = False,
+    explain: Annotated[bool, typer.Option("--explain", help="Show every component of the score.")] = False,
+    as_json: Json = False,
+) -> None:
+    """Hybrid, decay-ranked search in one user's memories."""
+    with open_store(ctx) as store:
+        hits = store.search(
+            query,
+            user,
+            limit=limit,
+            kinds=kind,
+            session_id=session,
+            mode=mode,
+            include_history=history,
+            explain=explain or as_json,
+        )
+    if as_json:
+        emit(
+            [
+                {
+                    "score": h.score,
+                    "memory": h.memory.model_dump(mode="json"),
+                    "explain": h.explain.model_dump() if h.explain else None,
+                }
+                for h in hits
+            ]
+        )
+        return
+    if not hits:
+        console.print("no matching memories")
+        return
+    table = Table("id", "score", "kind", "text", *(["sim", "recency", "freq", "trust"] if explain else []))
+    for h in hits:
+        extra = []
+        if explain and h.explain:
+            e = h.explain
+            extra = [f"{e.similarity:.2f}", f"{e.recency:.2f}", f"{e.frequency:.2f}", f"{e.trust:.2f}"]
+        status = "" if h.memory.status == "active" else f" [dim]({h.memory.status})[/]"
+        table.add_row(_short(h.memory.id), f"{h.score:.3f}", h.memory.kind.value, h.memory.text + status, *extra)
+    console.print(table)
+
+
+@memory_app.command("list")
+def list_(
+    ctx: typer.Context,
+    user: User,
+    limit: Annotated[int, typer.Option("--limit", "-n", min=1, max=10000)] = 50,
+    offset: Annotated[int, typer.Option("--offset", min=0)] = 0,
+    kind: Kinds = None,
+    history: Annotated[bool, typer.Option("--history", help="Include superseded memories.")] = False,
+    as_json: Json = False,
+) -> None:
+    """List a user's memories, newest first (paginated)."""
+    with open_store(ctx) as store:
+        page = store.list(user, kinds=kind, include_history=history, limit=limit, offset=offset)
+    if as_json:
+        emit(
+            {
+                "total": page.total,
+                "offset": page.offset,
+                "next_offset": page.next_offset,
+                "items": [m.model_dump(mode="json") for m in page.items],
+            }
+        )
+        return
+    table = Table("id", "kind", "text", "confirmed", "recalled", "trust", title=f"{page.total} memories")
+    for m in page.items:
+        status = "" if m.status == "active" else f" [dim]({m.status})[/]"
+        table.add_row(
+            _short(m.id), m.kind.value, m.text + status, str(m.confirm_count), str(m.recall_count), f"{m.trust:.2f}"
+        )
+    console.print(table)
+    if page.next_offset is not None:
+        console.print(f"[dim]more: --offset {page.next_offset}[/]")
+
+
+@memory_app.command("history")
+def history(
+    ctx: typer.Context,
+    user: User,
+    memory_id: Annotated[str | None, typer.Argument(help="One memory (id or unique prefix).")] = None,
+    as_json: Json = False,
+) -> None:
+    """The audit trail: every add, update, confirm, supersede, dispute and delete, with its reason."""
+    with open_store(ctx) as store:
+        mid = store.resolve_id(memory_id, user) if memory_id else None
+        events = store.history(user, mid)
+    if as_json:
+        emit([e.model_dump(mode="json") for e in events])
+        return
+    table = Table("when", "memory", "event", "old", "new", "reason")
+    for e in events:
+        table.add_row(
+            e.created_at.strftime("%Y-%m-%d %H:%M:%S"),
+            _short(e.memory_id),
+            e.event,
+            e.old_text or "",
+            e.new_text or "",
+            e.reason,
+        )
+    console.print(table)
+
+
+@memory_app.command("forget")
+def forget(
+    ctx: typer.Context,
+    memory_id: Annotated[str, typer.Argument(help="Memory id or unique prefix.")],
+    user: User,
+    reason: Annotated[str, typer.Option("--reason")] = "forgotten on request",
+    as_json: Json = False,
+) -> None:
+    """Delete one memory (its history keeps the old text until the user is purged)."""
+    with open_store(ctx) as store:
+        mid = store.resolve_id(memory_id, user)
+        store.delete(mid, user, reason=reason, actor="cli")
+    if as_json:
+        emit({"deleted": mid})
+    else:
+        console.print(f"forgot {_short(mid)}")
+
+
+@memory_app.command("purge")
+def purge(
+    ctx: typer.Context,
+    user: User,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    as_json: Json = False,
+) -> None:
+    """Remove every trace of a user: memories, raw turns, history, feedback, indexes, vectors."""
+    if not yes:
+        if not sys.stdin.isatty():
+            raise InvalidInput("purge needs --yes when not run interactively")
+        typer.confirm(f"Remove every trace of user {user!r}?", abort=True)
+    with open_store(ctx) as store:
+        report = store.purge_user(user)
+        purge_hooks = ctx.meta.get("purge_hooks", [])
+        for hook in purge_hooks:
+            hook(store.settings, user)
+    if as_json:
+        emit(report.model_dump())
+    else:
+        console.print(
+            f"purged {user!r}: {report.memories} memories, {report.turns} turns, "
+            f"{report.history} history events, {report.feedback} feedback"
+        )
+
+
+@memory_app.command("export")
+def export(
+    ctx: typer.Context,
+    user: Annotated[str | None, typer.Option("--user", "-u", help="The user to export.")] = None,
+    all_users: Annotated[bool, typer.Option("--all", help="Admin: export every user.")] = False,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="File (default: stdout).")] = None,
+    as_json: Json = False,
+) -> None:
+    """Export memories, history, raw turns and feedback as JSON lines (import restores them exactly)."""
+    if (user is None) == (not all_users):
+        raise InvalidInput("give either --user U or --all")
+    with open_store(ctx) as store:
+        if output is None:
+            n = store.export_jsonl(sys.stdout, user_id=user)
+        else:
+            tmp = output.with_name(output.name + ".tmp")
+            n = store.export_jsonl(tmp, user_id=user)
+            tmp.replace(output)
+    if output is not None:
+        if as_json:
+            emit({"records": n, "output": str(output)})
+        else:
+            console.print(f"exported {n} records to {output}")
+
+
+@memory_app.command("import")
+def import_(
+    ctx: typer.Context,
+    path: Annotated[Path, typer.Argument(help="A file written by `mark memory export`.")],
+    replace: Annotated[bool, typer.Option("--replace", help="Overwrite memories that already exist.")] = False,
+    as_json: Json = False,
+) -> None:
+    """Import an export file. All lines are validated first; nothing is written if any is bad."""
+    if not path.is_file():
+        raise InvalidInput(f"{path}: no such file")
+    with open_store(ctx) as store:
+        n = store.import_jsonl(path, replace=replace)
+    if as_json:
+        emit({"records": n})
+    else:
+        console.print(f"imported {n} records")
+
+
+@memory_app.command("check")
+def check(ctx: typer.Context, as_json: Json = False) -> None:
+    """Admin: are SQLite (the truth) and the vector index consistent?"""
+    with open_store(ctx) as store:
+        report = store.check()
+    if as_json:
+        emit(report.model_dump())
+    else:
+        state = "[green]ok[/]" if report.ok else "[red]inconsistent[/]"
+        console.print(f"{state}: {report.memories} memories, {report.vectors} vectors, {report.pending_outbox} pending")
+        for p in report.problems:
+            console.print(f"  - {p}")
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+@memory_app.command("rebuild-index")
+def rebuild_index(ctx: typer.Context, as_json: Json = False) -> None:
+    """Admin: rebuild the vector and keyword indexes from SQLite."""
+    with open_store(ctx) as store:
+        n = store.rebuild()
+    if as_json:
+        emit({"vectors": n})
+    else:
+        console.print(f"rebuilt the index: {n} vectors")
+
+
+@bench_app.command("store")
+def bench_store(
+    ctx: typer.Context,
+    memories: Annotated[int, typer.Option("--memories", min=1)] = 10_000,
+    users: Annotated[int, typer.Option("--users", min=1)] = 10,
+    queries: Annotated[int, typer.Option("--queries", min=1)] = 200,
+    batch: Annotated[int, typer.Option("--batch", min=1)] = 1000,
+    backend: Annotated[str, typer.Option("--backend", help="chroma or exact")] = "chroma",
+    keep: Annotated[Path | None, typer.Option("--keep", help="Build the store here (default: a temp dir).")] = None,
+    as_json: Json = False,
+) -> None:
+    """Add throughput, scoped search latency (with and without the query embedding) and peak RSS."""
+    from memory_store.bench import run_store_bench
+
+    if backend not in ("chroma", "exact"):
+        raise InvalidInput("--backend must be chroma or exact")
+    try:
+        result = run_store_bench(
+            ctx.obj(),
+            memories=memories,
+            users=users,
+            queries=queries,
+            batch=batch,
+            backend=backend,
+            keep=keep,
+            progress=not as_json,
+        )
+    except OSError as exc:
+        raise StoreError(f"benchmark failed: {exc}") from exc
+    if as_json:
+        emit(result)
+        return
+    table = Table("metric", "value", title=f"mark bench store ({memories:,} memories, {users} users, {backend})")
+    for k, v in result.items():
+        table.add_row(k, f"{v:,.2f}" if isinstance(v, float) else str(v))
+    console.print(table)
