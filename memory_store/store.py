@@ -60,6 +60,16 @@ def new_id() -> str:
     return uuid.uuid4().hex
 
 
+def _first_error(exc: Exception) -> str:
+    """One line from a pydantic ValidationError (or any error): field and message."""
+    errors = getattr(exc, "errors", None)
+    if callable(errors):
+        first = errors()[0]
+        loc = ".".join(str(p) for p in first.get("loc", ()))
+        return f"{loc}: {first.get('msg')}" if loc else str(first.get("msg"))
+    return str(exc).splitlines()[0]
+
+
 class MemoryStore:
     """Per-user long-term memory: SQLite for truth, a vector index for similarity, hybrid decay-ranked search."""
 
@@ -220,9 +230,11 @@ class MemoryStore:
         actor: str = "api",
     ) -> Memory:
         """Add one memory. See `add_many` for batches (one transaction, one embedding pass)."""
+        check_scope_id(user_id)
+        check_text(text)
         try:
             item = NewMemory(
-                text=text if isinstance(text, str) else str(text),
+                text=text,
                 user_id=user_id,
                 kind=MemoryKind(kind),
                 agent_id=agent_id,
@@ -232,9 +244,7 @@ class MemoryStore:
                 **({"source": source} if source else {}),
             )
         except ValueError as exc:
-            raise InvalidInput(f"invalid memory: {exc}".splitlines()[0]) from None
-        if not isinstance(text, str):
-            raise InvalidInput(f"memory text must be a string, got {type(text).__name__}")
+            raise InvalidInput(f"invalid memory: {_first_error(exc)}") from None
         return self.add_many([item], reason=reason, actor=actor)[0]
 
     def add_many(self, items: Sequence[NewMemory], *, reason: str = "added", actor: str = "api") -> list[Memory]:
@@ -831,7 +841,7 @@ class MemoryStore:
                 else:
                     raise ValueError(f"unknown record type {kind!r}")
             except (ValueError, KeyError, TypeError, AttributeError) as exc:
-                msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                msg = _first_error(exc) if str(exc) else type(exc).__name__
                 raise InvalidInput(f"{name}, line {lineno}: {msg}") from None
         if not seen_header:
             raise InvalidInput(f"{name}: missing the {EXPORT_FORMAT} header line")

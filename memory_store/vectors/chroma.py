@@ -12,12 +12,20 @@ vector epoch in SQLite moved).
 from __future__ import annotations
 
 import contextlib
+import re
+import shutil
+import sqlite3
 import threading
 from pathlib import Path
 
 import numpy as np
 
 PREFIX = "mark_"
+_UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+
+
+def _looks_like_segment(name: str) -> bool:
+    return bool(_UUID.match(name))
 
 
 class ChromaIndex:
@@ -78,6 +86,27 @@ class ChromaIndex:
             self._collections.pop(PREFIX + user_key, None)
             with contextlib.suppress(Exception):
                 self._get_client().delete_collection(PREFIX + user_key)
+            self._scrub()
+
+    def _scrub(self) -> None:
+        """Leave nothing of a dropped collection on disk.
+
+        chroma frees the rows of a deleted collection but keeps them in free pages of its SQLite file, and
+        keeps the collection's HNSW segment directory: VACUUM the file and remove segment directories that no
+        live segment owns.
+        """
+        db_file = self.path / "chroma.sqlite3"
+        if not db_file.exists():
+            return
+        conn = sqlite3.connect(db_file, timeout=30)
+        try:
+            live = {row[0] for row in conn.execute("SELECT id FROM segments")}
+            conn.execute("VACUUM")
+        finally:
+            conn.close()
+        for child in self.path.iterdir():
+            if child.is_dir() and _looks_like_segment(child.name) and child.name not in live:
+                shutil.rmtree(child, ignore_errors=True)
 
     def query(self, user_key: str, vector: np.ndarray, k: int) -> list[tuple[str, float]]:
         with self._lock:
@@ -122,7 +151,10 @@ class ChromaIndex:
     def reset(self) -> None:
         with self._lock:
             for key in self.user_keys():
-                self.drop_user(key)
+                with contextlib.suppress(Exception):
+                    self._get_client().delete_collection(PREFIX + key)
+            self._collections.clear()
+            self._scrub()
 
     def close(self) -> None:
         with self._lock:

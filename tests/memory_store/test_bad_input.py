@@ -1,0 +1,69 @@
+"""Bad input gets a clear error, and nothing already stored is lost or half-written."""
+
+from __future__ import annotations
+
+import pytest
+
+from memory_store import InvalidInput, NewMemory
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("", "empty"),
+        ("   \n\t ", "empty"),
+        ("x" * 1_048_576, "limit"),
+        ("bad \ud800 surrogate", "unicode"),
+        ("nul \x00 byte", "NUL"),
+        (None, "string"),
+    ],
+)
+def test_bad_memory_text(store, text, message):
+    keep = store.add("I already know this.", "alice")
+    with pytest.raises(InvalidInput, match=message):
+        store.add(text, "alice")
+    assert [m.id for m in store.list("alice").items] == [keep.id]
+    assert store.check().ok
+
+
+@pytest.mark.parametrize("user", ["../x", "'; DROP TABLE memories; --", "u/../../etc/passwd", "名前", "a" * 256])
+def test_odd_user_ids_are_opaque_and_isolated(store, user):
+    m = store.add("My odd-user secret is 42.", user)
+    store.add("A normal user's note.", "alice")
+    assert store.search("secret", user)[0].memory.id == m.id
+    assert all(h.memory.user_id == "alice" for h in store.search("odd-user secret", "alice"))
+    assert store.list("alice").total == 1
+    assert store.purge_user(user).memories == 1
+    assert store.list("alice").total == 1 and store.check().ok
+
+
+@pytest.mark.parametrize(
+    "user, message", [("", "empty"), ("  ", "empty"), ("a\x07b", "control"), ("x" * 257, "limit"), (42, "string")]
+)
+def test_invalid_user_ids(store, user, message):
+    with pytest.raises(InvalidInput, match=message):
+        store.add("text", user)
+    with pytest.raises(InvalidInput):
+        store.search("text", user)
+
+
+def test_a_batch_with_one_bad_item_stores_nothing(store):
+    store.add("Existing.", "alice")
+    with pytest.raises(InvalidInput, match="item 2"):
+        store.add_many(
+            [
+                NewMemory(text="ok one", user_id="alice"),
+                NewMemory(text="ok two", user_id="alice"),
+                NewMemory(text="  ", user_id="alice"),
+            ]
+        )
+    assert [m.text for m in store.list("alice").items] == ["Existing."]
+
+
+def test_bad_search_arguments(store):
+    with pytest.raises(InvalidInput):
+        store.search("", "alice")
+    with pytest.raises(InvalidInput):
+        store.search("q", "alice", mode="psychic")
+    with pytest.raises(InvalidInput):
+        store.search("q", "alice", kinds=["gossip"])

@@ -1,0 +1,145 @@
+"""Store behaviour on every vector backend (the `store` fixture is parametrized: chroma and exact)."""
+
+from __future__ import annotations
+
+import pytest
+
+from memory_store import InvalidInput, MemoryKind, MemoryStatus, NewMemory, NotFound
+
+
+def test_add_get_update_delete_with_history(store):
+    m = store.add("My dog is called Biscuit.", "alice", kind="user_question", session_id="s1")
+    assert store.get(m.id, "alice").text == "My dog is called Biscuit."
+    updated = store.update(m.id, "alice", text="My dog is called Biscuit, a beagle.", reason="detail added")
+    assert updated.text.endswith("beagle.")
+    store.delete(m.id, "alice", reason="user asked")
+    with pytest.raises(NotFound):
+        store.get(m.id, "alice")
+    events = [(e.event, e.reason) for e in store.history("alice", m.id)]
+    assert events == [("add", "added"), ("update", "detail added"), ("delete", "user asked")]
+    assert store.history("alice", m.id)[-1].old_text == "My dog is called Biscuit, a beagle."
+    assert store.check().ok
+
+
+def test_search_finds_the_relevant_memory_first(store):
+    store.add_many(
+        [
+            NewMemory(text="My dog is called Biscuit.", user_id="alice"),
+            NewMemory(text="I work as a nurse in Chicago.", user_id="alice"),
+            NewMemory(text="I prefer answers as bullet points.", user_id="alice", kind=MemoryKind.llm_response),
+        ]
+    )
+    hits = store.search("What is my dog's name?", "alice", explain=True)
+    assert hits[0].memory.text == "My dog is called Biscuit."
+    e = hits[0].explain
+    assert e is not None and e.dense_rank == 1 and e.keyword_rank == 1
+    assert 0 < e.relevance <= 1 and 0 < e.recency <= 1 and e.final == pytest.approx(hits[0].score)
+    assert store.search("bullet points", "alice", mode="keyword")[0].memory.kind == MemoryKind.llm_response
+
+
+def test_superseded_fact_leaves_search_but_stays_in_history(store):
+    old = store.add("I live in Denver.", "alice")
+    new = store.supersede(old.id, "alice", NewMemory(text="I moved to Lisbon.", user_id="alice"))
+    texts = [h.memory.text for h in store.search("Where do I live?", "alice")]
+    assert "I moved to Lisbon." in texts and "I live in Denver." not in texts
+    kept = store.get(old.id, "alice")
+    assert kept.status == MemoryStatus.superseded and kept.superseded_by == new.id and kept.valid_until is not None
+    assert "I live in Denver." in [
+        h.memory.text for h in store.search("Where do I live?", "alice", include_history=True)
+    ]
+    sup = [e for e in store.history("alice", old.id) if e.event == "supersede"]
+    assert sup and sup[0].old_text == "I live in Denver." and sup[0].new_text == "I moved to Lisbon."
+    assert store.list("alice").total == 1 and store.list("alice", include_history=True).total == 2
+
+
+def test_confirmed_recent_memory_outranks_stale_one_of_equal_similarity(store, clock):
+    stale = store.add("The user likes green tea.", "alice")
+    fresh = store.add("The user likes green tea.", "alice")  # same text: equal similarity
+    clock.advance(days=120)
+    for _ in range(3):
+        store.confirm(fresh.id, "alice")
+        clock.advance(days=1)
+    hits = store.search("What tea does the user like?", "alice", explain=True)
+    assert [h.memory.id for h in hits[:2]] == [fresh.id, stale.id]
+    a, b = hits[0].explain, hits[1].explain
+    assert a.similarity == pytest.approx(b.similarity, abs=1e-5)
+    assert a.recency > b.recency and a.frequency > b.frequency and a.strength_days > b.strength_days
+
+
+def test_recency_decays_with_time(store, clock):
+    m = store.add("I am training for a marathon.", "alice")
+    r0 = store.search("marathon", "alice", explain=True)[0].explain.recency
+    clock.advance(days=200)
+    r1 = store.search("marathon", "alice", explain=True)[0].explain.recency
+    assert r0 == pytest.approx(1.0) and r1 < 0.5
+    store.mark_recalled([m.id], "alice")
+    assert store.get(m.id, "alice").recall_count == 1
+    assert store.search("marathon", "alice", explain=True)[0].explain.recency == pytest.approx(1.0)
+
+
+def test_filters_kind_session_time(store, clock):
+    store.add("Use metric units in answers.", "alice", kind="llm_response", session_id="s1")
+    clock.advance(days=10)
+    store.add("Metric units are used at work.", "alice", kind="residual", session_id="s2")
+    assert {h.memory.kind for h in store.search("metric units", "alice", kinds=["residual"])} == {MemoryKind.residual}
+    assert [h.memory.session_id for h in store.search("metric units", "alice", session_id="s1")] == ["s1"]
+    assert [h.memory.session_id for h in store.search("metric units", "alice", since=clock())] == ["s2"]
+
+
+def test_dispute_and_feedback_move_trust(store):
+    m = store.add("My birthday is in May.", "alice", trust=0.6)
+    d = store.dispute(m.id, "alice", reason="assistant said otherwise")
+    assert d.status == MemoryStatus.disputed and d.trust < 0.6
+    assert store.search("birthday", "alice")[0].memory.status == MemoryStatus.disputed
+    before = store.get(m.id, "alice").trust
+    store.add_feedback("alice", "resp-1", [m.id], +1)
+    assert store.get(m.id, "alice").trust == pytest.approx(before + 0.1)
+    assert store.feedback("alice")[0].memory_ids == [m.id]
+    with pytest.raises(InvalidInput):
+        store.add_feedback("alice", "resp-1", [m.id], 5)
+
+
+def test_list_paginates_newest_first(store, clock):
+    for i in range(7):
+        store.add(f"Fact number {i} about the garden.", "alice")
+        clock.advance(minutes=1)
+    p1 = store.list("alice", limit=3)
+    p2 = store.list("alice", limit=3, offset=p1.next_offset)
+    p3 = store.list("alice", limit=3, offset=p2.next_offset)
+    texts = [m.text for m in p1.items + p2.items + p3.items]
+    assert texts == [f"Fact number {i} about the garden." for i in reversed(range(7))]
+    assert p1.total == 7 and p3.next_offset is None
+
+
+def test_resolve_id_prefix_is_scoped(store):
+    m = store.add("I speak Portuguese.", "alice")
+    assert store.resolve_id(m.id[:8], "alice") == m.id
+    with pytest.raises(NotFound):
+        store.resolve_id(m.id[:8], "bob")
+
+
+def test_turns_are_stored_and_status_tracked(store):
+    turns = store.add_turns(
+        [
+            {"user_id": "alice", "session_id": "s", "role": "user", "content": "Hi, I'm Alice."},
+            {"user_id": "alice", "session_id": "s", "role": "assistant", "content": "Hello Alice!"},
+        ]
+    )
+    assert [t.extraction_status for t in store.turns("alice", session_id="s")] == ["pending", "pending"]
+    assert store.users_with_pending_turns() == ["alice"]
+    store.set_turns_status([t.id for t in turns], "done")
+    assert store.users_with_pending_turns() == []
+    assert store.turns("bob") == []
+
+
+def test_rebuild_restores_a_lost_vector_index(store):
+    if not store.index.persistent:
+        pytest.skip("the exact index is re-derived from SQLite on demand: it cannot lose vectors")
+    for t in ["I like chess.", "I like tennis.", "My cat is Mochi."]:
+        store.add(t, "alice")
+    store.index.reset()
+    report = store.check()
+    assert not report.ok and len(report.missing_vectors) == 3
+    assert store.rebuild() == 3
+    assert store.check().ok
+    assert store.search("cat's name", "alice")[0].memory.text == "My cat is Mochi."

@@ -1,0 +1,64 @@
+"""One conformance suite that every vector-index backend must pass."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from memory_store.vectors import ChromaIndex, ExactIndex
+
+
+def unit(v) -> np.ndarray:
+    v = np.asarray(v, dtype=np.float32)
+    return v / np.linalg.norm(v)
+
+
+@pytest.fixture(params=["chroma", "exact"])
+def index(request, tmp_path):
+    idx = ChromaIndex(tmp_path / "vectors") if request.param == "chroma" else ExactIndex()
+    yield idx
+    idx.close()
+
+
+def test_query_returns_nearest_first_with_cosine(index):
+    index.upsert("ua", ["x", "y", "z"], np.stack([unit([1, 0, 0]), unit([0.9, 0.1, 0]), unit([0, 0, 1])]))
+    got = index.query("ua", unit([1, 0, 0]), 2)
+    assert [i for i, _ in got] == ["x", "y"]
+    assert got[0][1] == pytest.approx(1.0, abs=1e-4)
+    assert got[1][1] == pytest.approx(float(unit([0.9, 0.1, 0]) @ unit([1, 0, 0])), abs=1e-4)
+
+
+def test_groups_are_isolated_and_dropped_alone(index):
+    index.upsert("ua", ["a1"], np.stack([unit([1, 0, 0])]))
+    index.upsert("ub", ["b1"], np.stack([unit([1, 0, 0])]))
+    assert [i for i, _ in index.query("ua", unit([1, 0, 0]), 10)] == ["a1"]
+    index.drop_user("ua")
+    assert index.query("ua", unit([1, 0, 0]), 10) == []
+    assert index.ids("ub") == {"b1"}
+
+
+def test_upsert_overwrites_and_delete_removes(index):
+    index.upsert("ua", ["a"], np.stack([unit([1, 0, 0])]))
+    index.upsert("ua", ["a"], np.stack([unit([0, 1, 0])]))
+    assert index.count("ua") == 1
+    assert index.query("ua", unit([0, 1, 0]), 1)[0][1] == pytest.approx(1.0, abs=1e-4)
+    index.delete("ua", ["a", "never-existed"])
+    assert index.count("ua") == 0
+    assert index.query("missing-user", unit([0, 1, 0]), 3) == []
+
+
+def test_k_larger_than_group(index):
+    index.upsert("ua", ["a", "b"], np.stack([unit([1, 0, 0]), unit([0, 1, 0])]))
+    assert len(index.query("ua", unit([1, 1, 0]), 50)) == 2
+
+
+def test_chroma_persists_and_refresh_sees_other_writers(tmp_path):
+    first = ChromaIndex(tmp_path / "v")
+    first.upsert("ua", ["a"], np.stack([unit([1, 0, 0])]))
+    assert first.count("ua") == 1
+    first.query("ua", unit([1, 0, 0]), 1)  # load the graph into this client's cache
+    second = ChromaIndex(tmp_path / "v")
+    second.upsert("ua", ["b"], np.stack([unit([0, 1, 0])]))
+    first.refresh()
+    assert {i for i, _ in first.query("ua", unit([0, 1, 0]), 5)} == {"a", "b"}
+    assert first.user_keys() == {"ua"}
