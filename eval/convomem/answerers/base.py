@@ -1,0 +1,192 @@
+"""The answerer interface every method implements, and the plumbing they share (LLM call, usage).
+
+A method is a plug-in: ``select`` decides what reaches the answer prompt (cheap, no answer call, so
+``--retrieval-only`` can measure evidence recall without any LLM), ``answer`` sends that prompt.
+Indexing a haystack happens in ``prepare`` and is excluded from latency, as in ConvoMem.
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from functools import cached_property
+from typing import Any, ClassVar
+
+from mark_eval.convomem.retrieval import RetrievalMode
+from mark_eval.convomem.schema import Haystack
+from mark_eval.convomem.tokens import messages_tokens
+from pydantic import BaseModel, ConfigDict, Field
+
+from memory_store.embeddings import Embedder
+from memory_store.errors import MarkError
+
+
+class UsageTotals(BaseModel):
+    """Usage summed over the LLM calls of one step (read from the client's ``Usage`` by attribute)."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    calls: int = 0
+    latency_ms: float = 0.0
+    cost_usd: float = 0.0
+
+    def add(self, usage: Any) -> UsageTotals:
+        if usage is None:
+            return self
+        self.prompt_tokens += int(getattr(usage, "prompt_tokens", 0) or 0)
+        self.completion_tokens += int(getattr(usage, "completion_tokens", 0) or 0)
+        self.calls += int(getattr(usage, "calls", 1) or 0)
+        self.latency_ms += float(getattr(usage, "latency_ms", 0.0) or 0.0)
+        self.cost_usd += float(getattr(usage, "cost_usd", 0.0) or 0.0)
+        return self
+
+
+class Selection(BaseModel):
+    """What a method put in front of the answering model for one question."""
+
+    messages: list[dict[str, str]]
+    #: haystack message ids (``conv:msg``) whose text reached the prompt (or the helper's prompt)
+    context_mids: list[str]
+    input_tokens: int
+    context_overflow: bool = False
+    retrieval_ms: float = 0.0
+    helper_usage: UsageTotals = Field(default_factory=UsageTotals)
+    #: set when the method answers without a final call (block_based with nothing relevant)
+    canned_answer: str | None = None
+    route: str = ""
+
+
+class Answer(BaseModel):
+    text: str = ""
+    context_mids: list[str] = Field(default_factory=list)
+    input_tokens: int = 0
+    output_tokens: int = 0
+    latency_ms: float = 0.0
+    retrieval_ms: float = 0.0
+    cost_usd: float = 0.0
+    calls: int = 0
+    context_overflow: bool = False
+    model: str = ""
+    route: str = ""
+    error: str | None = None
+
+
+class AnswererContext(BaseModel):
+    """What methods may use: the answering client, a token budget, retrieval settings, an embedder."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    llm: Any | None = None
+    budget_tokens: int = 4000
+    retrieval: RetrievalMode = "hybrid"
+    neighbours: int = 1
+    max_answer_tokens: int = 200
+    embedder_factory: Callable[[], Embedder] | None = None
+    settings: Any | None = None
+    work_dir: Any | None = None
+
+    @cached_property
+    def embedder(self) -> Embedder | None:
+        return self.embedder_factory() if self.embedder_factory is not None else None
+
+    @property
+    def context_window(self) -> int | None:
+        return getattr(self.llm, "context_window", None) if self.llm is not None else None
+
+
+def llm_errors() -> tuple[type[BaseException], type[BaseException]]:
+    """(LLMError, LLMUnavailable) from the agents package, or stand-ins while it is absent."""
+    try:
+        from mark_agents.llm import LLMError, LLMUnavailable
+    except ImportError:
+
+        class _Never(Exception):
+            pass
+
+        return _Never, _Never
+    return LLMError, LLMUnavailable
+
+
+async def chat(ctx: AnswererContext, messages: list[dict[str, str]], label: str, max_tokens: int) -> Any:
+    if ctx.llm is None:
+        raise MarkError("this step needs an LLM but the run has none (use --retrieval-only or configure one)")
+    return await ctx.llm.chat(messages, max_tokens=max_tokens, temperature=0.0, label=label)
+
+
+class Answerer(ABC):
+    """One answering method. Subclasses set ``name`` and implement :meth:`select`."""
+
+    name: ClassVar[str] = ""
+    #: True when choosing the context itself needs LLM calls (no ``--retrieval-only`` for it)
+    needs_llm_to_select: ClassVar[bool] = False
+
+    def __init__(self, ctx: AnswererContext) -> None:
+        self.ctx = ctx
+
+    async def prepare(self, haystack: Haystack) -> None:
+        """Index a haystack before its questions are asked (not timed). Default: nothing to do."""
+        return None
+
+    def release(self, haystack: Haystack) -> None:
+        """Forget what :meth:`prepare` built for a haystack once all its questions are done."""
+        return None
+
+    @abstractmethod
+    async def select(self, haystack: Haystack, question: str) -> Selection:
+        """Build the answer prompt for a question: the method's whole idea lives here."""
+
+    async def answer(self, haystack: Haystack, question: str) -> Answer:
+        """Select, then one answer call. LLM failures become ``error`` (never an exception) unless the
+        endpoint is down, which stops the run (the results file is the resume point)."""
+        llm_error, unavailable = llm_errors()
+        started = time.perf_counter()
+        try:
+            sel = await self.select(haystack, question)
+        except unavailable:
+            raise
+        except llm_error as exc:
+            return Answer(error=f"{type(exc).__name__}: {exc}", latency_ms=_ms(started))
+        usage = sel.helper_usage.model_copy()
+        model = ""
+        if sel.canned_answer is not None:
+            text = sel.canned_answer
+        else:
+            try:
+                result = await chat(self.ctx, sel.messages, f"answer.{self.name}", self.ctx.max_answer_tokens)
+            except unavailable:
+                raise
+            except llm_error as exc:
+                overflow = sel.context_overflow or "context" in str(exc).lower()
+                return Answer(
+                    error=f"{type(exc).__name__}: {exc}", context_mids=sel.context_mids,
+                    input_tokens=sel.input_tokens, context_overflow=overflow, latency_ms=_ms(started),
+                    route=sel.route,
+                )
+            text = str(getattr(result, "text", "") or "").strip()
+            model = str(getattr(result, "model", "") or "")
+            usage.add(getattr(result, "usage", None))
+        return Answer(
+            text=text,
+            context_mids=sel.context_mids,
+            input_tokens=usage.prompt_tokens or sel.input_tokens,
+            output_tokens=usage.completion_tokens,
+            latency_ms=_ms(started),
+            retrieval_ms=sel.retrieval_ms,
+            cost_usd=usage.cost_usd,
+            calls=usage.calls,
+            context_overflow=sel.context_overflow,
+            model=model,
+            route=sel.route,
+        )
+
+
+def _ms(started: float) -> float:
+    return (time.perf_counter() - started) * 1000.0
+
+
+def selection(
+    messages: list[dict[str, str]], mids: list[str], **kwargs: Any
+) -> Selection:
+    """A Selection with the prompt's estimated size filled in."""
+    return Selection(messages=messages, context_mids=mids, input_tokens=messages_tokens(messages), **kwargs)

@@ -1,0 +1,114 @@
+"""ConvoMem's two-stage methods: ``extracted_context`` (one helper pass over the flattened history) and
+``block_based`` (helper passes over blocks of 10 conversations, in parallel), then the shared answer prompt.
+
+The helper is the same client as the answerer here (ConvoMem used a cheaper helper model). Evidence recall
+counts what reached the helper's prompt: that is what the system could see.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+
+from mark_eval.convomem.answerers.base import (
+    Answerer,
+    AnswererContext,
+    Selection,
+    UsageTotals,
+    chat,
+    selection,
+)
+from mark_eval.convomem.answerers.full_context import WINDOW_SAFETY
+from mark_eval.convomem.prompts import NO_INFO_SENTINEL, ContextKind, answer_messages, extract_messages
+from mark_eval.convomem.render import render_conversations, render_flat
+from mark_eval.convomem.schema import Haystack, HaystackMessage
+from mark_eval.convomem.tokens import estimate_tokens, messages_tokens
+
+BLOCK_SIZE = 10
+EXTRACT_MAX_TOKENS = 400
+CANNED = "I don't have any information about that."
+
+
+def _alnum(text: str) -> str:
+    return re.sub(r"[^a-z0-9]", "", text.lower())
+
+
+def _levenshtein(a: str, b: str) -> int:
+    prev = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        cur = [i]
+        for j, cb in enumerate(b, 1):
+            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
+        prev = cur
+    return prev[-1]
+
+
+def is_no_info(text: str) -> bool:
+    """ConvoMem drops helper replies within edit distance 5 of the sentinel (alphanumerics only)."""
+    a, b = _alnum(text), _alnum(NO_INFO_SENTINEL)
+    return not a or (abs(len(a) - len(b)) <= 5 and _levenshtein(a, b) <= 5)
+
+
+def _fit(ctx: AnswererContext, convs: list[tuple[HaystackMessage, ...]], question: str) -> tuple[int, bool]:
+    """How many oldest conversations to drop so the helper prompt fits the window."""
+    window = ctx.context_window
+    if not window:
+        return 0, False
+    limit = int(window * WINDOW_SAFETY) - EXTRACT_MAX_TOKENS - messages_tokens(extract_messages(question, ""))
+    sizes = [sum(estimate_tokens(f"{m.speaker}: {m.text}") + 1 for m in c) for c in convs]
+    first, total = 0, sum(sizes)
+    while first < len(sizes) and total > limit:
+        total -= sizes[first]
+        first += 1
+    return first, first > 0
+
+
+class ExtractedContext(Answerer):
+    name = "extracted_context"
+    needs_llm_to_select = True
+
+    async def select(self, haystack: Haystack, question: str) -> Selection:
+        convs = list(haystack.conversations)
+        first, overflow = _fit(self.ctx, convs, question)
+        kept = convs[first:]
+        usage = UsageTotals()
+        result = await chat(self.ctx, extract_messages(question, render_flat(kept)), "extract.context",
+                            EXTRACT_MAX_TOKENS)
+        usage.add(getattr(result, "usage", None))
+        text = str(getattr(result, "text", "") or "")
+        context = "" if is_no_info(text) else text
+        messages = answer_messages(question, context, ContextKind.EXTRACTED)
+        mids = [m.mid for c in kept for m in c]
+        return selection(messages, mids, context_overflow=overflow, helper_usage=usage, route="extracted")
+
+
+class BlockBased(Answerer):
+    name = "block_based"
+    needs_llm_to_select = True
+
+    async def select(self, haystack: Haystack, question: str) -> Selection:
+        convs = list(haystack.conversations)
+        blocks = [convs[i : i + BLOCK_SIZE] for i in range(0, len(convs), BLOCK_SIZE)]
+        overflow = False
+        prompts = []
+        seen: list[str] = []
+        for block in blocks:
+            first, cut = _fit(self.ctx, block, question)
+            overflow = overflow or cut
+            prompts.append(extract_messages(question, render_conversations(block[first:])))
+            seen.extend(m.mid for c in block[first:] for m in c)
+        results = await asyncio.gather(
+            *(chat(self.ctx, p, "extract.block", EXTRACT_MAX_TOKENS) for p in prompts)
+        )
+        usage = UsageTotals()
+        kept: list[str] = []
+        for result in results:
+            usage.add(getattr(result, "usage", None))
+            text = str(getattr(result, "text", "") or "")
+            if not is_no_info(text):
+                kept.append(text.strip())
+        context = "\n\n".join(f"Information Block {i + 1}:\n{t}" for i, t in enumerate(kept))
+        messages = answer_messages(question, context, ContextKind.EXTRACTED)
+        canned = CANNED if not kept else None
+        return selection(messages, seen, context_overflow=overflow, helper_usage=usage,
+                         canned_answer=canned, route=f"blocks:{len(kept)}/{len(blocks)}")

@@ -1,0 +1,42 @@
+"""Methods by name. A plug-in registers a factory; the CLI and the runner only know names."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from mark_eval.convomem.answerers.base import Answerer, AnswererContext
+
+from memory_store.errors import InvalidInput
+
+Factory = Callable[[AnswererContext], Answerer]
+_REGISTRY: dict[str, Factory] = {}
+_NEEDS_LLM: dict[str, bool] = {}
+
+
+def register(name: str, factory: Factory, *, needs_llm_to_select: bool = False) -> None:
+    _REGISTRY[name] = factory
+    _NEEDS_LLM[name] = needs_llm_to_select
+
+
+def method_names() -> list[str]:
+    return list(_REGISTRY)
+
+
+def needs_llm_to_select(name: str) -> bool:
+    return _NEEDS_LLM[name]
+
+
+def resolve_methods(text: str | list[str]) -> list[str]:
+    """Comma-separated names to a list; an unknown name is the user's error (exit code 2)."""
+    names = [n.strip() for n in (text.split(",") if isinstance(text, str) else text) if n.strip()]
+    if not names:
+        raise InvalidInput("no method given; choose from: " + ", ".join(_REGISTRY))
+    for name in names:
+        if name not in _REGISTRY:
+            raise InvalidInput(f"unknown method {name!r}; choose from: {', '.join(_REGISTRY)}")
+    return list(dict.fromkeys(names))
+
+
+def create(name: str, ctx: AnswererContext) -> Answerer:
+    resolve_methods([name])
+    return _REGISTRY[name](ctx)

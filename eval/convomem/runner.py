@@ -1,0 +1,192 @@
+"""Running a benchmark: every (question x size x method) not yet in ``results.jsonl``, K at a time.
+
+The results file is the resume point: a killed run is started again with the same command and only the
+missing keys are asked. ``run.json`` records what makes keys comparable (seed, mixing, budget, ...); a rerun
+with different values into the same directory is refused rather than silently mixed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from mark_eval.convomem.answerers import Answer, Answerer, AnswererContext, create, needs_llm_to_select
+from mark_eval.convomem.atomic import write_text_atomic
+from mark_eval.convomem.judge import Judge
+from mark_eval.convomem.plots import write_plots
+from mark_eval.convomem.prompts import PROMPT_VERSION
+from mark_eval.convomem.recall import evidence_in_prompt, evidence_recall
+from mark_eval.convomem.results import Key, ResultRow, ResultsFile
+from mark_eval.convomem.schema import Question, TestCase
+from mark_eval.convomem.summary import SummaryRow, print_table, summarise, write_summary_csv
+from pydantic import BaseModel, Field
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from memory_store.errors import InvalidInput
+
+
+class RunOptions(BaseModel):
+    methods: list[str]
+    out_dir: Path
+    concurrency: int = Field(default=1, ge=1)
+    retrieval_only: bool = False
+    #: recorded in run.json: a resumed run must match these
+    fingerprint: dict[str, Any] = Field(default_factory=dict)
+    progress: bool = True
+
+
+class RunReport(BaseModel):
+    asked: int
+    skipped_done: int
+    skipped_methods: list[str]
+    summary: list[SummaryRow]
+    plots: list[Path]
+    results_path: Path
+    summary_path: Path
+
+
+def check_fingerprint(out_dir: Path, fingerprint: dict[str, Any]) -> None:
+    """Refuse to append to results made with other settings (their keys would mean other haystacks)."""
+    path = out_dir / "run.json"
+    if not path.exists():
+        return
+    try:
+        old = json.loads(path.read_text(encoding="utf-8")).get("fingerprint", {})
+    except (OSError, json.JSONDecodeError):
+        return
+    diffs = [f"{k}: {old[k]!r} there, {v!r} now" for k, v in fingerprint.items() if k in old and old[k] != v]
+    if diffs:
+        raise InvalidInput(
+            f"{out_dir} holds results made with other settings ({'; '.join(diffs)}); use another --out"
+        )
+
+
+def _write_run_json(out_dir: Path, options: RunOptions) -> None:
+    payload = {"fingerprint": options.fingerprint, "methods": options.methods, "prompt_version": PROMPT_VERSION}
+    write_text_atomic(out_dir / "run.json", json.dumps(payload, indent=2, default=str) + "\n")
+
+
+def _row(case: TestCase, q: Question, method: str, ans: Answer, verdict: Any, retrieval_only: bool) -> ResultRow:
+    evidence = case.evidence_mids.get(q.qid, [])
+    return ResultRow(
+        qid=q.qid, context_size=case.context_size, method=method, category=q.category,
+        evidence_count=q.evidence_count, question=q.question, gold=q.answer, answer=ans.text,
+        correct=None if verdict is None else verdict.correct,
+        judge="none" if verdict is None else verdict.judge,
+        approximate=False if verdict is None else verdict.approximate,
+        input_tokens=ans.input_tokens, output_tokens=ans.output_tokens, latency_ms=round(ans.latency_ms, 2),
+        retrieval_ms=round(ans.retrieval_ms, 2), cost_usd=ans.cost_usd, calls=ans.calls,
+        judge_tokens=0 if verdict is None else verdict.usage.prompt_tokens + verdict.usage.completion_tokens,
+        evidence_mids=evidence, evidence_in_prompt=evidence_in_prompt(evidence, ans.context_mids),
+        evidence_recall=evidence_recall(evidence, ans.context_mids), context_overflow=ans.context_overflow,
+        route=ans.route, n_conversations=len(case.haystack), haystack_id=case.haystack.hid, model=ans.model,
+        retrieval_only=retrieval_only, prompt_version=PROMPT_VERSION, error=ans.error,
+    )
+
+
+async def _select_only(answerer: Answerer, case: TestCase, question: str) -> Answer:
+    started = time.perf_counter()
+    sel = await answerer.select(case.haystack, question)
+    return Answer(
+        context_mids=sel.context_mids, input_tokens=sel.input_tokens, retrieval_ms=sel.retrieval_ms,
+        latency_ms=(time.perf_counter() - started) * 1000.0, context_overflow=sel.context_overflow,
+        route=sel.route,
+    )
+
+
+async def run_benchmark(
+    cases: list[TestCase],
+    options: RunOptions,
+    ctx: AnswererContext,
+    judge: Judge | None,
+    console: Console | None = None,
+    on_row: Callable[[ResultRow], None] | None = None,
+) -> RunReport:
+    console = console or Console(stderr=True)
+    out = options.out_dir
+    out.mkdir(parents=True, exist_ok=True)
+    _write_run_json(out, options)
+    results = ResultsFile(out / "results.jsonl")
+    done = results.completed()
+    methods = list(options.methods)
+    skipped_methods: list[str] = []
+    if options.retrieval_only:
+        skipped_methods = [m for m in methods if needs_llm_to_select(m)]
+        methods = [m for m in methods if m not in skipped_methods]
+    answerers = {m: create(m, ctx) for m in methods}
+
+    plan: dict[tuple[int, str], list[Question]] = defaultdict(list)
+    already = 0
+    for ci, case in enumerate(cases):
+        for q in case.questions:
+            for m in methods:
+                key: Key = (q.qid, case.context_size, m)
+                if key in done:
+                    already += 1
+                else:
+                    plan[(ci, m)].append(q)
+    total = sum(len(v) for v in plan.values())
+
+    semaphore = asyncio.Semaphore(options.concurrency)
+    groups = asyncio.Semaphore(max(2, options.concurrency))
+    write_lock = asyncio.Lock()
+    progress = Progress(
+        TextColumn("[bold]convomem[/]"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        TextColumn("{task.description}"), console=console, disable=not options.progress, transient=False,
+    )
+    task_id = progress.add_task("", total=total)
+
+    async def ask(case: TestCase, method: str, q: Question) -> None:
+        answerer = answerers[method]
+        async with semaphore:
+            if options.retrieval_only:
+                ans = await _select_only(answerer, case, q.question)
+                verdict = None
+            else:
+                ans = await answerer.answer(case.haystack, q.question)
+                verdict = await judge.judge(q, ans.text) if (judge is not None and ans.error is None) else None
+        row = _row(case, q, method, ans, verdict, options.retrieval_only)
+        async with write_lock:
+            results.append(row)
+        if on_row is not None:
+            on_row(row)
+        progress.update(task_id, advance=1, description=f"{method} @ {case.context_size}")
+
+    async def run_group(ci: int, method: str, questions: list[Question]) -> None:
+        case = cases[ci]
+        async with groups:
+            try:
+                await answerers[method].prepare(case.haystack)
+                await asyncio.gather(*(ask(case, method, q) for q in questions))
+            finally:
+                answerers[method].release(case.haystack)
+
+    with progress:
+        await asyncio.gather(*(run_group(ci, m, qs) for (ci, m), qs in plan.items()))
+
+    summary = summarise(results.load().values())
+    summary_path = out / "summary.csv"
+    write_summary_csv(summary_path, summary)
+    plots = write_plots(summary, out)
+    return RunReport(
+        asked=total, skipped_done=already, skipped_methods=skipped_methods, summary=summary, plots=plots,
+        results_path=results.path, summary_path=summary_path,
+    )
+
+
+def report_to_console(report: RunReport, console: Console | None = None) -> None:
+    console = console or Console()
+    print_table(report.summary, console)
+    console.print(f"results: {report.results_path}  ({report.asked} asked now, {report.skipped_done} already done)")
+    console.print(f"summary: {report.summary_path}")
+    for plot in report.plots:
+        console.print(f"plot:    {plot}")
+    if report.skipped_methods:
+        skipped = ", ".join(report.skipped_methods)
+        console.print(f"skipped with --retrieval-only (they need LLM calls to choose context): {skipped}")

@@ -1,0 +1,136 @@
+"""Aggregating results: ConvoMem's summary columns per (method, category, evidence count, size), the CSV
+and the console table."""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from collections import defaultdict
+from collections.abc import Iterable
+from pathlib import Path
+
+from mark_eval.convomem.atomic import write_text_atomic
+from mark_eval.convomem.results import ResultRow
+from pydantic import BaseModel
+from rich.console import Console
+from rich.table import Table
+
+#: ConvoMem's columns first (same names and meaning), then ours.
+CONVOMEM_COLUMNS = [
+    "context_size", "success_rate_percent", "correct_answers", "total_processed", "avg_response_time_ms",
+    "avg_input_tokens", "avg_output_tokens", "avg_cost", "p50_ms", "p90_ms", "p99_ms",
+]
+EXTRA_COLUMNS = [
+    "method", "category", "evidence_count", "evidence_recall_percent", "questions", "context_overflow",
+    "errors", "approximate", "judge", "avg_retrieval_ms",
+]
+COLUMNS = CONVOMEM_COLUMNS + EXTRA_COLUMNS
+
+
+class SummaryRow(BaseModel):
+    method: str
+    category: str
+    evidence_count: int
+    context_size: int
+    success_rate_percent: float | None
+    correct_answers: int
+    total_processed: int
+    avg_response_time_ms: float
+    avg_input_tokens: float
+    avg_output_tokens: float
+    avg_cost: float
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    evidence_recall_percent: float | None
+    questions: int
+    context_overflow: int
+    errors: int
+    approximate: bool
+    judge: str
+    avg_retrieval_ms: float
+
+
+def percentile(sorted_values: list[float], p: float) -> float:
+    """ConvoMem's nearest rank: index floor(p/100 * (n-1)) of the sorted values."""
+    if not sorted_values:
+        return 0.0
+    return sorted_values[math.floor(p / 100.0 * (len(sorted_values) - 1))]
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values) if values else 0.0
+
+
+def summarise(rows: Iterable[ResultRow]) -> list[SummaryRow]:
+    groups: dict[tuple[str, str, int, int], list[ResultRow]] = defaultdict(list)
+    for row in rows:
+        groups[(row.method, row.category, row.evidence_count, row.context_size)].append(row)
+    out: list[SummaryRow] = []
+    for (method, category, ev, size), group in sorted(groups.items()):
+        ok = [r for r in group if r.error is None]
+        judged = [r for r in ok if r.correct is not None]
+        correct = sum(1 for r in judged if r.correct)
+        latencies = sorted(r.latency_ms for r in ok)
+        recalls = [r.evidence_recall for r in ok if r.evidence_recall is not None]
+        judges = sorted({r.judge for r in judged})
+        out.append(
+            SummaryRow(
+                method=method, category=category, evidence_count=ev, context_size=size,
+                success_rate_percent=round(100.0 * correct / len(judged), 1) if judged else None,
+                correct_answers=correct, total_processed=len(judged),
+                avg_response_time_ms=round(_mean(latencies), 1),
+                avg_input_tokens=round(_mean([r.input_tokens for r in ok]), 1),
+                avg_output_tokens=round(_mean([r.output_tokens for r in ok]), 1),
+                avg_cost=round(_mean([r.cost_usd for r in ok]), 6),
+                p50_ms=round(percentile(latencies, 50), 1), p90_ms=round(percentile(latencies, 90), 1),
+                p99_ms=round(percentile(latencies, 99), 1),
+                evidence_recall_percent=round(100.0 * _mean(recalls), 1) if recalls else None,
+                questions=len(group), context_overflow=sum(1 for r in ok if r.context_overflow),
+                errors=len(group) - len(ok), approximate=any(r.approximate for r in judged),
+                judge="+".join(judges), avg_retrieval_ms=round(_mean([r.retrieval_ms for r in ok]), 1),
+            )
+        )
+    return out
+
+
+def to_csv(summary: list[SummaryRow]) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for row in summary:
+        data = row.model_dump()
+        writer.writerow({k: "" if data[k] is None else data[k] for k in COLUMNS})
+    return buf.getvalue()
+
+
+def write_summary_csv(path: Path, summary: list[SummaryRow]) -> None:
+    write_text_atomic(path, to_csv(summary))
+
+
+def _fmt(value: float | None, spec: str = ".1f") -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def console_table(summary: list[SummaryRow], title: str = "ConvoMem") -> Table:
+    table = Table(title=title, show_lines=False)
+    for name, justify in [
+        ("method", "left"), ("category", "left"), ("ev", "right"), ("convs", "right"), ("acc %", "right"),
+        ("n", "right"), ("recall %", "right"), ("in tok", "right"), ("out tok", "right"), ("p50 ms", "right"),
+        ("overflow", "right"), ("err", "right"),
+    ]:
+        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+    for r in summary:
+        acc = _fmt(r.success_rate_percent) + ("~" if r.approximate else "")
+        table.add_row(
+            r.method, r.category, str(r.evidence_count), str(r.context_size), acc, str(r.total_processed),
+            _fmt(r.evidence_recall_percent), _fmt(r.avg_input_tokens, ".0f"), _fmt(r.avg_output_tokens, ".0f"),
+            _fmt(r.p50_ms, ".0f"), str(r.context_overflow), str(r.errors),
+        )
+    table.caption = "~ = approximate (deterministic rubric judge); recall = evidence messages that reached the prompt"
+    return table
+
+
+def print_table(summary: list[SummaryRow], console: Console | None = None, title: str = "ConvoMem") -> None:
+    (console or Console()).print(console_table(summary, title))
