@@ -1,0 +1,83 @@
+"""`mark memory ...` through the real console script in a subprocess: JSON output, exit codes, no tracebacks."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def mark(home: Path, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "mark_cli.main", "--home", str(home), *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        input=stdin,
+        env={**os.environ, "NO_COLOR": "1"},
+        timeout=180,
+    )
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("cli")
+
+
+def test_add_search_list_history_forget_json(home):
+    r = mark(home, "memory", "add", "My dog is called Biscuit.", "--user", "alice", "--json")
+    assert r.returncode == 0, r.stderr
+    added = json.loads(r.stdout)
+    r = mark(home, "memory", "search", "dog's name", "--user", "alice", "--json")
+    hits = json.loads(r.stdout)
+    assert hits[0]["memory"]["id"] == added["id"] and set(hits[0]["explain"]) >= {"similarity", "recency", "final"}
+    page = json.loads(mark(home, "memory", "list", "--user", "alice", "--json").stdout)
+    assert page["total"] == 1
+    assert json.loads(mark(home, "memory", "list", "--user", "bob", "--json").stdout)["total"] == 0
+    r = mark(home, "memory", "forget", added["id"][:8], "--user", "alice", "--json")
+    assert json.loads(r.stdout) == {"deleted": added["id"]}
+    events = json.loads(mark(home, "memory", "history", "--user", "alice", "--json").stdout)
+    assert [e["event"] for e in events] == ["add", "delete"]
+    assert json.loads(mark(home, "memory", "check", "--json").stdout)["ok"] is True
+
+
+def test_export_import_purge(home, tmp_path):
+    mark(home, "memory", "add", "I moved to Lisbon.", "--user", "carol")
+    out = tmp_path / "carol.jsonl"
+    assert mark(home, "memory", "export", "--user", "carol", "-o", str(out)).returncode == 0
+    other = tmp_path / "other-home"
+    r = mark(other, "memory", "import", str(out), "--json")
+    assert r.returncode == 0 and json.loads(r.stdout)["records"] >= 2
+    r = mark(other, "memory", "purge", "--user", "carol", "--yes", "--json")
+    assert json.loads(r.stdout)["memories"] == 1
+
+
+@pytest.mark.parametrize(
+    "args, code, message",
+    [
+        (["memory", "add", "   ", "--user", "alice"], 2, "empty"),
+        (["memory", "add", "text", "--user", ""], 2, "user id is empty"),
+        (["memory", "search", "", "--user", "alice"], 2, "empty"),
+        (["memory", "forget", "nope", "--user", "alice"], 1, "no memory"),
+        (["memory", "import", "/definitely/not/here.jsonl"], 2, "no such file"),
+        (["memory", "purge", "--user", "alice"], 2, "--yes"),
+        (["memory", "export"], 2, "--user"),
+    ],
+)
+def test_errors_are_one_clear_line(home, args, code, message):
+    r = mark(home, *args, stdin="")
+    assert r.returncode == code, (r.stdout, r.stderr)
+    assert message in r.stderr and "Traceback" not in r.stderr
+
+
+def test_malformed_import_file(home, tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"type":"header","format":"mark-memory-export","version":1}\n{"type": "memory", "id": 3\n')
+    r = mark(home, "memory", "import", str(bad))
+    assert r.returncode == 2 and "line 2" in r.stderr and "Traceback" not in r.stderr

@@ -1,0 +1,108 @@
+"""Crash safety (kill -9 mid-batch) and concurrency (threads, two processes) on real SQLite + chroma."""
+
+from __future__ import annotations
+
+import collections
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from memory_store import MemoryStore, NewMemory, StoreSettings
+
+WORKER = [sys.executable, "-m", "tests.memory_store.worker"]
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def spawn(home: Path, user: str, batches: int, size: int, mode: str = "add") -> subprocess.Popen:
+    return subprocess.Popen(
+        [*WORKER, str(home), user, str(batches), str(size), mode],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("delay", [0.15, 0.45, 0.8])
+def test_kill_9_mid_batch_leaves_no_partial_record(tmp_path, embedder, delay):
+    home = tmp_path / "home"
+    proc = spawn(home, "crash-user", batches=40, size=200)
+    # Wait until one batch is committed, then kill at some point inside a later one (embedding, the SQLite
+    # transaction or the vector write, depending on the delay).
+    line = proc.stdout.readline()
+    assert "batch 0 done" in line, proc.stderr.read()
+    time.sleep(delay)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    store = MemoryStore(StoreSettings(home=home), embedder=embedder)  # reopen: applies pending vector ops
+    report = store.check()
+    assert report.ok, report
+    per_batch = collections.Counter(m.metadata["batch"] for m in store.list("crash-user", limit=10_000).items)
+    assert per_batch and all(n == 200 for n in per_batch.values()), per_batch  # whole batches only
+    added = {e.memory_id for e in store.history("crash-user") if e.event == "add"}
+    assert len(added) == sum(per_batch.values())
+    assert store.search("meeting moved to room 7", "crash-user")
+    store.close()
+
+
+def test_threads_adding_and_searching_lose_nothing(tmp_path, embedder):
+    store = MemoryStore(StoreSettings(home=tmp_path / "home"), embedder=embedder)
+    errors: list[BaseException] = []
+
+    def work(n: int) -> None:
+        try:
+            for b in range(5):
+                store.add_many(
+                    [NewMemory(text=f"thread {n} note {b}-{i} about gardening", user_id=f"t{n}") for i in range(4)]
+                )
+                hits = store.search("gardening note", f"t{n}")
+                assert all(h.memory.user_id == f"t{n}" for h in hits)
+        except BaseException as exc:  # collected and re-raised in the main thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    assert [store.count(f"t{n}") for n in range(4)] == [20, 20, 20, 20]
+    assert store.check().ok
+    store.close()
+
+
+@pytest.mark.slow
+def test_two_processes_on_one_home(tmp_path, embedder):
+    home = tmp_path / "home"
+    MemoryStore(StoreSettings(home=home), embedder=embedder).close()  # create the schema first
+    procs = [spawn(home, f"proc{n}", batches=6, size=25, mode="search") for n in range(2)]
+    for p in procs:
+        out, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err
+        assert "locked" not in err
+    store = MemoryStore(StoreSettings(home=home), embedder=embedder)
+    assert store.count("proc0") == 150 and store.count("proc1") == 150
+    assert store.check().ok
+    # This process sees both writers' vectors.
+    assert store.search("proc1 batch 5 fact 3", "proc1", mode="dense")[0].memory.user_id == "proc1"
+    store.close()
+
+
+def test_reader_process_sees_writes_made_after_it_opened(tmp_path, embedder):
+    home = tmp_path / "home"
+    reader = MemoryStore(StoreSettings(home=home), embedder=embedder)
+    reader.add("Reader's own first memory about tennis.", "shared-user")
+    reader.search("tennis", "shared-user")  # load the vector graph into this process
+    proc = spawn(home, "shared-user", batches=1, size=10)
+    assert proc.wait(timeout=120) == 0, proc.stderr.read()
+    hits = reader.search("the meeting moved to room 3", "shared-user", mode="dense", limit=20)
+    assert sum("meeting moved" in h.memory.text for h in hits) == 10
+    reader.close()
+    assert os.path.exists(home / "memory.db")
