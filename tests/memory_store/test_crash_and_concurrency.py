@@ -84,7 +84,7 @@ def test_two_processes_on_one_home(tmp_path, embedder):
     MemoryStore(StoreSettings(home=home), embedder=embedder).close()  # create the schema first
     procs = [spawn(home, f"proc{n}", batches=6, size=25, mode="search") for n in range(2)]
     for p in procs:
-        out, err = p.communicate(timeout=300)
+        _out, err = p.communicate(timeout=300)
         assert p.returncode == 0, err
         assert "locked" not in err
     store = MemoryStore(StoreSettings(home=home), embedder=embedder)
