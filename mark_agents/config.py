@@ -1,0 +1,147 @@
+"""Settings of the agents: the store's settings plus the LLM endpoint(s) they talk to.
+
+The chat model and the evaluation judge are each an OpenAI-compatible endpoint, or (``base_url`` None) the
+embedded local model server that :mod:`mark_agents.local_llm` starts on demand. Everything is read from the
+environment with the ``MARK_`` prefix, built once by the caller and passed down; nothing here starts a server.
+
+Environment variables (an empty value counts as unset):
+
+========================================  ==========================================================
+``MARK_LLM_BASE_URL``                     endpoint; falls back to ``OPENAI_BASE_URL``
+``MARK_LLM_API_KEY``                      key; falls back to ``OPENAI_API_KEY``
+``MARK_LLM_MODEL``                        model name sent to the endpoint (default ``local``)
+``MARK_LLM_TIMEOUT``                      read timeout in seconds (``MARK_LLM_TIMEOUT_S`` also works)
+``MARK_LLM_MAX_RETRIES``                  retries on 429, 5xx, connection errors and timeouts
+``MARK_LLM_TEMPERATURE``                  sampling temperature
+``MARK_LLM_PRICE_INPUT_PER_MTOK``         USD per 1M prompt tokens (overrides the built-in table)
+``MARK_LLM_PRICE_OUTPUT_PER_MTOK``        USD per 1M completion tokens
+``MARK_LLM_MODEL_PATH``                   a GGUF for the local server (``MARK_LLM_LOCAL_MODEL_PATH``)
+``MARK_LLM_N_CTX``                        local server context size (``MARK_LLM_LOCAL_N_CTX``)
+``MARK_LLM_THREADS``                      local server threads (``MARK_LLM_LOCAL_THREADS``)
+``MARK_JUDGE_*``                          the same names for the judge (no ``OPENAI_*`` fallback)
+========================================  ==========================================================
+
+A judge is configured as soon as one ``MARK_JUDGE_*`` variable is set; the fields it does not set are copied
+from the chat LLM's resolved settings (so ``MARK_JUDGE_MODEL=gpt-4o`` alone means "same endpoint and key,
+another model"). Explicit constructor arguments always win over the environment (``judge_llm=None`` too).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field, model_validator
+
+from memory_store.config import StoreSettings
+
+#: Environment suffix (after ``MARK_LLM_`` / ``MARK_JUDGE_``) -> LLMSettings field. Several spellings per field
+#: are accepted; the first one that is set wins.
+_ENV_FIELDS: dict[str, tuple[str, ...]] = {
+    "base_url": ("BASE_URL",),
+    "model": ("MODEL",),
+    "api_key": ("API_KEY",),
+    "timeout_s": ("TIMEOUT", "TIMEOUT_S"),
+    "max_retries": ("MAX_RETRIES",),
+    "temperature": ("TEMPERATURE",),
+    "price_input_per_mtok": ("PRICE_INPUT_PER_MTOK",),
+    "price_output_per_mtok": ("PRICE_OUTPUT_PER_MTOK",),
+    "local_model_path": ("MODEL_PATH", "LOCAL_MODEL_PATH"),
+    "local_n_ctx": ("N_CTX", "LOCAL_N_CTX"),
+    "local_threads": ("THREADS", "LOCAL_THREADS"),
+}
+
+#: Fallbacks for the chat LLM only: the names every OpenAI-compatible tool already understands.
+_OPENAI_FALLBACKS: dict[str, str] = {"base_url": "OPENAI_BASE_URL", "api_key": "OPENAI_API_KEY"}
+
+
+class LLMSettings(BaseModel):
+    """One OpenAI-compatible endpoint and how to call it (``base_url`` None = the embedded local server)."""
+
+    base_url: str | None = None
+    model: str = "local"
+    api_key: str | None = None
+    timeout_s: float = Field(default=120.0, gt=0)
+    max_retries: int = Field(default=4, ge=0)
+    temperature: float = 0.0
+    #: USD per 1M tokens; when set they override the built-in price table (see ``mark_agents.llm.price_for``).
+    price_input_per_mtok: float | None = None
+    price_output_per_mtok: float | None = None
+    #: Any GGUF file; default = the bundled Qwen2.5-Coder-0.5B-Instruct assembled under ``<home>/models``.
+    local_model_path: Path | None = None
+    local_n_ctx: int = Field(default=8192, ge=256)
+    #: Threads of the local server; default = the CPUs this process may use.
+    local_threads: int | None = Field(default=None, ge=1)
+
+    @property
+    def is_local(self) -> bool:
+        """True when calls go to the embedded local server rather than a configured endpoint."""
+        return not self.base_url
+
+
+def _env(name: str, environ: Mapping[str, str]) -> str | None:
+    value = environ.get(name)
+    return value if value not in (None, "") else None
+
+
+def llm_env_values(prefix: str, environ: Mapping[str, str], *, openai_fallback: bool) -> dict[str, str]:
+    """The LLMSettings fields set in ``environ`` under ``prefix`` (e.g. ``MARK_LLM_``), as raw strings."""
+    found: dict[str, str] = {}
+    for field, suffixes in _ENV_FIELDS.items():
+        for suffix in suffixes:
+            value = _env(prefix + suffix, environ)
+            if value is not None:
+                found[field] = value
+                break
+        else:
+            if openai_fallback and field in _OPENAI_FALLBACKS:
+                value = _env(_OPENAI_FALLBACKS[field], environ)
+                if value is not None:
+                    found[field] = value
+    return found
+
+
+class Settings(StoreSettings):
+    """Store settings plus the chat LLM and the (optional) evaluation judge."""
+
+    llm: LLMSettings = Field(default_factory=LLMSettings)
+    #: The judge of evaluations; None = the same as ``llm``.
+    judge_llm: LLMSettings | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _llm_from_environment(cls, data: Any) -> Any:
+        """Fill ``llm`` / ``judge_llm`` from MARK_LLM_* (then OPENAI_*) and MARK_JUDGE_* explicitly.
+
+        pydantic-settings would only read a nested model from one JSON variable (``MARK_LLM``); the flat
+        names are what users type. Values given to the constructor (or via ``MARK_LLM`` JSON) win.
+        """
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        environ = os.environ
+        llm = _merge_env(data.get("llm"), llm_env_values("MARK_LLM_", environ, openai_fallback=True))
+        data["llm"] = llm
+        judge_env = llm_env_values("MARK_JUDGE_", environ, openai_fallback=False)
+        if "judge_llm" not in data and judge_env:
+            base = llm.model_dump() if isinstance(llm, LLMSettings) else LLMSettings.model_validate(llm).model_dump()
+            data["judge_llm"] = {**base, **judge_env}
+        elif isinstance(data.get("judge_llm"), dict):
+            data["judge_llm"] = _merge_env(data["judge_llm"], judge_env)
+        return data
+
+    @property
+    def judge(self) -> LLMSettings:
+        """The judge's settings, defaulting to the chat LLM's."""
+        return self.judge_llm or self.llm
+
+
+def _merge_env(given: Any, env_values: dict[str, str]) -> Any:
+    """Environment values under explicit ones: a given LLMSettings object is taken as is, a dict is completed."""
+    if given is None:
+        return dict(env_values)
+    if isinstance(given, dict):
+        return {**env_values, **given}
+    return given

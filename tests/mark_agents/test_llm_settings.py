@@ -1,0 +1,84 @@
+"""LLM settings from the environment: MARK_LLM_* first, then OPENAI_*, and the judge from MARK_JUDGE_*."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from mark_agents.config import LLMSettings, Settings
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in list(os.environ):
+        if name.startswith(("MARK_", "OPENAI_")):
+            monkeypatch.delenv(name)
+
+
+def test_defaults_mean_the_local_server(tmp_path: Path) -> None:
+    settings = Settings(home=tmp_path)
+    assert settings.home == tmp_path
+    assert settings.llm == LLMSettings()
+    assert settings.llm.is_local and settings.llm.model == "local"
+    assert settings.judge_llm is None and settings.judge is settings.llm
+
+
+def test_openai_variables_are_the_fallback(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("OPENAI_BASE_URL", "https://api.openai.example/v1")
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-openai")
+    llm = Settings(home=tmp_path).llm
+    assert (llm.base_url, llm.api_key) == ("https://api.openai.example/v1", "sk-openai")
+    assert not llm.is_local
+
+
+def test_mark_variables_win_over_openai_ones(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("OPENAI_BASE_URL", "https://api.openai.example/v1")
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-openai")
+    monkeypatch.setenv("MARK_LLM_BASE_URL", "http://gpu-box:8000/v1")
+    monkeypatch.setenv("MARK_LLM_API_KEY", "sk-mark")
+    monkeypatch.setenv("MARK_LLM_MODEL", "gpt-4o-mini")
+    monkeypatch.setenv("MARK_LLM_TIMEOUT", "30")
+    monkeypatch.setenv("MARK_LLM_MAX_RETRIES", "1")
+    monkeypatch.setenv("MARK_LLM_PRICE_INPUT_PER_MTOK", "0.5")
+    monkeypatch.setenv("MARK_LLM_N_CTX", "4096")
+    llm = Settings(home=tmp_path).llm
+    assert (llm.base_url, llm.api_key, llm.model) == ("http://gpu-box:8000/v1", "sk-mark", "gpt-4o-mini")
+    assert (llm.timeout_s, llm.max_retries, llm.price_input_per_mtok, llm.local_n_ctx) == (30.0, 1, 0.5, 4096)
+
+
+def test_empty_variables_count_as_unset(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("MARK_LLM_BASE_URL", "")
+    monkeypatch.setenv("OPENAI_BASE_URL", "https://api.openai.example/v1")
+    assert Settings(home=tmp_path).llm.base_url == "https://api.openai.example/v1"
+
+
+def test_constructor_arguments_win_over_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("MARK_LLM_MODEL", "from-env")
+    monkeypatch.setenv("MARK_LLM_API_KEY", "sk-env")
+    monkeypatch.setenv("MARK_JUDGE_MODEL", "judge-from-env")
+    given = Settings(home=tmp_path, llm={"model": "given"})
+    assert (given.llm.model, given.llm.api_key) == ("given", "sk-env")  # a dict is completed from the env
+    whole = Settings(home=tmp_path, llm=LLMSettings(model="whole"), judge_llm=None)
+    assert whole.llm == LLMSettings(model="whole")  # an object is taken as is
+    assert whole.judge_llm is None
+
+
+def test_judge_from_environment_inherits_the_chat_endpoint(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("MARK_LLM_BASE_URL", "http://chat:8000/v1")
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-openai")
+    monkeypatch.setenv("MARK_JUDGE_MODEL", "gpt-4o")
+    judge = Settings(home=tmp_path).judge_llm
+    assert judge is not None
+    assert (judge.base_url, judge.api_key, judge.model) == ("http://chat:8000/v1", "sk-openai", "gpt-4o")
+
+    monkeypatch.setenv("MARK_JUDGE_BASE_URL", "https://judge.example/v1")
+    monkeypatch.setenv("MARK_JUDGE_API_KEY", "sk-judge")
+    judge = Settings(home=tmp_path).judge
+    assert (judge.base_url, judge.api_key, judge.model) == ("https://judge.example/v1", "sk-judge", "gpt-4o")
+
+
+def test_home_from_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("MARK_HOME", str(tmp_path / "h"))
+    assert Settings().home == tmp_path / "h"
