@@ -556,6 +556,14 @@ def _is_server_process(pid: int) -> bool:
 
 
 def _wait_exit(pid: int, timeout_s: float) -> bool:
+    proc = _children.get(pid)
+    if proc is not None:  # our child: wait() is exact and reaps it (no zombie left looking alive)
+        try:
+            proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            return False
+        _children.pop(pid, None)
+        return True
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if not _is_server_process(pid):
