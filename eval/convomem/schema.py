@@ -141,15 +141,18 @@ class Haystack(BaseModel):
 
     @classmethod
     def build(cls, conversations: list[Conversation]) -> Haystack:
+        # model_construct: the messages were validated on load, and a 300-conversation haystack has ~15k
         convs = tuple(
             tuple(
-                HaystackMessage(mid=f"{ci}:{mi}", conv_index=ci, msg_index=mi, speaker=m.speaker, text=m.text)
+                HaystackMessage.model_construct(
+                    mid=f"{ci}:{mi}", conv_index=ci, msg_index=mi, speaker=m.speaker, text=m.text
+                )
                 for mi, m in enumerate(conv.messages)
             )
             for ci, conv in enumerate(conversations)
         )
         hid = hashlib.sha1("\x1f".join(c.cid for c in conversations).encode()).hexdigest()[:16]
-        return cls(hid=hid, conversations=convs)
+        return cls.model_construct(hid=hid, conversations=convs)
 
     @cached_property
     def messages(self) -> list[HaystackMessage]:

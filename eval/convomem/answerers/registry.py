@@ -39,4 +39,6 @@ def resolve_methods(text: str | list[str]) -> list[str]:
 
 def create(name: str, ctx: AnswererContext) -> Answerer:
     resolve_methods([name])
-    return _REGISTRY[name](ctx)
+    answerer = _REGISTRY[name](ctx)
+    answerer.name = name  # type: ignore[misc]  # variants (rag_keyword) report under their own name
+    return answerer

