@@ -1,0 +1,122 @@
+"""Runner and outputs: resume after a kill, results/summary/plots written, settings fingerprint."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from mark_eval.convomem.answerers import AnswererContext
+from mark_eval.convomem.judge import ExactJudge
+from mark_eval.convomem.loaders import load_sample
+from mark_eval.convomem.mixing import MixConfig, build_cases
+from mark_eval.convomem.results import ResultRow, ResultsFile
+from mark_eval.convomem.runner import RunOptions, check_fingerprint, run_benchmark
+from mark_eval.convomem.summary import COLUMNS, CONVOMEM_COLUMNS, percentile, summarise
+
+from memory_store.errors import InvalidInput
+from tests.eval import slow_run
+from tests.eval.fakes import ScriptedFakeLLM
+
+ROOT = Path(__file__).parents[2]
+
+
+def _keys(path: Path) -> list[tuple[str, int, str]]:
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [(r["qid"], r["context_size"], r["method"]) for r in rows]
+
+
+def test_resume_after_kill_has_no_duplicates_and_completes(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "tests.eval.slow_run", str(out), "0.15"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    results = out / "results.jsonl"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if results.exists() and len(results.read_text().splitlines()) >= 6:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=10)
+    partial = _keys(results)
+    total = slow_run.expected_rows()
+    assert 6 <= len(partial) < total, "the kill must land mid-run"
+    done = subprocess.run([*cmd[:-1], "0"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert f"asked={total - len(set(partial))}" in done.stdout
+    keys = _keys(results)
+    assert len(keys) == len(set(keys)) == total
+    assert (out / "summary.csv").exists() and (out / "accuracy.png").exists()
+
+
+async def test_run_writes_results_summary_and_plots(tmp_path: Path) -> None:
+    cases = build_cases(load_sample(), MixConfig(sizes=(1, 2))).cases
+    fake = ScriptedFakeLLM(lambda m, label: "I don't have any information about that.")
+    ctx = AnswererContext(llm=fake, budget_tokens=900, retrieval="keyword")
+    options = RunOptions(methods=["full_context", "rag_keyword"], out_dir=tmp_path, progress=False)
+    report = await run_benchmark(cases, options, ctx, ExactJudge())
+    rows = list(ResultsFile(tmp_path / "results.jsonl").load().values())
+    assert len(rows) == report.asked == sum(len(c.questions) for c in cases) * 2
+    row = rows[0]
+    assert row.judge == "exact" and row.correct is not None and row.input_tokens > 0
+    assert row.evidence_recall is not None and row.prompt_version
+    with (tmp_path / "summary.csv").open() as fh:
+        reader = csv.DictReader(fh)
+        assert reader.fieldnames == COLUMNS and reader.fieldnames[: len(CONVOMEM_COLUMNS)] == CONVOMEM_COLUMNS
+        table = list(reader)
+    abst = [r for r in table if r["category"] == "abstention" and r["method"] == "full_context"]
+    assert abst and all(r["success_rate_percent"] == "100.0" for r in abst)
+    facts = [r for r in table if r["category"] == "user_facts"]
+    assert all(r["success_rate_percent"] == "0.0" for r in facts)
+    for png in ("accuracy.png", "input_tokens.png"):
+        assert (tmp_path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "temp files left behind"
+    # a second run asks nothing new
+    again = await run_benchmark(cases, options, ctx, ExactJudge())
+    assert again.asked == 0 and again.skipped_done == report.asked
+
+
+def test_results_file_tolerates_a_cut_last_line(tmp_path: Path) -> None:
+    path = tmp_path / "results.jsonl"
+    row = ResultRow(qid="a", context_size=1, method="m", category="user_facts", evidence_count=1,
+                    question="q", gold="g")
+    results = ResultsFile(path)
+    results.append(row)
+    with path.open("a") as fh:
+        fh.write('{"qid": "b", "context_si')
+    assert list(results.load()) == [("a", 1, "m")]
+    results.append(row.model_copy(update={"qid": "c"}))
+    assert set(results.load()) == {("a", 1, "m"), ("c", 1, "m")}
+
+
+def test_errors_are_retried_and_excluded_from_accuracy() -> None:
+    base = dict(context_size=1, method="m", category="user_facts", evidence_count=1, question="q", gold="g")
+    rows = [
+        ResultRow(qid="a", correct=True, judge="exact", latency_ms=10, **base),
+        ResultRow(qid="b", correct=False, judge="exact", latency_ms=30, **base),
+        ResultRow(qid="c", error="LLMError: boom", **base),
+    ]
+    [s] = summarise(rows)
+    assert s.success_rate_percent == 50.0 and s.total_processed == 2 and s.errors == 1 and s.questions == 3
+
+
+def test_percentile_is_convomem_nearest_rank() -> None:
+    values = [float(v) for v in range(1, 11)]
+    assert percentile(values, 50) == 5.0  # floor(0.5 * 9) = 4 -> 5th value
+    assert percentile(values, 90) == 9.0
+    assert percentile(values, 99) == 9.0
+    assert percentile([], 50) == 0.0
+
+
+def test_fingerprint_mismatch_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "run.json").write_text(json.dumps({"fingerprint": {"seed": 0, "budget_tokens": 4000}}))
+    check_fingerprint(tmp_path, {"seed": 0, "budget_tokens": 4000})
+    with pytest.raises(InvalidInput, match="seed"):
+        check_fingerprint(tmp_path, {"seed": 1, "budget_tokens": 4000})
