@@ -138,8 +138,14 @@ def fact_matches(gold: str, response: str) -> bool:
     return coverage >= (1.0 if len(want) <= 2 else 0.75)
 
 
+_NEGATIVE = re.compile(r"\b(?:avoid|avoids|rather than|instead of|not)\b", re.IGNORECASE)
+
+
 def rubric_matches(rubric: str, response: str) -> bool:
-    terms = {t for t in tokenize(rubric) if t not in _RUBRIC_GENERIC and len(t) > 2}
+    """Keyword overlap with what the rubric asks for (the part before 'avoid' / 'rather than' ...)."""
+    generic = {t for word in _RUBRIC_GENERIC for t in tokenize(word)}
+    wanted = _NEGATIVE.split(rubric, maxsplit=1)[0]
+    terms = {t for t in tokenize(wanted) if t not in generic and len(t) > 2}
     if not terms:
         return False
     overlap = terms & set(tokenize(response))

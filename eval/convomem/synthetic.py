@@ -61,6 +61,23 @@ PROJECTS = ["billing revamp", "warehouse app", "mobile checkout", "partner porta
             "analytics dashboard", "loyalty program", "search upgrade"]
 
 
+DISTRACTORS = [
+    "My {relation} keeps asking whether we should get a {thing} as well, but I'm not sure yet.",
+    "I told my {relation} about the {thing} and we laughed about it for ages.",
+    "The {project} phase {n} review went fine, the date for it is still {day} as far as I know.",
+    "Someone asked about the {project} phase {n} timeline; I said {day} is only a rough guess.",
+]
+
+
+def _distractor(rng: random.Random) -> str:
+    """Near-miss lines (same people, pets, projects and dates as the questions, never the answer)."""
+    thing, _ = rng.choice(THINGS)
+    return rng.choice(DISTRACTORS).format(
+        relation=rng.choice(RELATIONS), thing=thing, project=rng.choice(PROJECTS), n=rng.randrange(100, 999),
+        day=rng.choice(DAYS),
+    )
+
+
 def _conversation(rng: random.Random, cid: str, n_messages: int, planted: list[tuple[int, str]]) -> Conversation:
     topic, words = rng.choice(TOPICS)
     messages: list[Message] = []
@@ -73,6 +90,9 @@ def _conversation(rng: random.Random, cid: str, n_messages: int, planted: list[t
         else:
             text = rng.choice(ASSISTANT_LINES).format(a=a, b=b)
         messages.append(Message(speaker="user" if i % 2 == 0 else "assistant", text=text))
+    for _ in range(2):
+        if rng.random() < 0.5:
+            messages[2 * rng.randrange(1, n_messages // 2)] = Message(speaker="user", text=_distractor(rng))
     for pos, text in planted:
         messages[pos] = Message(speaker="user", text=text)
     return Conversation(id=cid, messages=messages, containsEvidence=bool(planted))

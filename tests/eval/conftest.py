@@ -11,6 +11,14 @@ DATA = Path(__file__).parent / "data"
 LOCOMO = DATA / "convomem-locomo"
 
 
+@pytest.fixture(scope="session")
+def shared_embedder(embedder):  # type: ignore[no-untyped-def]
+    """The session's embedding model behind one text cache, as the evaluator uses it."""
+    from memory_store.embeddings import CachedEmbedder
+
+    return CachedEmbedder(embedder)
+
+
 @pytest.fixture
 def locomo_dir() -> Path:
     return LOCOMO

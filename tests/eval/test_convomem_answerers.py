@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from mark_eval.convomem.answerers import AnswererContext, create, method_names
@@ -78,13 +79,11 @@ async def test_full_context_over_the_window_records_overflow_and_keeps_recent() 
 
 
 @pytest.mark.parametrize("retrieval", ["keyword", "dense", "hybrid"])
-async def test_rag_stays_within_budget_and_finds_the_evidence(retrieval: str) -> None:
-    from memory_store.embeddings import CachedEmbedder, get_embedder
-
-    data = synthetic_data(n_filler=30, n_items=3, n_messages=30)
-    cases = build_cases(data, MixConfig(sizes=(30,))).cases
+async def test_rag_stays_within_budget_and_finds_the_evidence(retrieval: str, shared_embedder: Any) -> None:
+    data = synthetic_data(n_filler=12, n_items=3, n_messages=20)
+    cases = build_cases(data, MixConfig(sizes=(12,))).cases
     ctx = AnswererContext(llm=None, budget_tokens=1200, retrieval=retrieval,  # type: ignore[arg-type]
-                          embedder_factory=lambda: CachedEmbedder(get_embedder()))
+                          embedder_factory=lambda: shared_embedder)
     rag = create("rag", ctx)
     for case in cases:
         q = case.questions[0]

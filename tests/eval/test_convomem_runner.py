@@ -120,3 +120,30 @@ def test_fingerprint_mismatch_is_refused(tmp_path: Path) -> None:
     check_fingerprint(tmp_path, {"seed": 0, "budget_tokens": 4000})
     with pytest.raises(InvalidInput, match="seed"):
         check_fingerprint(tmp_path, {"seed": 1, "budget_tokens": 4000})
+
+
+async def test_endpoint_down_stops_the_run_and_keeps_what_was_done(tmp_path: Path) -> None:
+    from mark_agents.llm import LLMUnavailable
+
+    calls = {"n": 0}
+
+    def flaky(messages: list[dict[str, str]], label: str) -> str:
+        calls["n"] += 1
+        if calls["n"] > 3:
+            raise LLMUnavailable("endpoint http://127.0.0.1:9/v1 is down")
+        return "I don't have any information about that."
+
+    cases = build_cases(load_sample(), MixConfig(sizes=(1,))).cases
+    ctx = AnswererContext(llm=ScriptedFakeLLM(flaky), retrieval="keyword")
+    options = RunOptions(methods=["full_context"], out_dir=tmp_path, progress=False)
+    with pytest.raises(LLMUnavailable):
+        await run_benchmark(cases, options, ctx, ExactJudge())
+    assert len(ResultsFile(tmp_path / "results.jsonl").load()) == 3
+
+
+def test_public_api() -> None:
+    import mark_eval.convomem as convomem
+
+    for name in convomem.__all__:
+        assert getattr(convomem, name) is not None
+    assert convomem.DEFAULT_SIZES[-1] == 300

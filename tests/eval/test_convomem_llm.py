@@ -1,0 +1,43 @@
+"""End to end with the real local model: a tiny ``--sample`` run through the real CLI (marked ``llm``)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).parents[2]
+
+
+@pytest.mark.llm
+def test_sample_run_end_to_end_with_the_local_model(request: pytest.FixtureRequest, tmp_path: Path) -> None:
+    try:
+        settings = request.getfixturevalue("llm_settings")
+    except pytest.FixtureLookupError:
+        pytest.skip("the llm_settings fixture (tests/llm_fixtures.py) is not available")
+    env = {**os.environ, "MARK_LLM_BASE_URL": settings.llm.base_url, "MARK_LLM_MODEL": settings.llm.model}
+    out = tmp_path / "out"
+    proc = subprocess.run(
+        [sys.executable, "-m", "mark_cli.main", "--home", str(tmp_path / "home"), "eval", "convomem", "--sample",
+         "--sizes", "1,2", "--methods", "full_context,rag", "--category", "user_facts,abstention,changing",
+         "--judge", "llm", "--leniency-check", "--concurrency", "2", "--out", str(out), "--no-progress"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=900,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert len(rows) == 12  # (2 user-facts items at 1-2 sizes + abstention x2 + changing x1) x 2 methods
+    assert all(r["error"] is None for r in rows), [r["error"] for r in rows if r["error"]]
+    assert all(r["answer"] and r["input_tokens"] > 0 and r["latency_ms"] > 0 for r in rows)
+    assert all(r["judge"].startswith("llm") for r in rows if r["correct"] is not None)
+    assert sum(r["correct"] is not None for r in rows) >= 10  # the judge's reply was parseable
+    summary = list(csv.DictReader((out / "summary.csv").open()))
+    assert {r["method"] for r in summary} == {"full_context", "rag"}
+    assert (out / "accuracy.png").exists() and (out / "input_tokens.png").exists()
+    leniency = json.loads((out / "judge_leniency.json").read_text())
+    assert leniency["total"] == 4 and "false-accept rate" in proc.stdout
