@@ -31,7 +31,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, model_validator
 
@@ -103,10 +103,37 @@ def llm_env_values(prefix: str, environ: Mapping[str, str], *, openai_fallback: 
     return found
 
 
+class AgentConfig(BaseModel):
+    """How the MARK agents extract, resolve and recall memories."""
+
+    #: "combined": one LLM call per turn extracts all three kinds (the default, for cost);
+    #: "three": the paper's three agents, one call each.
+    extraction_mode: Literal["combined", "three"] = "combined"
+    #: A new note at least this similar (cosine) to an existing one is the same fact: it confirms it.
+    duplicate_similarity: float = 0.88
+    #: Existing notes at least this similar are checked by the LLM: same, replaces, conflicts or unrelated.
+    related_similarity: float = 0.5
+    max_related: int = 2
+    max_notes_per_turn: int = 8
+    #: Trust of a new note by kind: what the user said beats what was inferred.
+    trust_by_kind: dict[str, float] = Field(
+        default_factory=lambda: {"user_question": 0.7, "llm_response": 0.6, "residual": 0.5}
+    )
+    #: Tokens of memories put into each reply's prompt.
+    recall_budget_tokens: int = 600
+    recall_limit: int = 12
+    #: Earlier messages of the session sent with each reply.
+    history_messages: int = 8
+    max_tokens_reply: int = 400
+    #: Failed extractions are retried this many times (then kept as failed, never dropped silently).
+    max_attempts: int = 3
+
+
 class Settings(StoreSettings):
     """Store settings plus the chat LLM and the (optional) evaluation judge."""
 
     llm: LLMSettings = Field(default_factory=LLMSettings)
+    agent: AgentConfig = Field(default_factory=AgentConfig)
     #: The judge of evaluations; None = the same as ``llm``.
     judge_llm: LLMSettings | None = None
 

@@ -1,0 +1,483 @@
+"""MemoryAgent: the library API for chatbot backends. Async core; the sync methods are derived from it.
+
+    agent = MemoryAgent(Settings(home="./data"))
+    reply = agent.chat("alice", "My dog is called Biscuit.")        # sync
+    reply = await agent.achat("alice", "What is my dog's name?")    # async (same instance: pick one style)
+
+A chat turn: store the raw user turn (nothing can be lost after this) -> recall -> respond -> reply returned;
+then, in the background, the MARK builder turns the exchange into memories. Failed extractions are
+retried (`process_pending`), never dropped: the raw turns stay in the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import inspect
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any, TypeVar
+
+import aiosqlite
+from langchain_core.runnables import RunnableConfig
+from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+from pydantic import BaseModel, Field
+
+from mark_agents.builder import BuildReport, MemoryBuilder
+from mark_agents.config import Settings
+from mark_agents.graph import ChatState, build_messages, make_graph
+from mark_agents.llm import LLMClient, LLMError, LLMUnavailable, Usage, UsageMeter, connect
+from mark_agents.recall import Recall, RecalledMemory, recall
+from memory_store import InvalidInput, MarkError, MemoryStore, PurgeReport, Turn
+from memory_store.validation import MAX_TURN_CHARS, check_optional_id, check_scope_id, check_text, user_key
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+DEFAULT_SESSION = "default"
+
+
+class ChatReply(BaseModel):
+    reply: str
+    response_id: str
+    user_id: str
+    session_id: str
+    memories: list[RecalledMemory] = Field(default_factory=list)
+    usage: Usage = Field(default_factory=Usage)
+    #: Time spent on memory (recall and prompt assembly), apart from the LLM.
+    memory_ms: float = 0.0
+    turn_ids: list[str] = Field(default_factory=list)
+
+
+class RememberResult(BaseModel):
+    turn_ids: list[str]
+    status: str  # done | scheduled | failed
+    reports: list[BuildReport] = Field(default_factory=list)
+    error: str | None = None
+    usage: Usage = Field(default_factory=Usage)
+
+
+class _LoopThread:
+    """A private event loop in a daemon thread: how the sync methods run the async core."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="mark-agent-loop", daemon=True)
+        self.thread.start()
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout=5)
+
+
+class MemoryAgent:
+    """A chatbot with MARK long-term memory, for many users at once from one process."""
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        llm: LLMClient | None = None,
+        store: MemoryStore | None = None,
+    ) -> None:
+        self.settings = settings or Settings()
+        self.config = self.settings.agent
+        self.store = store or MemoryStore(self.settings)
+        self._llm = llm
+        self._graph = None
+        self._saver_conn: aiosqlite.Connection | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._init_lock: asyncio.Lock | None = None
+        self._user_locks: dict[str, asyncio.Lock] = {}
+        self._tasks: set[asyncio.Task] = set()
+        self._sync: _LoopThread | None = None
+        self._sync_guard = threading.Lock()
+
+    # -- set-up -----------------------------------------------------------------------------------------
+
+    def _bind_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        if self._loop is None:
+            self._loop = loop
+            self._init_lock = asyncio.Lock()
+        elif self._loop is not loop:
+            raise MarkError("this MemoryAgent is bound to another event loop: use one agent per loop")
+
+    async def _ready(self) -> None:
+        self._bind_loop()
+        async with self._init_lock:
+            if self._llm is None:
+                self._llm = await connect(self.settings)
+            if self._graph is None:
+                conn = await aiosqlite.connect(str(Path(self.settings.home) / "chat_state.db"))
+                await conn.execute("PRAGMA journal_mode=WAL")
+                await conn.execute("PRAGMA secure_delete=ON")
+                saver = AsyncSqliteSaver(conn)
+                await saver.setup()
+                self._saver_conn, self._saver = conn, saver
+                self._graph = make_graph(self._recall_node, self._respond_node, self._remember_node, saver)
+
+    @property
+    def llm(self) -> LLMClient:
+        if self._llm is None:
+            raise MarkError("the LLM is not connected yet (call an async method first)")
+        return self._llm
+
+    def _lock_for(self, user_id: str) -> asyncio.Lock:
+        return self._user_locks.setdefault(user_id, asyncio.Lock())
+
+    @staticmethod
+    def _thread_id(user_id: str, session_id: str) -> str:
+        return f"{user_key(user_id)}:{user_key(session_id)}"
+
+    # -- chat ---------------------------------------------------------------------------------------------
+
+    async def achat(
+        self,
+        user_id: str,
+        message: str,
+        session_id: str | None = None,
+        *,
+        on_token: Callable[[str], None] | None = None,
+    ) -> ChatReply:
+        """Answer a message with the user's memories; extraction of new memories runs in the background."""
+        check_scope_id(user_id)
+        session_id = check_optional_id(session_id, "session id") or DEFAULT_SESSION
+        message = check_text(message, "message", limit=MAX_TURN_CHARS)
+        self._bind_loop()
+        # Stored before any LLM call: if the model is down, the message is not lost.
+        (turn,) = await asyncio.to_thread(
+            self.store.add_turns, [{"user_id": user_id, "session_id": session_id, "role": "user", "content": message}]
+        )
+        await self._ready()
+        meter = UsageMeter()
+        response_id = uuid.uuid4().hex
+        config = {
+            "configurable": {
+                "thread_id": self._thread_id(user_id, session_id),
+                "message": message,
+                "on_token": on_token,
+                "meter": meter,
+                "response_id": response_id,
+                "user_turn": turn,
+                "timing": {},
+            }
+        }
+        try:
+            state = await self._graph.ainvoke({"user_id": user_id, "session_id": session_id}, config)
+        except LLMUnavailable as exc:
+            raise LLMUnavailable(
+                f"{exc} - your message was saved; its memories will be extracted when the model is back"
+            ) from exc
+        timing = config["configurable"]["timing"]
+        return ChatReply(
+            reply=state["reply"],
+            response_id=response_id,
+            user_id=user_id,
+            session_id=session_id,
+            memories=[RecalledMemory.model_validate(m) for m in state.get("recalled", [])],
+            usage=meter.total,
+            memory_ms=timing.get("memory_ms", 0.0),
+            turn_ids=[turn.id, timing.get("assistant_turn_id", "")],
+        )
+
+    async def _recall_node(self, state: ChatState, config: RunnableConfig) -> dict:
+        c = config["configurable"]
+        t = time.perf_counter()
+        found = await asyncio.to_thread(
+            recall,
+            self.store,
+            c["message"],
+            state["user_id"],
+            budget_tokens=self.config.recall_budget_tokens,
+            limit=self.config.recall_limit,
+        )
+        c["timing"]["memory_ms"] = (time.perf_counter() - t) * 1000
+        return {"memory_block": found.text, "recalled": [m.model_dump() for m in found.memories]}
+
+    async def _respond_node(self, state: ChatState, config: RunnableConfig) -> dict:
+        c = config["configurable"]
+        t = time.perf_counter()
+        history = state.get("messages", [])[-self.config.history_messages :]
+        messages = build_messages(state.get("memory_block", ""), history, c["message"], history_budget=1500)
+        c["timing"]["memory_ms"] += (time.perf_counter() - t) * 1000
+        if c["on_token"] is not None:
+            parts = []
+            async for delta in self.llm.stream(messages, max_tokens=self.config.max_tokens_reply, meter=c["meter"]):
+                parts.append(delta)
+                c["on_token"](delta)
+            reply = "".join(parts).strip()
+        else:
+            reply = (await self.llm.chat(messages, max_tokens=self.config.max_tokens_reply, meter=c["meter"])).text
+        return {
+            "reply": reply,
+            "messages": [{"role": "user", "content": c["message"]}, {"role": "assistant", "content": reply}],
+        }
+
+    async def _remember_node(self, state: ChatState, config: RunnableConfig) -> dict:
+        c = config["configurable"]
+        used = [m["id"] for m in state.get("recalled", [])]
+        (assistant,) = await asyncio.to_thread(
+            self.store.add_turns,
+            [
+                {
+                    "user_id": state["user_id"],
+                    "session_id": state["session_id"],
+                    "role": "assistant",
+                    "content": state["reply"] or "(empty reply)",
+                    "metadata": {"response_id": c["response_id"], "memory_ids": used},
+                }
+            ],
+        )
+        c["timing"]["assistant_turn_id"] = assistant.id
+        if used:
+            await asyncio.to_thread(self.store.mark_recalled, used, state["user_id"])
+        self._spawn(self._process_user(state["user_id"]))
+        return {}
+
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- remembering -------------------------------------------------------------------------------------
+
+    async def aremember(
+        self,
+        messages: list[dict[str, str]],
+        user_id: str,
+        session_id: str | None = None,
+        *,
+        wait: bool = True,
+        chunk_messages: int = 2,
+    ) -> RememberResult:
+        """Store messages from a backend's own LLM loop and build memories from them.
+
+        `chunk_messages` is how many messages each extraction call sees (2 = one exchange, MARK's per-turn
+        unit; larger chunks cost fewer calls on long transcripts). With wait=False it returns at once.
+        """
+        check_scope_id(user_id)
+        session_id = check_optional_id(session_id, "session id") or DEFAULT_SESSION
+        if not isinstance(messages, list) or not messages:
+            raise InvalidInput("messages must be a non-empty list of {'role', 'content'} objects")
+        rows = []
+        for n, m in enumerate(messages):
+            if not isinstance(m, dict) or "content" not in m:
+                raise InvalidInput(f"message {n} must be an object with 'role' and 'content'")
+            rows.append(
+                {"user_id": user_id, "session_id": session_id, "role": m.get("role", "user"), "content": m["content"]}
+            )
+        turns = await asyncio.to_thread(self.store.add_turns, rows)
+        ids = [t.id for t in turns]
+        if not wait:
+            self._bind_loop()
+            self._spawn(self._process_user(user_id, chunk_messages=chunk_messages))
+            return RememberResult(turn_ids=ids, status="scheduled")
+        await self._ready()
+        reports, error, usage = await self._process_user(user_id, chunk_messages=chunk_messages, raise_errors=False)
+        status = "failed" if error else "done"
+        return RememberResult(turn_ids=ids, status=status, reports=reports, error=error, usage=usage)
+
+    async def _process_user(
+        self, user_id: str, *, chunk_messages: int = 2, raise_errors: bool = False
+    ) -> tuple[list[BuildReport], str | None, Usage]:
+        """Build memories from the user's pending (or retryable failed) turns, one exchange at a time."""
+        reports: list[BuildReport] = []
+        meter = UsageMeter()
+        async with self._lock_for(user_id):
+            try:
+                await self._ready()
+            except LLMError as exc:
+                log.warning("memory extraction postponed for a user: %s", exc)
+                return reports, str(exc), meter.total
+            builder = MemoryBuilder(self.store, self.llm, self.config)
+            pending = await asyncio.to_thread(self._retryable_turns, user_id)
+            for chunk in self._exchanges(pending, chunk_messages):
+                ids = [t.id for t in chunk]
+                try:
+                    reports.append(await builder.build(chunk, meter=meter))
+                except LLMError as exc:
+                    await asyncio.to_thread(self.store.set_turns_status, ids, "failed", error=str(exc))
+                    log.warning("memory extraction failed (will retry): %s", exc)
+                    if raise_errors:
+                        raise
+                    return reports, str(exc), meter.total
+                await asyncio.to_thread(self.store.set_turns_status, ids, "done")
+        return reports, None, meter.total
+
+    def _retryable_turns(self, user_id: str) -> list[Turn]:
+        turns = self.store.turns(user_id, status="pending", limit=10_000)
+        failed = [
+            t for t in self.store.turns(user_id, status="failed", limit=10_000) if t.attempts < self.config.max_attempts
+        ]
+        merged = {t.id: t for t in turns + failed}
+        order = {t.id: i for i, t in enumerate(self.store.turns(user_id, limit=100_000))}
+        return sorted(merged.values(), key=lambda t: order.get(t.id, 0))
+
+    @staticmethod
+    def _exchanges(turns: list[Turn], size: int) -> list[list[Turn]]:
+        """Group turns per session into chunks that end on an assistant message (or the session's end)."""
+        chunks: list[list[Turn]] = []
+        by_session: dict[str | None, list[Turn]] = {}
+        for t in turns:
+            by_session.setdefault(t.session_id, []).append(t)
+        for group in by_session.values():
+            current: list[Turn] = []
+            for t in group:
+                current.append(t)
+                if len(current) >= size and t.role == "assistant":
+                    chunks.append(current)
+                    current = []
+            if current:
+                chunks.append(current)
+        return chunks
+
+    async def aprocess_pending(self, user_id: str | None = None) -> int:
+        """Retry extraction of every pending or failed turn (of one user, or all). Returns users processed."""
+        users = (
+            [user_id]
+            if user_id
+            else await asyncio.to_thread(self.store.users_with_pending_turns, self.config.max_attempts)
+        )
+        for u in users:
+            await self._process_user(u)
+        return len(users)
+
+    async def arebuild(self, user_id: str, *, fresh: bool = False) -> RememberResult:
+        """Re-derive a user's memories from their raw turns (after a prompt or model change)."""
+        check_scope_id(user_id)
+        await self._ready()
+
+        def reset() -> list[str]:
+            if fresh:
+                for m in self.store.list(user_id, include_history=True, limit=100_000).items:
+                    self.store.delete(m.id, user_id, reason="rebuild from raw turns", actor="mark-builder")
+            turns = self.store.turns(user_id, limit=100_000)
+            self.store.set_turns_status([t.id for t in turns], "pending", count_attempt=False)
+            return [t.id for t in turns]
+
+        ids = await asyncio.to_thread(reset)
+        reports, error, usage = await self._process_user(user_id)
+        return RememberResult(
+            turn_ids=ids, status="failed" if error else "done", reports=reports, error=error, usage=usage
+        )
+
+    async def aflush(self) -> None:
+        """Wait until every background extraction has finished."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    # -- recall and feedback -------------------------------------------------------------------------------
+
+    async def arecall(
+        self, query: str, user_id: str, budget_tokens: int | None = None, *, session_id: str | None = None
+    ) -> Recall:
+        """A ready context block of the user's memories for a query, within a token budget."""
+        budget = budget_tokens if budget_tokens is not None else self.config.recall_budget_tokens
+        return await asyncio.to_thread(
+            recall, self.store, query, user_id, budget_tokens=budget, limit=self.config.recall_limit
+        )
+
+    async def afeedback(self, user_id: str, response_id: str, good: bool, comment: str = "") -> list[str]:
+        """Good or bad on a reply: the trust of the memories used in it goes up or down. Returns their ids."""
+        check_scope_id(user_id)
+
+        def apply() -> list[str]:
+            for t in self.store.turns(user_id, limit=500, newest_first=True):
+                if t.metadata.get("response_id") == response_id:
+                    ids = list(t.metadata.get("memory_ids", []))
+                    self.store.add_feedback(user_id, response_id, ids, 1 if good else -1, comment=comment)
+                    return ids
+            raise InvalidInput(f"no reply {response_id!r} for this user")
+
+        return await asyncio.to_thread(apply)
+
+    # -- privacy and lifecycle -----------------------------------------------------------------------------
+
+    async def apurge_user(self, user_id: str) -> PurgeReport:
+        """Remove every trace of a user: memories, turns, history, feedback, vectors and chat state."""
+        check_scope_id(user_id)
+        sessions = {
+            t.session_id or DEFAULT_SESSION for t in await asyncio.to_thread(self.store.turns, user_id, limit=1_000_000)
+        }
+        await purge_chat_state(Path(self.settings.home), user_id, sessions, self._saver_conn)
+        return await asyncio.to_thread(self.store.purge_user, user_id)
+
+    async def aclose(self) -> None:
+        await self.aflush()
+        if self._saver_conn is not None:
+            await self._saver_conn.close()
+            self._saver_conn = None
+        if self._llm is not None:
+            await self._llm.aclose()
+
+    # -- sync API (derived) ----------------------------------------------------------------------------------
+
+    def _run(self, coro: Coroutine[Any, Any, T]) -> T:
+        with self._sync_guard:
+            if self._sync is None:
+                self._sync = _LoopThread()
+        return self._sync.run(coro)
+
+    def close(self) -> None:
+        if self._sync is not None:
+            self._sync.run(self.aclose())
+            self._sync.stop()
+            self._sync = None
+        self.store.close()
+
+    def __enter__(self) -> MemoryAgent:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+async def purge_chat_state(home: Path, user_id: str, sessions: set[str], conn: aiosqlite.Connection | None) -> None:
+    """Delete a user's checkpointed chat threads and scrub the file (secure delete, WAL truncated)."""
+    path = home / "chat_state.db"
+    if not path.exists():
+        return
+    own = conn is None
+    if own:
+        conn = await aiosqlite.connect(str(path))
+    try:
+        await conn.execute("PRAGMA secure_delete=ON")
+        saver = AsyncSqliteSaver(conn)
+        await saver.setup()
+        for s in sessions:
+            await saver.adelete_thread(MemoryAgent._thread_id(user_id, s))
+        await conn.commit()
+        await conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    finally:
+        if own:
+            await conn.close()
+
+
+def _sync_twin(name: str):
+    async_fn = getattr(MemoryAgent, "a" + name)
+
+    @functools.wraps(async_fn)
+    def method(self: MemoryAgent, *args: Any, **kwargs: Any) -> Any:
+        return self._run(async_fn(self, *args, **kwargs))
+
+    method.__name__ = name
+    method.__qualname__ = f"MemoryAgent.{name}"
+    method.__doc__ = f"Sync twin of `a{name}`: {async_fn.__doc__ or ''}"
+    return method
+
+
+SYNC_TWINS = ["chat", "remember", "recall", "feedback", "process_pending", "rebuild", "flush", "purge_user"]
+for _name in SYNC_TWINS:
+    setattr(MemoryAgent, _name, _sync_twin(_name))
+
+with contextlib.suppress(Exception):  # keep the signature of the async method visible on the sync twin
+    for _name in SYNC_TWINS:
+        getattr(MemoryAgent, _name).__signature__ = inspect.signature(getattr(MemoryAgent, "a" + _name))

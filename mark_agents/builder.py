@@ -1,0 +1,258 @@
+"""The MARK memory builder: extract notes from a turn, resolve each against its neighbours, write.
+
+Two phases, so an LLM failure writes nothing:
+  1. plan (LLM calls): extract candidate notes (combined call, or the paper's three agents), clean them,
+     and decide for each what it is to the nearest existing memories: same (confirm), replaces (supersede),
+     conflicts (supersede, or keep as disputed when the new source is less trusted), unrelated (add);
+  2. apply (store writes only), each decision recorded in history with its reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+
+import numpy as np
+from pydantic import BaseModel, Field
+
+from mark_agents.config import AgentConfig
+from mark_agents.llm import LLMClient, LLMOutputError, Usage, UsageMeter
+from mark_agents.prompts import (
+    AGENT_SYSTEM,
+    COMBINED_SYSTEM,
+    RELATION_SYSTEM,
+    AgentNotes,
+    ExtractedNote,
+    Extraction,
+    Relation,
+    exchange_text,
+    relation_text,
+)
+from memory_store import MemoryKind, MemoryStatus, MemoryStore, NewMemory, Source, Turn
+
+log = logging.getLogger(__name__)
+_WORD = re.compile(r"[a-z0-9]+")
+_STOP = set(
+    "the a an and or of to in on at for with is are was were be been it its this that user user's users i me my "
+    "you your he she they we our their as by from about has have had not no do does did so but if then than "
+    "wants want likes like".split()
+)
+ACTOR = "mark-builder"
+#: A note that only restates what the user asked is not a durable memory.
+_RESTATES_QUESTION = re.compile(
+    r"\b(wants? to know|is asking|asked (about|for|what|how|if|whether)|would like to know)\b"
+)
+
+
+class Decision(BaseModel):
+    """What to do with one extracted note."""
+
+    note: ExtractedNote
+    action: str  # add | confirm | supersede | dispute | skip
+    target_id: str | None = None
+    reason: str
+
+
+class BuildReport(BaseModel):
+    user_id: str
+    added: list[str] = Field(default_factory=list)
+    confirmed: list[str] = Field(default_factory=list)
+    superseded: list[str] = Field(default_factory=list)  # ids of the old memories
+    disputed: list[str] = Field(default_factory=list)
+    skipped: list[str] = Field(default_factory=list)  # note texts dropped, with why
+    decisions: list[Decision] = Field(default_factory=list)
+    usage: Usage = Field(default_factory=Usage)
+
+
+def content_words(text: str) -> set[str]:
+    return {w for w in _WORD.findall(text.lower()) if w not in _STOP and len(w) > 1}
+
+
+class MemoryBuilder:
+    def __init__(self, store: MemoryStore, llm: LLMClient, config: AgentConfig | None = None) -> None:
+        self.store = store
+        self.llm = llm
+        self.config = config or AgentConfig()
+
+    async def build(self, turns: list[Turn], *, meter: UsageMeter | None = None) -> BuildReport:
+        """Turn raw turns (one user, usually one exchange) into memories. Raises LLM errors before any write."""
+        if not turns:
+            raise ValueError("no turns to build from")
+        user_id = turns[0].user_id
+        local = UsageMeter()
+        report = BuildReport(user_id=user_id)
+        notes = await self._extract(turns, local)
+        notes = self._clean(notes, turns, report)
+        decisions = await self._plan(notes, user_id, local)
+        report.usage = local.total
+        if meter is not None:
+            meter.record(local.total, "remember")
+        await asyncio.to_thread(self._apply, decisions, turns, report)
+        return report
+
+    # -- phase 1: extraction ----------------------------------------------------------------------------
+
+    async def _extract(self, turns: list[Turn], meter: UsageMeter) -> list[ExtractedNote]:
+        pairs = [(t.role, t.content) for t in turns if t.role in ("user", "assistant")]
+        user_text = " ".join(c for r, c in pairs if r == "user")
+        known = []
+        if user_text.strip():
+            hits = await asyncio.to_thread(self.store.search, user_text[:2000], turns[0].user_id, limit=5)
+            known = [h.memory.text for h in hits]
+        prompt = exchange_text(pairs, known)
+        if self.config.extraction_mode == "combined":
+            out, _ = await self.llm.structured(
+                [{"role": "system", "content": COMBINED_SYSTEM}, {"role": "user", "content": prompt}],
+                Extraction,
+                max_tokens=400,
+                meter=meter,
+                label="extract",
+            )
+            return out.memories
+        notes: list[ExtractedNote] = []
+        for kind, system in AGENT_SYSTEM.items():  # the paper's order: residual, user-question, llm-response
+            out, _ = await self.llm.structured(
+                [{"role": "system", "content": system}, {"role": "user", "content": prompt}],
+                AgentNotes,
+                max_tokens=300,
+                meter=meter,
+                label=f"extract-{kind}",
+            )
+            notes += [ExtractedNote(kind=kind, text=t) for t in out.notes]
+        return notes
+
+    def _clean(self, notes: list[ExtractedNote], turns: list[Turn], report: BuildReport) -> list[ExtractedNote]:
+        """Drop what small models get wrong: questions, echoes of the prompt, facts absent from the exchange."""
+        exchange = content_words(" ".join(t.content for t in turns))
+        user_words = content_words(" ".join(t.content for t in turns if t.role == "user"))
+        instructions = content_words(COMBINED_SYSTEM + " ".join(AGENT_SYSTEM.values())) - exchange
+        kept: list[ExtractedNote] = []
+        seen: set[str] = set()
+        for note in notes:
+            text = " ".join(note.text.split())
+            words = content_words(text)
+            why = None
+            if len(text) < 8 or not words:
+                why = "too short"
+            elif text.endswith("?") or _RESTATES_QUESTION.search(text.lower()):
+                why = "a question, not a fact"
+            elif len(words & instructions) > len(words & exchange):
+                why = "echoes the instructions"
+            elif note.kind == "user_question" and len(words & user_words) * 2 < len(words):
+                why = "not grounded in what the user said"
+            elif not words & exchange:
+                why = "not grounded in the exchange"
+            elif text.lower() in seen:
+                why = "repeated"
+            if why:
+                report.skipped.append(f"{text} ({why})")
+                continue
+            seen.add(text.lower())
+            kept.append(ExtractedNote(kind=note.kind, text=text))
+        return kept[: self.config.max_notes_per_turn]
+
+    # -- phase 1: resolution ------------------------------------------------------------------------------
+
+    async def _plan(self, notes: list[ExtractedNote], user_id: str, meter: UsageMeter) -> list[Decision]:
+        if not notes:
+            return []
+        vectors = await asyncio.to_thread(self.store.embed, [n.text for n in notes])
+        decisions: list[Decision] = []
+        batch_vectors: list[np.ndarray] = []
+        for note, vec in zip(notes, vectors, strict=True):
+            # Two notes of this same turn saying the same thing: keep the first.
+            if any(float(v @ vec) >= self.config.duplicate_similarity for v in batch_vectors):
+                decisions.append(Decision(note=note, action="skip", reason="duplicate within the turn"))
+                continue
+            batch_vectors.append(vec)
+            decisions.append(await self._decide(note, vec, user_id, meter))
+        return decisions
+
+    async def _decide(self, note: ExtractedNote, vec: np.ndarray, user_id: str, meter: UsageMeter) -> Decision:
+        hits = await asyncio.to_thread(
+            self.store.search,
+            note.text,
+            user_id,
+            limit=self.config.max_related,
+            mode="dense",
+            explain=True,
+            query_embedding=vec,
+        )
+        trust = self.config.trust_by_kind.get(note.kind, 0.6)
+        for hit in hits:
+            sim = hit.explain.similarity if hit.explain else 0.0
+            old = hit.memory
+            if sim >= self.config.duplicate_similarity:
+                return Decision(note=note, action="confirm", target_id=old.id, reason=f"same fact (cosine {sim:.2f})")
+            if sim < self.config.related_similarity:
+                continue
+            try:
+                rel, _ = await self.llm.structured(
+                    [
+                        {"role": "system", "content": RELATION_SYSTEM},
+                        {"role": "user", "content": relation_text(old.text, note.text)},
+                    ],
+                    Relation,
+                    max_tokens=60,
+                    meter=meter,
+                    label="resolve",
+                )
+            except LLMOutputError as exc:
+                log.warning("relation check failed for %r; treating as unrelated: %s", note.text, exc)
+                continue
+            why = f"{rel.relation} (cosine {sim:.2f}): {rel.reason}".strip().rstrip(":")
+            if rel.relation == "same":
+                return Decision(note=note, action="confirm", target_id=old.id, reason=why)
+            if rel.relation == "replaces":
+                return Decision(note=note, action="supersede", target_id=old.id, reason=f"fact changed; {why}")
+            if rel.relation == "conflicts":
+                if trust + 1e-9 < old.trust:
+                    return Decision(
+                        note=note,
+                        action="dispute",
+                        target_id=old.id,
+                        reason=f"contradicts a more trusted memory ({trust:.2f} < {old.trust:.2f}); {why}",
+                    )
+                return Decision(
+                    note=note, action="supersede", target_id=old.id, reason=f"contradiction, newer wins; {why}"
+                )
+        return Decision(note=note, action="add", reason="new information")
+
+    # -- phase 2: writes ----------------------------------------------------------------------------------
+
+    def _apply(self, decisions: list[Decision], turns: list[Turn], report: BuildReport) -> None:
+        first = turns[0]
+        source = Source(conversation_id=first.session_id, turn_ids=[t.id for t in turns])
+        for d in decisions:
+            report.decisions.append(d)
+            new = NewMemory(
+                text=d.note.text,
+                user_id=first.user_id,
+                kind=MemoryKind(d.note.kind),
+                agent_id=first.agent_id,
+                session_id=first.session_id,
+                trust=self.config.trust_by_kind.get(d.note.kind, 0.6),
+                source=source,
+            )
+            target = self.store.db.get_memory(d.target_id, first.user_id) if d.target_id else None
+            if d.action in ("confirm", "supersede", "dispute") and (target is None or target.status == "superseded"):
+                d = d.model_copy(update={"action": "add", "reason": d.reason + "; target gone, added instead"})
+            if d.action == "skip":
+                report.skipped.append(f"{d.note.text} ({d.reason})")
+            elif d.action == "confirm":
+                self.store.confirm(d.target_id, first.user_id, reason=d.reason, actor=ACTOR)
+                report.confirmed.append(d.target_id)
+            elif d.action == "supersede":
+                self.store.supersede(d.target_id, first.user_id, new, reason=d.reason, actor=ACTOR)
+                report.superseded.append(d.target_id)
+            elif d.action == "dispute":
+                m = self.store.add_many([new], reason=d.reason, actor=ACTOR)[0]
+                self.store.dispute(m.id, first.user_id, reason=d.reason, trust_penalty=0.0, actor=ACTOR)
+                report.disputed.append(m.id)
+            else:
+                m = self.store.add_many([new], reason=d.reason, actor=ACTOR)[0]
+                report.added.append(m.id)
+
+
+__all__ = ["BuildReport", "Decision", "MemoryBuilder", "MemoryStatus"]
