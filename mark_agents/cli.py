@@ -83,9 +83,142 @@ def llm_stop(ctx: typer.Context) -> None:
     typer.echo("stopped" if LocalServer(ctx.obj()).stop() else "not running")
 
 
+# -- mark chat ----------------------------------------------------------------------------------------------
+
+
+def chat(
+    ctx: typer.Context,
+    user: Annotated[str, typer.Option("--user", "-u", help="Who is chatting (memories are per user).")],
+    session: Annotated[
+        str | None, typer.Option("--session", "-s", help="Conversation to resume or start (default: 'default').")
+    ] = None,
+    no_stream: Annotated[
+        bool, typer.Option("--no-stream", help="Print each reply whole instead of streaming.")
+    ] = False,
+) -> None:
+    """Chat with long-term memory. /help lists the commands; works with piped stdin too."""
+    from mark_agents.repl import run_chat
+
+    raise typer.Exit(run_chat(ctx.obj(), user, session, stream=not no_stream))
+
+
+# -- mark memory rebuild ------------------------------------------------------------------------------------
+
+
+def memory_rebuild(
+    ctx: typer.Context,
+    user: Annotated[str, typer.Option("--user", "-u", help="The user whose memories to re-derive.")],
+    fresh: Annotated[
+        bool, typer.Option("--fresh", help="Delete the current memories first (their history is kept).")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Re-derive a user's memories from their raw turns with the LLM (after a model or prompt change)."""
+    import asyncio
+
+    from rich.console import Console
+
+    from mark_agents.agent import MemoryAgent
+    from memory_store.validation import check_scope_id
+
+    check_scope_id(user)
+
+    async def run():
+        agent = MemoryAgent(ctx.obj())
+        try:
+            return await agent.arebuild(user, fresh=fresh)
+        finally:
+            await agent.aclose()
+            agent.store.close()
+
+    console = Console(stderr=True)
+    with console.status(f"rebuilding the memories of {user!r} from their raw turns…"):
+        result = asyncio.run(run())
+    if as_json:
+        typer.echo(result.model_dump_json())
+    else:
+        added = sum(len(r.added) for r in result.reports)
+        confirmed = sum(len(r.confirmed) for r in result.reports)
+        superseded = sum(len(r.superseded) for r in result.reports)
+        disputed = sum(len(r.disputed) for r in result.reports)
+        typer.echo(
+            f"{result.status}: {len(result.turn_ids)} turns, {len(result.reports)} exchanges processed; "
+            f"{added} added, {confirmed} confirmed, {superseded} superseded, {disputed} disputed "
+            f"({result.usage.calls} LLM calls, {result.usage.total_tokens} tokens)"
+        )
+    if result.error:
+        typer.secho(f"error: {result.error} - the rest stays pending and is retried later", err=True, fg="red")
+        raise typer.Exit(1)
+
+
+def _purge_chat_state(store, user_id: str) -> None:
+    """Purge hook of `mark memory purge`: drop the user's checkpointed chat threads too.
+
+    Runs before the store forgets the user, while the turns still name the sessions to delete.
+    """
+    import asyncio
+
+    from mark_agents.agent import DEFAULT_SESSION, purge_chat_state
+
+    sessions = {t.session_id or DEFAULT_SESSION for t in store.turns(user_id, limit=1_000_000)}
+    asyncio.run(purge_chat_state(Path(store.settings.home), user_id, sessions, None))
+
+
+# -- mark bench chat -----------------------------------------------------------------------------------------
+
+
+def bench_chat(
+    ctx: typer.Context,
+    memories: Annotated[int, typer.Option("--memories", min=1, help="Memories of the user for (a).")] = 10_000,
+    queries: Annotated[int, typer.Option("--queries", min=1, help="Chat turns timed for (a).")] = 200,
+    turns: Annotated[int, typer.Option("--turns", min=1, help="Turns of the scripted conversation (c).")] = 60,
+    session_turns: Annotated[int, typer.Option("--session-turns", min=1, help="Turns per session in (c).")] = 10,
+    exchanges: Annotated[int, typer.Option("--exchanges", min=1, help="Exchanges extracted with the model (b).")] = 4,
+    no_llm: Annotated[bool, typer.Option("--no-llm", help="Skip (b), the only part that needs the model.")] = False,
+    keep: Annotated[
+        Path | None, typer.Option("--keep", help="Build the scratch store here and reuse it (default: a temp dir).")
+    ] = None,
+    plot: Annotated[Path | None, typer.Option("--plot", help="Write a PNG of input tokens per turn.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Memory overhead per turn (LLM time excluded), extraction throughput, input tokens per turn."""
+    import json
+
+    from rich.console import Console
+
+    from mark_agents.bench import plot_tokens, render, run_chat_bench
+
+    result = run_chat_bench(
+        ctx.obj(),
+        memories=memories,
+        queries=queries,
+        turns=turns,
+        session_turns=session_turns,
+        exchanges=exchanges,
+        use_llm=not no_llm,
+        keep=keep.expanduser().resolve() if keep else None,
+        progress=not as_json,
+    )
+    if plot is not None:
+        result["plot"] = str(plot_tokens(result["tokens"], plot))
+    if as_json:
+        typer.echo(json.dumps(result, default=str))
+        return
+    render(result, Console())
+    if plot is not None:
+        typer.echo(f"plot: {plot}")
+
+
 # -- registration -------------------------------------------------------------------------------------------
 
 
 def register(app: typer.Typer, bench_app: typer.Typer) -> None:
     """Add the agents' commands to the root app (``bench_app`` receives the agents' benchmarks)."""
+    from memory_store import cli as store_cli
+
     app.add_typer(llm_app, name="llm", help="Run the embedded local model server.")
+    app.command("chat")(chat)
+    store_cli.memory_app.command("rebuild")(memory_rebuild)
+    if _purge_chat_state not in store_cli.PURGE_HOOKS:
+        store_cli.PURGE_HOOKS.append(_purge_chat_state)
+    bench_app.command("chat")(bench_chat)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -16,6 +17,10 @@ from memory_store.models import MemoryKind
 from memory_store.store import MemoryStore
 
 memory_app = typer.Typer(no_args_is_help=True)
+#: Called as ``hook(store, user_id)`` by `mark memory purge` just before the store forgets the user, so other
+#: packages can remove what they keep about the user (mark_agents: checkpointed chat threads) while the
+#: user's turns can still be read. Packages append to it from their CLI registration.
+PURGE_HOOKS: list[Callable[[MemoryStore, str], None]] = []
 bench_app = typer.Typer(no_args_is_help=True)
 console = Console()
 
@@ -202,10 +207,9 @@ def purge(
             raise InvalidInput("purge needs --yes when not run interactively")
         typer.confirm(f"Remove every trace of user {user!r}?", abort=True)
     with open_store(ctx) as store:
+        for hook in PURGE_HOOKS:
+            hook(store, user)
         report = store.purge_user(user)
-        purge_hooks = ctx.meta.get("purge_hooks", [])
-        for hook in purge_hooks:
-            hook(store.settings, user)
     if as_json:
         emit(report.model_dump())
     else:
