@@ -35,6 +35,8 @@ class ResultRow(BaseModel):
     cost_usd: float = 0.0
     calls: int = 0
     judge_tokens: int = 0
+    #: LLM tokens spent indexing this row's haystack (mark's memory building), shared by its questions
+    index_tokens: int = 0
     evidence_mids: list[str] = Field(default_factory=list)
     evidence_in_prompt: list[str] = Field(default_factory=list)
     evidence_recall: float | None = None

@@ -83,6 +83,7 @@ def _row(case: TestCase, q: Question, method: str, ans: Answer, verdict: Any, re
         input_tokens=ans.input_tokens, output_tokens=ans.output_tokens, latency_ms=round(ans.latency_ms, 2),
         retrieval_ms=round(ans.retrieval_ms, 2), cost_usd=ans.cost_usd, calls=ans.calls,
         judge_tokens=0 if verdict is None else verdict.usage.prompt_tokens + verdict.usage.completion_tokens,
+        index_tokens=ans.index_tokens,
         evidence_mids=evidence, evidence_in_prompt=evidence_in_prompt(evidence, ans.context_mids),
         evidence_recall=evidence_recall(evidence, ans.context_mids), context_overflow=ans.context_overflow,
         route=ans.route, n_conversations=len(case.haystack), haystack_id=case.haystack.hid, model=ans.model,
@@ -96,7 +97,7 @@ async def _select_only(answerer: Answerer, case: TestCase, question: str) -> Ans
     return Answer(
         context_mids=sel.context_mids, input_tokens=sel.input_tokens, retrieval_ms=sel.retrieval_ms,
         latency_ms=(time.perf_counter() - started) * 1000.0, context_overflow=sel.context_overflow,
-        route=sel.route,
+        route=sel.route, index_tokens=sel.index_usage.prompt_tokens + sel.index_usage.completion_tokens,
     )
 
 
@@ -167,8 +168,12 @@ async def run_benchmark(
             finally:
                 answerers[method].release(case.haystack)
 
-    with progress:
-        await asyncio.gather(*(run_group(ci, m, qs) for (ci, m), qs in plan.items()))
+    try:
+        with progress:
+            await asyncio.gather(*(run_group(ci, m, qs) for (ci, m), qs in plan.items()))
+    finally:
+        for answerer in answerers.values():
+            await answerer.aclose()
 
     summary = summarise(results.load().values())
     summary_path = out / "summary.csv"

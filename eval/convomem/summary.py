@@ -23,7 +23,7 @@ CONVOMEM_COLUMNS = [
 ]
 EXTRA_COLUMNS = [
     "method", "category", "evidence_count", "evidence_recall_percent", "questions", "context_overflow",
-    "errors", "approximate", "judge", "avg_retrieval_ms",
+    "errors", "approximate", "judge", "avg_retrieval_ms", "avg_index_tokens",
 ]
 COLUMNS = CONVOMEM_COLUMNS + EXTRA_COLUMNS
 
@@ -50,6 +50,7 @@ class SummaryRow(BaseModel):
     approximate: bool
     judge: str
     avg_retrieval_ms: float
+    avg_index_tokens: float
 
 
 def percentile(sorted_values: list[float], p: float) -> float:
@@ -90,6 +91,7 @@ def summarise(rows: Iterable[ResultRow]) -> list[SummaryRow]:
                 questions=len(group), context_overflow=sum(1 for r in ok if r.context_overflow),
                 errors=len(group) - len(ok), approximate=any(r.approximate for r in judged),
                 judge="+".join(judges), avg_retrieval_ms=round(_mean([r.retrieval_ms for r in ok]), 1),
+                avg_index_tokens=round(_mean([r.index_tokens for r in ok]), 1),
             )
         )
     return out

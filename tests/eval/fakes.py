@@ -30,6 +30,7 @@ class ScriptedFakeLLM:
     script: Callable[[list[dict[str, str]], str], str]
     context_window: int | None = None
     calls: list[tuple[str, list[dict[str, str]]]] = field(default_factory=list)
+    closed: bool = False
 
     async def chat(
         self,
@@ -46,7 +47,35 @@ class ScriptedFakeLLM:
         return FakeChatResult(text=text, usage=FakeUsage(prompt_tokens=prompt, completion_tokens=len(text) // 4))
 
     async def structured(self, messages, schema, *, max_tokens=None, meter=None, label="extract"):  # type: ignore[no-untyped-def]
-        raise NotImplementedError("not used by the evaluator")
+        """Enough of MARK's extraction for the ``mark`` method: one note per user message of the exchange."""
+        self.calls.append((label, messages))
+        exchange = messages[-1]["content"].split("Exchange:", 1)[-1]
+        said = [line[len("User: "):] for line in exchange.splitlines() if line.startswith("User: ")]
+        fields = schema.model_fields
+        if "memories" in fields:
+            data = {"memories": [{"kind": "user_question", "text": f"The user said: {t}"} for t in said]}
+        elif "notes" in fields:
+            data = {"notes": [f"The user said: {t}" for t in said]}
+        elif "relation" in fields:
+            data = {"relation": "unrelated", "reason": "scripted"}
+        else:
+            data = {}
+        usage = _real_usage(100, 20)
+        if meter is not None:
+            meter.record(usage, label)
+        return schema.model_validate(data), usage
+
+    async def aclose(self) -> None:
+        self.closed = True
+
+
+def _real_usage(prompt: int, completion: int) -> object:
+    """The agents' own Usage when present (their meters add Usages), else the stand-in."""
+    try:
+        from mark_agents.llm import Usage
+    except ImportError:
+        return FakeUsage(prompt_tokens=prompt, completion_tokens=completion)
+    return Usage(prompt_tokens=prompt, completion_tokens=completion, calls=1, latency_ms=1.0)
 
 
 def prompt_text(messages: list[dict[str, str]]) -> str:

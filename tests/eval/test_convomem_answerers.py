@@ -16,7 +16,7 @@ from mark_eval.convomem.recall import evidence_recall
 from mark_eval.convomem.schema import TestCase
 from mark_eval.convomem.synthetic import synthetic_data
 
-from memory_store.errors import InvalidInput, MarkError
+from memory_store.errors import InvalidInput
 from tests.eval.fakes import ScriptedFakeLLM, prompt_text
 
 
@@ -129,19 +129,29 @@ def test_registry_and_sentinel() -> None:
     assert not is_no_info("The user said their dog is called Biscuit.")
 
 
-async def test_mark_method_is_registered_and_fails_clearly_when_unavailable() -> None:
-    case = _sample_cases()[0]
-    mark = create("mark", AnswererContext(llm=ScriptedFakeLLM(_echo)))
-    try:
-        import mark_agents
+async def test_mark_builds_memories_recalls_and_answers_with_scripted_fake_llm(tmp_path: Path) -> None:
+    pytest.importorskip("mark_agents.agent")
+    from mark_agents.config import Settings
 
-        available = hasattr(mark_agents, "MemoryAgent")
-    except ImportError:
-        available = False
-    if available:
-        pytest.skip("MemoryAgent exists; covered by the llm integration test")
-    with pytest.raises(MarkError, match="not available yet"):
-        await mark.answer(case.haystack, case.questions[0].question)
+    case = next(c for c in _sample_cases((2,)) if c.questions[0].category == "user_facts")
+    q = case.questions[0]
+    fake = ScriptedFakeLLM(lambda m, label: "Biscuit")
+    settings = Settings(home=tmp_path / "home")
+    ctx = AnswererContext(llm=fake, budget_tokens=1500, settings=settings, work_dir=tmp_path)
+    mark = create("mark", ctx)
+    try:
+        await mark.prepare(case.haystack)
+        ans = await mark.answer(case.haystack, q.question)
+    finally:
+        await mark.aclose()  # the agent's database threads would keep the test process alive
+    assert not fake.closed  # the run's client is only lent to the agent
+    assert ans.error is None and ans.text == "Biscuit"
+    assert ans.index_tokens > 0 and ans.route.startswith("mark:")
+    answer_prompt = prompt_text(fake.calls[-1][1])
+    assert "MEMORIES" in answer_prompt and GRADING_BLOCK in answer_prompt
+    # the memory extracted from the evidence exchange was recalled: the evidence reached the prompt
+    assert evidence_recall(case.evidence_mids[q.qid], ans.context_mids) == 1.0
+    assert (tmp_path / "mark-home").is_dir()  # never the user's own store
 
 
 def test_sample_json_is_valid_convomem_payload() -> None:

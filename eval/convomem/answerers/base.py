@@ -52,6 +52,8 @@ class Selection(BaseModel):
     context_overflow: bool = False
     retrieval_ms: float = 0.0
     helper_usage: UsageTotals = Field(default_factory=UsageTotals)
+    #: LLM usage of indexing this question's haystack (mark's memory building), shared by its questions
+    index_usage: UsageTotals = Field(default_factory=UsageTotals)
     #: set when the method answers without a final call (block_based with nothing relevant)
     canned_answer: str | None = None
     route: str = ""
@@ -69,6 +71,7 @@ class Answer(BaseModel):
     context_overflow: bool = False
     model: str = ""
     route: str = ""
+    index_tokens: int = 0
     error: str | None = None
 
 
@@ -132,6 +135,10 @@ class Answerer(ABC):
         """Forget what :meth:`prepare` built for a haystack once all its questions are done."""
         return None
 
+    async def aclose(self) -> None:
+        """End of the run: wait for background work the method started. Default: nothing to do."""
+        return None
+
     @abstractmethod
     async def select(self, haystack: Haystack, question: str) -> Selection:
         """Build the answer prompt for a question: the method's whole idea lives here."""
@@ -178,6 +185,7 @@ class Answerer(ABC):
             context_overflow=sel.context_overflow,
             model=model,
             route=sel.route,
+            index_tokens=sel.index_usage.prompt_tokens + sel.index_usage.completion_tokens,
         )
 
 
