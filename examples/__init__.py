@@ -1,0 +1,1 @@
+"""Examples of using mark from an application (not installed with the package)."""

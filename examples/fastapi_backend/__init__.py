@@ -1,0 +1,1 @@
+"""A FastAPI chatbot backend on one MemoryAgent: see app.py."""
