@@ -149,7 +149,7 @@ def convomem_command(
         detail = "; ".join(mixed.warnings[:3])
         raise InvalidInput(f"no test cases for the selected questions and sizes{': ' + detail if detail else ''}")
     err = Console(stderr=True)
-    for warning in mixed.warnings:
+    for warning in [f"skipped {reason}" for reason in loaded.skipped] + mixed.warnings:
         err.print(f"[yellow]warning:[/] {warning}")
 
     settings = ctx.obj() if callable(ctx.obj) else ctx.obj

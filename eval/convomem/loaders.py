@@ -33,6 +33,10 @@ _N_EVIDENCE = re.compile(r"^(\d+)_evidence$")
 _FILLER_MARKERS = ("filler_conversations", "irrelevant")
 
 
+class NotConvoMem(InvalidInput):
+    """A JSON file that is not ConvoMem data (or not a category we know): fatal when named, skipped in a walk."""
+
+
 class ConvoMemData(BaseModel):
     """What a data path holds: items to mix, filler by persona, and ready-made (pre-mixed) test cases."""
 
@@ -42,6 +46,15 @@ class ConvoMemData(BaseModel):
     filler: dict[str, list[Conversation]] = Field(default_factory=dict)
     premixed: list[TestCase] = Field(default_factory=list)
     sources: list[str] = Field(default_factory=list)
+    #: files of a directory walk that were not ConvoMem data (e.g. dataset_info.json), with the reason
+    skipped: list[str] = Field(default_factory=list)
+
+    def merge(self, other: ConvoMemData) -> None:
+        self.items.extend(other.items)
+        for person, convs in other.filler.items():
+            self.filler.setdefault(person, []).extend(convs)
+        self.premixed.extend(other.premixed)
+        self.sources.extend(other.sources)
 
     @property
     def filler_count(self) -> int:
@@ -66,9 +79,18 @@ def load_data(path: Path) -> ConvoMemData:
         raise InvalidInput(f"{path}: no .json files found")
     data = ConvoMemData()
     for file in files:
-        _load_file(file, data, root=path if path.is_dir() else path.parent)
+        part = ConvoMemData()
+        try:
+            _load_file(file, part, root=path if path.is_dir() else path.parent)
+        except NotConvoMem as exc:
+            if path.is_file():
+                raise
+            data.skipped.append(str(exc))
+            continue
+        data.merge(part)
     if not data.items and not data.premixed:
-        raise InvalidInput(f"{path}: no questions found (only filler conversations?)")
+        why = f" (skipped: {data.skipped[0]})" if data.skipped else " (only filler conversations?)"
+        raise InvalidInput(f"{path}: no questions found{why}")
     return data
 
 
@@ -141,7 +163,7 @@ def _ingest(rel: Path, payload: Any, data: ConvoMemData, shown: Path | None = No
                     raise InvalidInput(f"{shown}: element {i}: {where}: {err['msg']}") from None
                 data.premixed.append(_premixed(case, path_category, n_evidence, rel, shown, index=i, single=False))
         else:
-            raise InvalidInput(
+            raise NotConvoMem(
                 f"{shown}: not a ConvoMem file (expected an object with 'evidence_items' or 'evidenceItems', "
                 "or an array of test cases)"
             )
@@ -162,7 +184,7 @@ def _item_category(item: EvidenceItem, path_category: str | None, shown: Path, i
         return path_category
     if item.category and (name := find_category(item.category)):
         return name
-    raise InvalidInput(
+    raise NotConvoMem(
         f"{shown}: evidence item {index}: cannot tell its benchmark category (put the file under a "
         "category directory such as user_evidence/ or name the file after the category)"
     )

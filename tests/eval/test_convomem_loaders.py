@@ -69,7 +69,6 @@ def test_sample_covers_all_six_categories_with_filler() -> None:
         ('{"evidence_items": [{"question": "q", "answer": "a", "conversations": []}]}', "empty haystack"),
         ('{"evidenceItems": [{"question": "q", "answer": "a"}], "conversations": [], "contextSize": 1}',
          "empty haystack"),
-        ('{"hello": 1}', "not a ConvoMem file"),
         ('[{"evidenceItems": [], "conversations": [{"messages": [{"speaker": "user", "text": "x"}]}]}]',
          "contextSize"),
     ],
@@ -99,4 +98,14 @@ def test_category_is_required_when_the_path_does_not_say(tmp_path: Path) -> None
             "conversations": [{"messages": [{"speaker": "User", "text": "hi"}]}]}
     (tmp_path / "stuff.json").write_text(json.dumps({"evidence_items": [item]}))
     with pytest.raises(InvalidInput, match="cannot tell its benchmark category"):
+        load_data(tmp_path / "stuff.json")
+    with pytest.raises(InvalidInput, match=r"no questions found.*cannot tell"):
         load_data(tmp_path)
+
+
+def test_directory_walk_skips_files_that_are_not_convomem_data(released_dir: Path) -> None:
+    (released_dir / "dataset_info.json").write_text('{"description": "ConvoMem", "splits": {}}')
+    data = load_data(released_dir)
+    assert data.items and len(data.skipped) == 1 and "dataset_info.json" in data.skipped[0]
+    with pytest.raises(InvalidInput, match="not a ConvoMem file"):
+        load_data(released_dir / "dataset_info.json")
