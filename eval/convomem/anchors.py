@@ -36,10 +36,15 @@ def load_anchors() -> tuple[Anchor, ...]:
     for raw in csv.DictReader(io.StringIO(text)):
         rows.append(
             Anchor(
-                category=raw["category"], evidence_count=int(raw["evidence_count"]), method=raw["method"],
-                model=raw["model"], context_size=int(raw["context_size"]),
-                accuracy_percent=_num(raw["accuracy_percent"]), avg_input_tokens=_num(raw["avg_input_tokens"]),
-                p50_ms=_num(raw["p50_ms"]), total_processed=int(raw["total_processed"] or 0),
+                category=raw["category"],
+                evidence_count=int(raw["evidence_count"]),
+                method=raw["method"],
+                model=raw["model"],
+                context_size=int(raw["context_size"]),
+                accuracy_percent=_num(raw["accuracy_percent"]),
+                avg_input_tokens=_num(raw["avg_input_tokens"]),
+                p50_ms=_num(raw["p50_ms"]),
+                total_processed=int(raw["total_processed"] or 0),
             )
         )
     return tuple(rows)
@@ -48,7 +53,8 @@ def load_anchors() -> tuple[Anchor, ...]:
 def matching(category: str, evidence_count: int, sizes: set[int], model: str = PLOT_MODEL) -> list[Anchor]:
     """Anchors of the same category and evidence count (0 in the anchors = any) at the sizes we ran."""
     return [
-        a for a in load_anchors()
+        a
+        for a in load_anchors()
         if a.category == category
         and (a.evidence_count == evidence_count or a.evidence_count == 0 or evidence_count == 0)
         and a.context_size in sizes

@@ -97,17 +97,24 @@ async def _run(config: BenchConfig, embedder_factory: Callable[[], Any]) -> Benc
         retrieval = sorted(s["retrieval"])
         rows.append(
             BenchRow(
-                method=method, context_size=size, questions=len(s["tokens"]),
-                avg_input_tokens=round(_mean(s["tokens"]), 1), max_input_tokens=int(max(s["tokens"], default=0)),
+                method=method,
+                context_size=size,
+                questions=len(s["tokens"]),
+                avg_input_tokens=round(_mean(s["tokens"]), 1),
+                max_input_tokens=int(max(s["tokens"], default=0)),
                 avg_retrieval_ms=round(_mean(retrieval), 2),
                 p90_retrieval_ms=round(retrieval[int(0.9 * (len(retrieval) - 1))], 2) if retrieval else 0.0,
-                avg_index_ms=round(_mean(s["index"]), 1), avg_overhead_ms=round(_mean(s["overhead"]), 2),
+                avg_index_ms=round(_mean(s["index"]), 1),
+                avg_overhead_ms=round(_mean(s["overhead"]), 2),
                 evidence_recall_percent=round(100 * _mean(s["recall"]), 1) if s["recall"] else None,
             )
         )
     return BenchResult(
-        config=config, tokens_per_conversation=round(per_conv / max(1, len(sample)), 1),
-        mixing_ms_per_case={k: round(v, 2) for k, v in mixing.items()}, corpus_ms=round(corpus_ms, 1), rows=rows,
+        config=config,
+        tokens_per_conversation=round(per_conv / max(1, len(sample)), 1),
+        mixing_ms_per_case={k: round(v, 2) for k, v in mixing.items()},
+        corpus_ms=round(corpus_ms, 1),
+        rows=rows,
     )
 
 
@@ -117,13 +124,29 @@ def _mean(values: list[float]) -> float:
 
 def print_bench(result: BenchResult, console: Console) -> None:
     table = Table(title=f"ConvoMem retrieval bench (budget {result.config.budget_tokens} tokens, no LLM calls)")
-    for name in ["method", "convs", "questions", "avg in tok", "max in tok", "retrieval ms", "p90 ms",
-                 "index ms/haystack", "overhead ms", "evidence recall %"]:
+    for name in [
+        "method",
+        "convs",
+        "questions",
+        "avg in tok",
+        "max in tok",
+        "retrieval ms",
+        "p90 ms",
+        "index ms/haystack",
+        "overhead ms",
+        "evidence recall %",
+    ]:
         table.add_column(name, justify="left" if name == "method" else "right")
     for r in result.rows:
         table.add_row(
-            r.method, str(r.context_size), str(r.questions), f"{r.avg_input_tokens:,.0f}", f"{r.max_input_tokens:,}",
-            f"{r.avg_retrieval_ms:.1f}", f"{r.p90_retrieval_ms:.1f}", f"{r.avg_index_ms:,.0f}",
+            r.method,
+            str(r.context_size),
+            str(r.questions),
+            f"{r.avg_input_tokens:,.0f}",
+            f"{r.max_input_tokens:,}",
+            f"{r.avg_retrieval_ms:.1f}",
+            f"{r.p90_retrieval_ms:.1f}",
+            f"{r.avg_index_ms:,.0f}",
             f"{r.avg_overhead_ms:.1f}",
             "-" if r.evidence_recall_percent is None else f"{r.evidence_recall_percent:.1f}",
         )

@@ -33,35 +33,81 @@ class CategorySpec(BaseModel):
 CATEGORIES: dict[str, CategorySpec] = {
     spec.name: spec
     for spec in [
-        CategorySpec(name="user_facts", label="User facts", judge=JudgeKind.USER_FACTS,
-                     aliases=("user_evidence", "user", "simple_evidence")),
-        CategorySpec(name="assistant_facts", label="Assistant facts", judge=JudgeKind.DEFAULT,
-                     aliases=("assistant_facts_evidence", "assistant")),
-        CategorySpec(name="changing", label="Changing facts", judge=JudgeKind.DEFAULT,
-                     aliases=("changing_evidence", "changing_facts", "changed_evidence")),
-        CategorySpec(name="abstention", label="Abstention", judge=JudgeKind.ABSTENTION,
-                     aliases=("abstention_evidence",)),
-        CategorySpec(name="preferences", label="Preferences", judge=JudgeKind.RUBRIC,
-                     aliases=("preference_evidence", "preference")),
-        CategorySpec(name="implicit_connection", label="Implicit connections", judge=JudgeKind.RUBRIC,
-                     aliases=("implicit_connection_evidence", "implicit_connections", "implicit")),
+        CategorySpec(
+            name="user_facts",
+            label="User facts",
+            judge=JudgeKind.USER_FACTS,
+            aliases=("user_evidence", "user", "simple_evidence"),
+        ),
+        CategorySpec(
+            name="assistant_facts",
+            label="Assistant facts",
+            judge=JudgeKind.DEFAULT,
+            aliases=("assistant_facts_evidence", "assistant"),
+        ),
+        CategorySpec(
+            name="changing",
+            label="Changing facts",
+            judge=JudgeKind.DEFAULT,
+            aliases=("changing_evidence", "changing_facts", "changed_evidence"),
+        ),
+        CategorySpec(
+            name="abstention", label="Abstention", judge=JudgeKind.ABSTENTION, aliases=("abstention_evidence",)
+        ),
+        CategorySpec(
+            name="preferences",
+            label="Preferences",
+            judge=JudgeKind.RUBRIC,
+            aliases=("preference_evidence", "preference"),
+        ),
+        CategorySpec(
+            name="implicit_connection",
+            label="Implicit connections",
+            judge=JudgeKind.RUBRIC,
+            aliases=("implicit_connection_evidence", "implicit_connections", "implicit"),
+        ),
         # LoCoMo as converted by the ConvoMem authors; labelled by LoCoMo's raw category id (see notes §6).
-        CategorySpec(name="locomo_basic_facts", label="LoCoMo c1", judge=JudgeKind.DEFAULT,
-                     aliases=("locomo_category_1", "category_1_basic_facts")),
-        CategorySpec(name="locomo_temporal", label="LoCoMo c2 (temporal)", judge=JudgeKind.TEMPORAL,
-                     aliases=("locomo_category_2", "category_2_temporal")),
-        CategorySpec(name="locomo_reasoning", label="LoCoMo c3 (rubric)", judge=JudgeKind.RUBRIC,
-                     aliases=("locomo_category_3", "category_3_reasoning")),
-        CategorySpec(name="locomo_multi_session", label="LoCoMo c4", judge=JudgeKind.DEFAULT,
-                     aliases=("locomo_category_4", "category_4_multi_session")),
-        CategorySpec(name="locomo_abstention", label="LoCoMo c5 (abstention)", judge=JudgeKind.ABSTENTION,
-                     aliases=("locomo_category_5", "category_5_abstention")),
+        CategorySpec(
+            name="locomo_basic_facts",
+            label="LoCoMo c1",
+            judge=JudgeKind.DEFAULT,
+            aliases=("locomo_category_1", "category_1_basic_facts"),
+        ),
+        CategorySpec(
+            name="locomo_temporal",
+            label="LoCoMo c2 (temporal)",
+            judge=JudgeKind.TEMPORAL,
+            aliases=("locomo_category_2", "category_2_temporal"),
+        ),
+        CategorySpec(
+            name="locomo_reasoning",
+            label="LoCoMo c3 (rubric)",
+            judge=JudgeKind.RUBRIC,
+            aliases=("locomo_category_3", "category_3_reasoning"),
+        ),
+        CategorySpec(
+            name="locomo_multi_session",
+            label="LoCoMo c4",
+            judge=JudgeKind.DEFAULT,
+            aliases=("locomo_category_4", "category_4_multi_session"),
+        ),
+        CategorySpec(
+            name="locomo_abstention",
+            label="LoCoMo c5 (abstention)",
+            judge=JudgeKind.ABSTENTION,
+            aliases=("locomo_category_5", "category_5_abstention"),
+        ),
     ]
 }
 
 #: The six ConvoMem categories, in the paper's order.
 CORE_CATEGORIES: tuple[str, ...] = (
-    "user_facts", "assistant_facts", "changing", "abstention", "preferences", "implicit_connection",
+    "user_facts",
+    "assistant_facts",
+    "changing",
+    "abstention",
+    "preferences",
+    "implicit_connection",
 )
 
 _ALIASES: dict[str, str] = {}

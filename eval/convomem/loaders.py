@@ -134,9 +134,7 @@ def _ingest(rel: Path, payload: Any, data: ConvoMemData, shown: Path | None = No
     shown = shown or rel
     parts = [p.lower() for p in rel.parts]
     data.sources.append(str(rel))
-    is_filler = any(m in part for part in parts[:-1] for m in _FILLER_MARKERS) or rel.stem.lower().startswith(
-        "filler"
-    )
+    is_filler = any(m in part for part in parts[:-1] for m in _FILLER_MARKERS) or rel.stem.lower().startswith("filler")
     n_evidence = next((int(m.group(1)) for part in parts if (m := _N_EVIDENCE.match(part))), None)
     path_category = _category_from_path(rel)
     try:

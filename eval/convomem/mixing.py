@@ -117,7 +117,11 @@ def _unique(convs: Iterable[Conversation], exclude: set[str]) -> list[Conversati
 
 
 def _draw_filler(
-    rng: random.Random, need: int, preferred: Sequence[str], filler: dict[str, list[Conversation]], used: set[str],
+    rng: random.Random,
+    need: int,
+    preferred: Sequence[str],
+    filler: dict[str, list[Conversation]],
+    used: set[str],
     quotas: dict[str, int] | None = None,
 ) -> list[Conversation]:
     """Same-persona filler first (per-persona quotas when given), then any persona; never a conversation twice."""

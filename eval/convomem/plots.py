@@ -55,8 +55,14 @@ def plot_metric(summary: list[SummaryRow], path: Path, metric: str) -> Path | No
                 anchors[f"{a.method} ({a.evidence_count}-ev)"].append((a.context_size, value))
         for label, points in sorted(anchors.items()):
             points.sort()
-            ax.plot([p[0] for p in points], [p[1] for p in points], linestyle="--", marker="x", alpha=0.7,
-                    label=f"ConvoMem {PLOT_MODEL.replace('gemini_2_5_', '')}: {label}")
+            ax.plot(
+                [p[0] for p in points],
+                [p[1] for p in points],
+                linestyle="--",
+                marker="x",
+                alpha=0.7,
+                label=f"ConvoMem {PLOT_MODEL.replace('gemini_2_5_', '')}: {label}",
+            )
         ax.set_xscale("log")
         ticks = sorted(sizes)
         ax.set_xticks(ticks)
@@ -72,7 +78,7 @@ def plot_metric(summary: list[SummaryRow], path: Path, metric: str) -> Path | No
         ax.set_title(f"{category} ({ev}-evidence)" if ev else category)
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=7)
-    for ax in axes[len(panels):]:
+    for ax in axes[len(panels) :]:
         ax.set_visible(False)
     fig.tight_layout()
     write_with(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))

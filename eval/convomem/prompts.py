@@ -49,8 +49,7 @@ _INTRO: dict[ContextKind, tuple[str, str]] = {
         "CONVERSATION EXCERPTS",
     ),
     ContextKind.MEMORIES: (
-        "Below are the memories you kept from your conversations with the user. Use all of them that "
-        "are relevant.",
+        "Below are the memories you kept from your conversations with the user. Use all of them that are relevant.",
         "MEMORIES",
     ),
     ContextKind.EXTRACTED: (

@@ -62,9 +62,7 @@ def check_fingerprint(out_dir: Path, fingerprint: dict[str, Any]) -> None:
         return
     diffs = [f"{k}: {old[k]!r} there, {v!r} now" for k, v in fingerprint.items() if k in old and old[k] != v]
     if diffs:
-        raise InvalidInput(
-            f"{out_dir} holds results made with other settings ({'; '.join(diffs)}); use another --out"
-        )
+        raise InvalidInput(f"{out_dir} holds results made with other settings ({'; '.join(diffs)}); use another --out")
 
 
 def _write_run_json(out_dir: Path, options: RunOptions) -> None:
@@ -75,19 +73,36 @@ def _write_run_json(out_dir: Path, options: RunOptions) -> None:
 def _row(case: TestCase, q: Question, method: str, ans: Answer, verdict: Any, retrieval_only: bool) -> ResultRow:
     evidence = case.evidence_mids.get(q.qid, [])
     return ResultRow(
-        qid=q.qid, context_size=case.context_size, method=method, category=q.category,
-        evidence_count=q.evidence_count, question=q.question, gold=q.answer, answer=ans.text,
+        qid=q.qid,
+        context_size=case.context_size,
+        method=method,
+        category=q.category,
+        evidence_count=q.evidence_count,
+        question=q.question,
+        gold=q.answer,
+        answer=ans.text,
         correct=None if verdict is None else verdict.correct,
         judge="none" if verdict is None else verdict.judge,
         approximate=False if verdict is None else verdict.approximate,
-        input_tokens=ans.input_tokens, output_tokens=ans.output_tokens, latency_ms=round(ans.latency_ms, 2),
-        retrieval_ms=round(ans.retrieval_ms, 2), cost_usd=ans.cost_usd, calls=ans.calls,
+        input_tokens=ans.input_tokens,
+        output_tokens=ans.output_tokens,
+        latency_ms=round(ans.latency_ms, 2),
+        retrieval_ms=round(ans.retrieval_ms, 2),
+        cost_usd=ans.cost_usd,
+        calls=ans.calls,
         judge_tokens=0 if verdict is None else verdict.usage.prompt_tokens + verdict.usage.completion_tokens,
         index_tokens=ans.index_tokens,
-        evidence_mids=evidence, evidence_in_prompt=evidence_in_prompt(evidence, ans.context_mids),
-        evidence_recall=evidence_recall(evidence, ans.context_mids), context_overflow=ans.context_overflow,
-        route=ans.route, n_conversations=len(case.haystack), haystack_id=case.haystack.hid, model=ans.model,
-        retrieval_only=retrieval_only, prompt_version=PROMPT_VERSION, error=ans.error,
+        evidence_mids=evidence,
+        evidence_in_prompt=evidence_in_prompt(evidence, ans.context_mids),
+        evidence_recall=evidence_recall(evidence, ans.context_mids),
+        context_overflow=ans.context_overflow,
+        route=ans.route,
+        n_conversations=len(case.haystack),
+        haystack_id=case.haystack.hid,
+        model=ans.model,
+        retrieval_only=retrieval_only,
+        prompt_version=PROMPT_VERSION,
+        error=ans.error,
     )
 
 
@@ -95,9 +110,13 @@ async def _select_only(answerer: Answerer, case: TestCase, question: str) -> Ans
     started = time.perf_counter()
     sel = await answerer.select(case.haystack, question)
     return Answer(
-        context_mids=sel.context_mids, input_tokens=sel.input_tokens, retrieval_ms=sel.retrieval_ms,
-        latency_ms=(time.perf_counter() - started) * 1000.0, context_overflow=sel.context_overflow,
-        route=sel.route, index_tokens=sel.index_usage.prompt_tokens + sel.index_usage.completion_tokens,
+        context_mids=sel.context_mids,
+        input_tokens=sel.input_tokens,
+        retrieval_ms=sel.retrieval_ms,
+        latency_ms=(time.perf_counter() - started) * 1000.0,
+        context_overflow=sel.context_overflow,
+        route=sel.route,
+        index_tokens=sel.index_usage.prompt_tokens + sel.index_usage.completion_tokens,
     )
 
 
@@ -138,8 +157,14 @@ async def run_benchmark(
     groups = asyncio.Semaphore(max(2, options.concurrency))
     write_lock = asyncio.Lock()
     progress = Progress(
-        TextColumn("[bold]convomem[/]"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        TextColumn("{task.description}"), console=console, disable=not options.progress, transient=False,
+        TextColumn("[bold]convomem[/]"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.description}"),
+        console=console,
+        disable=not options.progress,
+        transient=False,
     )
     task_id = progress.add_task("", total=total)
 
@@ -180,8 +205,13 @@ async def run_benchmark(
     write_summary_csv(summary_path, summary)
     plots = write_plots(summary, out)
     return RunReport(
-        asked=total, skipped_done=already, skipped_methods=skipped_methods, summary=summary, plots=plots,
-        results_path=results.path, summary_path=summary_path,
+        asked=total,
+        skipped_done=already,
+        skipped_methods=skipped_methods,
+        summary=summary,
+        plots=plots,
+        results_path=results.path,
+        summary_path=summary_path,
     )
 
 

@@ -18,12 +18,30 @@ from rich.table import Table
 
 #: ConvoMem's columns first (same names and meaning), then ours.
 CONVOMEM_COLUMNS = [
-    "context_size", "success_rate_percent", "correct_answers", "total_processed", "avg_response_time_ms",
-    "avg_input_tokens", "avg_output_tokens", "avg_cost", "p50_ms", "p90_ms", "p99_ms",
+    "context_size",
+    "success_rate_percent",
+    "correct_answers",
+    "total_processed",
+    "avg_response_time_ms",
+    "avg_input_tokens",
+    "avg_output_tokens",
+    "avg_cost",
+    "p50_ms",
+    "p90_ms",
+    "p99_ms",
 ]
 EXTRA_COLUMNS = [
-    "method", "category", "evidence_count", "evidence_recall_percent", "questions", "context_overflow",
-    "errors", "approximate", "judge", "avg_retrieval_ms", "avg_index_tokens",
+    "method",
+    "category",
+    "evidence_count",
+    "evidence_recall_percent",
+    "questions",
+    "context_overflow",
+    "errors",
+    "approximate",
+    "judge",
+    "avg_retrieval_ms",
+    "avg_index_tokens",
 ]
 COLUMNS = CONVOMEM_COLUMNS + EXTRA_COLUMNS
 
@@ -78,19 +96,27 @@ def summarise(rows: Iterable[ResultRow]) -> list[SummaryRow]:
         judges = sorted({r.judge for r in judged})
         out.append(
             SummaryRow(
-                method=method, category=category, evidence_count=ev, context_size=size,
+                method=method,
+                category=category,
+                evidence_count=ev,
+                context_size=size,
                 success_rate_percent=round(100.0 * correct / len(judged), 1) if judged else None,
-                correct_answers=correct, total_processed=len(judged),
+                correct_answers=correct,
+                total_processed=len(judged),
                 avg_response_time_ms=round(_mean(latencies), 1),
                 avg_input_tokens=round(_mean([r.input_tokens for r in ok]), 1),
                 avg_output_tokens=round(_mean([r.output_tokens for r in ok]), 1),
                 avg_cost=round(_mean([r.cost_usd for r in ok]), 6),
-                p50_ms=round(percentile(latencies, 50), 1), p90_ms=round(percentile(latencies, 90), 1),
+                p50_ms=round(percentile(latencies, 50), 1),
+                p90_ms=round(percentile(latencies, 90), 1),
                 p99_ms=round(percentile(latencies, 99), 1),
                 evidence_recall_percent=round(100.0 * _mean(recalls), 1) if recalls else None,
-                questions=len(group), context_overflow=sum(1 for r in ok if r.context_overflow),
-                errors=len(group) - len(ok), approximate=any(r.approximate for r in judged),
-                judge="+".join(judges), avg_retrieval_ms=round(_mean([r.retrieval_ms for r in ok]), 1),
+                questions=len(group),
+                context_overflow=sum(1 for r in ok if r.context_overflow),
+                errors=len(group) - len(ok),
+                approximate=any(r.approximate for r in judged),
+                judge="+".join(judges),
+                avg_retrieval_ms=round(_mean([r.retrieval_ms for r in ok]), 1),
                 avg_index_tokens=round(_mean([r.index_tokens for r in ok]), 1),
             )
         )
@@ -118,17 +144,35 @@ def _fmt(value: float | None, spec: str = ".1f") -> str:
 def console_table(summary: list[SummaryRow], title: str = "ConvoMem") -> Table:
     table = Table(title=title, show_lines=False)
     for name, justify in [
-        ("method", "left"), ("category", "left"), ("ev", "right"), ("convs", "right"), ("acc %", "right"),
-        ("n", "right"), ("recall %", "right"), ("in tok", "right"), ("out tok", "right"), ("p50 ms", "right"),
-        ("overflow", "right"), ("err", "right"),
+        ("method", "left"),
+        ("category", "left"),
+        ("ev", "right"),
+        ("convs", "right"),
+        ("acc %", "right"),
+        ("n", "right"),
+        ("recall %", "right"),
+        ("in tok", "right"),
+        ("out tok", "right"),
+        ("p50 ms", "right"),
+        ("overflow", "right"),
+        ("err", "right"),
     ]:
         table.add_column(name, justify=justify)  # type: ignore[arg-type]
     for r in summary:
         acc = _fmt(r.success_rate_percent) + ("~" if r.approximate else "")
         table.add_row(
-            r.method, r.category, str(r.evidence_count), str(r.context_size), acc, str(r.total_processed),
-            _fmt(r.evidence_recall_percent), _fmt(r.avg_input_tokens, ".0f"), _fmt(r.avg_output_tokens, ".0f"),
-            _fmt(r.p50_ms, ".0f"), str(r.context_overflow), str(r.errors),
+            r.method,
+            r.category,
+            str(r.evidence_count),
+            str(r.context_size),
+            acc,
+            str(r.total_processed),
+            _fmt(r.evidence_recall_percent),
+            _fmt(r.avg_input_tokens, ".0f"),
+            _fmt(r.avg_output_tokens, ".0f"),
+            _fmt(r.p50_ms, ".0f"),
+            str(r.context_overflow),
+            str(r.errors),
         )
     table.caption = "~ = approximate (deterministic rubric judge); recall = evidence messages that reached the prompt"
     return table

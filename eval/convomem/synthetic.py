@@ -51,14 +51,48 @@ ASSISTANT_LINES = [
     "You could propose a small experiment on the {a} and agree up front how you will judge the {b}.",
     "If the {b} is the real constraint, put it on the agenda first and let the {a} follow from it.",
 ]
-NAMES = ["Biscuit", "Juniper", "Marlow", "Pepper", "Rosalind", "Tobias", "Wren", "Fennel", "Odessa", "Quill",
-         "Saffron", "Thistle", "Yarrow", "Indigo", "Caspian", "Lumen", "Sorrel", "Bramble", "Calloway", "Delphine"]
-THINGS = [("dog", "is called"), ("cat", "is called"), ("boat", "is named"), ("bike", "is nicknamed"),
-          ("plant", "is called"), ("car", "is nicknamed")]
+NAMES = [
+    "Biscuit",
+    "Juniper",
+    "Marlow",
+    "Pepper",
+    "Rosalind",
+    "Tobias",
+    "Wren",
+    "Fennel",
+    "Odessa",
+    "Quill",
+    "Saffron",
+    "Thistle",
+    "Yarrow",
+    "Indigo",
+    "Caspian",
+    "Lumen",
+    "Sorrel",
+    "Bramble",
+    "Calloway",
+    "Delphine",
+]
+THINGS = [
+    ("dog", "is called"),
+    ("cat", "is called"),
+    ("boat", "is named"),
+    ("bike", "is nicknamed"),
+    ("plant", "is called"),
+    ("car", "is nicknamed"),
+]
 RELATIONS = ["sister", "brother", "neighbour", "manager", "cousin", "best friend", "aunt", "mentor"]
 DAYS = ["March 3", "April 14", "May 22", "June 9", "July 1", "August 18", "September 30", "October 12"]
-PROJECTS = ["billing revamp", "warehouse app", "mobile checkout", "partner portal", "routing engine",
-            "analytics dashboard", "loyalty program", "search upgrade"]
+PROJECTS = [
+    "billing revamp",
+    "warehouse app",
+    "mobile checkout",
+    "partner portal",
+    "routing engine",
+    "analytics dashboard",
+    "loyalty program",
+    "search upgrade",
+]
 
 
 DISTRACTORS = [
@@ -73,7 +107,10 @@ def _distractor(rng: random.Random) -> str:
     """Near-miss lines (same people, pets, projects and dates as the questions, never the answer)."""
     thing, _ = rng.choice(THINGS)
     return rng.choice(DISTRACTORS).format(
-        relation=rng.choice(RELATIONS), thing=thing, project=rng.choice(PROJECTS), n=rng.randrange(100, 999),
+        relation=rng.choice(RELATIONS),
+        thing=thing,
+        project=rng.choice(PROJECTS),
+        n=rng.randrange(100, 999),
         day=rng.choice(DAYS),
     )
 
@@ -107,8 +144,10 @@ def synthetic_data(n_filler: int, n_items: int, seed: int = 0, n_messages: int =
         if i % 3 == 2:
             project = PROJECTS[i % len(PROJECTS)] + f" phase {i}"
             first, second = rng.sample(DAYS, 2)
-            texts = [f"The deadline for the {project} is {first}, so plan around that.",
-                     f"Update: the {project} deadline moved to {second}, the old date is off."]
+            texts = [
+                f"The deadline for the {project} is {first}, so plan around that.",
+                f"Update: the {project} deadline moved to {second}, the old date is off.",
+            ]
             question, answer, category = f"When is the {project} deadline now?", second, "changing"
         else:
             thing, verb = THINGS[i % len(THINGS)]
@@ -122,9 +161,15 @@ def synthetic_data(n_filler: int, n_items: int, seed: int = 0, n_messages: int =
         ]
         conv_ids = [c.cid for c in convs]
         q = Question(
-            qid=Question.make_id(category, question, answer, texts, conv_ids), category=category,
-            evidence_count=len(texts), question=question, answer=answer, evidence_texts=tuple(texts),
-            evidence_conversation_ids=tuple(conv_ids), person_id=PERSON, source="synthetic",
+            qid=Question.make_id(category, question, answer, texts, conv_ids),
+            category=category,
+            evidence_count=len(texts),
+            question=question,
+            answer=answer,
+            evidence_texts=tuple(texts),
+            evidence_conversation_ids=tuple(conv_ids),
+            person_id=PERSON,
+            source="synthetic",
         )
         items.append(Item(question=q, conversations=convs))
     filler = [_conversation(rng, f"syn-fill-{j}", n_messages, []) for j in range(n_filler)]

@@ -56,26 +56,58 @@ def write_released_layout(root: Path, n_filler: int = 8) -> Path:
     ev = core / "evidence_questions" / "user_evidence" / "1_evidence"
     ev.mkdir(parents=True)
     items = [
-        _item("What is my cat called?", "Miso", ["My cat Miso knocked over my coffee."],
-              [_conv(f"ev-cat-{i}", ["Morning!", "Hi!", "My cat Miso knocked over my coffee.", "Oh no!"])
-               for i in range(1)], person),
-        _item("Where did I grow up?", "Lisbon", ["I grew up in Lisbon, near the river."],
-              [_conv("ev-home", ["Tell me about fado.", "It is Portuguese music.",
-                                 "I grew up in Lisbon, near the river.", "Lovely city."])], person),
+        _item(
+            "What is my cat called?",
+            "Miso",
+            ["My cat Miso knocked over my coffee."],
+            [
+                _conv(f"ev-cat-{i}", ["Morning!", "Hi!", "My cat Miso knocked over my coffee.", "Oh no!"])
+                for i in range(1)
+            ],
+            person,
+        ),
+        _item(
+            "Where did I grow up?",
+            "Lisbon",
+            ["I grew up in Lisbon, near the river."],
+            [
+                _conv(
+                    "ev-home",
+                    [
+                        "Tell me about fado.",
+                        "It is Portuguese music.",
+                        "I grew up in Lisbon, near the river.",
+                        "Lovely city.",
+                    ],
+                )
+            ],
+            person,
+        ),
     ]
     (ev / f"{person}_Product_Manager.json").write_text(json.dumps({"evidence_items": items, "checkpoint": "abc"}))
     ch = core / "evidence_questions" / "changing_evidence" / "2_evidence"
     ch.mkdir(parents=True)
-    change = _item("What is my current ad budget?", "$10k",
-                   ["Let's set the ad budget at $5k.", "Actually bump the ad budget to $10k."],
-                   [_conv("ev-b1", ["Plan ads.", "Sure.", "Let's set the ad budget at $5k.", "Ok."]),
-                    _conv("ev-b2", ["Update.", "Yes?", "Actually bump the ad budget to $10k.", "Done."])], person)
+    change = _item(
+        "What is my current ad budget?",
+        "$10k",
+        ["Let's set the ad budget at $5k.", "Actually bump the ad budget to $10k."],
+        [
+            _conv("ev-b1", ["Plan ads.", "Sure.", "Let's set the ad budget at $5k.", "Ok."]),
+            _conv("ev-b2", ["Update.", "Yes?", "Actually bump the ad budget to $10k.", "Done."]),
+        ],
+        person,
+    )
     (ch / f"{person}_Product_Manager.json").write_text(json.dumps({"evidence_items": [change], "checkpoint": None}))
     fill = core / "filler_conversations"
     fill.mkdir(parents=True)
     filler_items = [
-        _item(f"Opener {i}", "meta description", [f"Filler opener {i}"],
-              [_conv(f"fill-{i}", [f"Filler opener {i}", "Sure thing.", "Thanks.", "Welcome."])], person)
+        _item(
+            f"Opener {i}",
+            "meta description",
+            [f"Filler opener {i}"],
+            [_conv(f"fill-{i}", [f"Filler opener {i}", "Sure thing.", "Thanks.", "Welcome."])],
+            person,
+        )
         for i in range(n_filler)
     ]
     (fill / f"{person}_Product_Manager.json").write_text(
@@ -83,9 +115,14 @@ def write_released_layout(root: Path, n_filler: int = 8) -> Path:
     )
     pre = core / "pre_mixed_testcases" / "user_evidence" / "1_evidence"
     pre.mkdir(parents=True)
-    lc_item = _item("What is my dog's name?", "Rex", ["my dog rex loves the beach."],
-                    [_conv("pm-ev-1", ["hi", "hello", "my dog rex loves the beach.", "nice"], "lower")],
-                    person, "lower")
+    lc_item = _item(
+        "What is my dog's name?",
+        "Rex",
+        ["my dog rex loves the beach."],
+        [_conv("pm-ev-1", ["hi", "hello", "my dog rex loves the beach.", "nice"], "lower")],
+        person,
+        "lower",
+    )
     case = {
         "evidenceItems": [lc_item],
         "conversations": [

@@ -50,7 +50,7 @@ class ScriptedFakeLLM:
         """Enough of MARK's extraction for the ``mark`` method: one note per user message of the exchange."""
         self.calls.append((label, messages))
         exchange = messages[-1]["content"].split("Exchange:", 1)[-1]
-        said = [line[len("User: "):] for line in exchange.splitlines() if line.startswith("User: ")]
+        said = [line[len("User: ") :] for line in exchange.splitlines() if line.startswith("User: ")]
         fields = schema.model_fields
         if "memories" in fields:
             data = {"memories": [{"kind": "user_question", "text": f"The user said: {t}"} for t in said]}

@@ -58,8 +58,15 @@ async def test_prompts_never_leak_ids_or_evidence_flags(locomo_dir: Path) -> Non
     for case in cases:
         for cid in case.conversation_ids:
             assert cid not in text
-    for needle in ["containsEvidence", "contains_evidence", "locomo_original", "hand-written", "model_name",
-                   "message_evidences", "locomo_1_session"]:
+    for needle in [
+        "containsEvidence",
+        "contains_evidence",
+        "locomo_original",
+        "hand-written",
+        "model_name",
+        "message_evidences",
+        "locomo_1_session",
+    ]:
         assert needle not in text
     # the gold answer never reaches an answer prompt
     assert "There is no information in prior conversations to answer this question" not in text
@@ -82,8 +89,12 @@ async def test_full_context_over_the_window_records_overflow_and_keeps_recent() 
 async def test_rag_stays_within_budget_and_finds_the_evidence(retrieval: str, shared_embedder: Any) -> None:
     data = synthetic_data(n_filler=12, n_items=3, n_messages=20)
     cases = build_cases(data, MixConfig(sizes=(12,))).cases
-    ctx = AnswererContext(llm=None, budget_tokens=1200, retrieval=retrieval,  # type: ignore[arg-type]
-                          embedder_factory=lambda: shared_embedder)
+    ctx = AnswererContext(
+        llm=None,
+        budget_tokens=1200,
+        retrieval=retrieval,  # type: ignore[arg-type]
+        embedder_factory=lambda: shared_embedder,
+    )
     rag = create("rag", ctx)
     for case in cases:
         q = case.questions[0]

@@ -18,7 +18,10 @@ ROOT = Path(__file__).parents[2]
 def mark(*args: str, home: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "mark_cli.main", "--home", str(home), *args],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
 
 
@@ -29,8 +32,10 @@ def _bad_file(tmp_path: Path, name: str, content: str) -> Path:
     return path
 
 
-GOOD_ITEM = ('{"question": "q?", "answer": "a", "message_evidences": [{"speaker": "User", "text": "hi"}], '
-             '"conversations": [{"messages": [{"speaker": "User", "text": "hi"}]}]}')
+GOOD_ITEM = (
+    '{"question": "q?", "answer": "a", "message_evidences": [{"speaker": "User", "text": "hi"}], '
+    '"conversations": [{"messages": [{"speaker": "User", "text": "hi"}]}]}'
+)
 
 
 @pytest.mark.parametrize(
@@ -39,11 +44,19 @@ GOOD_ITEM = ('{"question": "q?", "answer": "a", "message_evidences": [{"speaker"
         ("malformed", '{"evidence_items": [', (), "malformed JSON"),
         ("truncated", '{"evidence_items": [' + GOOD_ITEM[:60], (), "malformed JSON"),
         ("missing_field", '{"evidence_items": [{"answer": "a", "conversations": []}]}', (), "Field required"),
-        ("empty_haystack", '{"evidenceItems": [{"question": "q", "answer": "a"}], "conversations": [], '
-                           '"contextSize": 3}', (), "empty haystack"),
+        (
+            "empty_haystack",
+            '{"evidenceItems": [{"question": "q", "answer": "a"}], "conversations": [], "contextSize": 3}',
+            (),
+            "empty haystack",
+        ),
         ("unknown_category", '{"evidence_items": [' + GOOD_ITEM + "]}", ("--category", "gossip"), "unknown category"),
-        ("unknown_method", '{"evidence_items": [' + GOOD_ITEM + "]}", ("--methods", "full_context,magic"),
-         "unknown method"),
+        (
+            "unknown_method",
+            '{"evidence_items": [' + GOOD_ITEM + "]}",
+            ("--methods", "full_context,magic"),
+            "unknown method",
+        ),
         ("bad_sizes", '{"evidence_items": [' + GOOD_ITEM + "]}", ("--sizes", "1,two"), "--sizes"),
     ],
 )
@@ -71,8 +84,18 @@ def test_data_or_sample_is_required(tmp_path: Path) -> None:
 def test_retrieval_only_sample_run_writes_everything_without_an_llm(tmp_path: Path) -> None:
     out = tmp_path / "out"
     proc = mark(
-        "eval", "convomem", "--sample", "--retrieval-only", "--methods", "full_context,rag_keyword,hybrid,mark",
-        "--sizes", "1,2,4", "--out", str(out), "--no-progress", home=tmp_path / "h",
+        "eval",
+        "convomem",
+        "--sample",
+        "--retrieval-only",
+        "--methods",
+        "full_context,rag_keyword,hybrid,mark",
+        "--sizes",
+        "1,2,4",
+        "--out",
+        str(out),
+        "--no-progress",
+        home=tmp_path / "h",
     )
     assert proc.returncode == 0, proc.stderr
     assert "skipped with --retrieval-only" in proc.stdout and "mark" in proc.stdout
@@ -86,21 +109,45 @@ def test_retrieval_only_sample_run_writes_everything_without_an_llm(tmp_path: Pa
     assert (out / "input_tokens.png").exists() and (out / "results.jsonl").exists()
     # the same command again: nothing new to ask (resume point), outputs rewritten
     again = mark(
-        "eval", "convomem", "--sample", "--retrieval-only", "--methods", "full_context,rag_keyword,hybrid",
-        "--sizes", "1,2,4", "--out", str(out), "--no-progress", home=tmp_path / "h",
+        "eval",
+        "convomem",
+        "--sample",
+        "--retrieval-only",
+        "--methods",
+        "full_context,rag_keyword,hybrid",
+        "--sizes",
+        "1,2,4",
+        "--out",
+        str(out),
+        "--no-progress",
+        home=tmp_path / "h",
     )
     assert again.returncode == 0 and "0 asked now" in again.stdout
     # other settings into the same directory are refused
-    other = mark("eval", "convomem", "--sample", "--retrieval-only", "--seed", "7", "--out", str(out),
-                 home=tmp_path / "h")
+    other = mark(
+        "eval", "convomem", "--sample", "--retrieval-only", "--seed", "7", "--out", str(out), home=tmp_path / "h"
+    )
     assert other.returncode == 2 and "seed" in other.stderr
 
 
 def test_released_layout_retrieval_only(tmp_path: Path) -> None:
     data = write_released_layout(tmp_path / "convomem")
     out = tmp_path / "out"
-    proc = mark("eval", "convomem", "--data", str(data), "--retrieval-only", "--methods", "rag_keyword",
-                "--sizes", "1,2,4,6", "--out", str(out), "--no-progress", home=tmp_path / "h")
+    proc = mark(
+        "eval",
+        "convomem",
+        "--data",
+        str(data),
+        "--retrieval-only",
+        "--methods",
+        "rag_keyword",
+        "--sizes",
+        "1,2,4,6",
+        "--out",
+        str(out),
+        "--no-progress",
+        home=tmp_path / "h",
+    )
     assert proc.returncode == 0, proc.stderr
     rows = list(csv.DictReader((out / "summary.csv").open()))
     assert {(r["category"], r["context_size"]) for r in rows} >= {("user_facts", "2"), ("changing", "4")}
@@ -108,9 +155,23 @@ def test_released_layout_retrieval_only(tmp_path: Path) -> None:
 
 def test_bench_convomem_small(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
-    proc = mark("bench", "convomem", "--conversations", "12", "--sizes", "4,12", "--questions", "3",
-                "--methods", "full_context,rag_keyword,hybrid", "--budget-tokens", "3000", "--json", str(out),
-                home=tmp_path / "h")
+    proc = mark(
+        "bench",
+        "convomem",
+        "--conversations",
+        "12",
+        "--sizes",
+        "4,12",
+        "--questions",
+        "3",
+        "--methods",
+        "full_context,rag_keyword,hybrid",
+        "--budget-tokens",
+        "3000",
+        "--json",
+        str(out),
+        home=tmp_path / "h",
+    )
     assert proc.returncode == 0, proc.stderr
     import json
 

@@ -11,8 +11,15 @@ from tests.eval.fakes import ScriptedFakeLLM, prompt_text
 
 
 def _q(category: str, answer: str, evidence: tuple[str, ...] = ("e",)) -> Question:
-    return Question(qid="x", category=category, evidence_count=len(evidence), question="Q?", answer=answer,
-                    evidence_texts=evidence, evidence_conversation_ids=())
+    return Question(
+        qid="x",
+        category=category,
+        evidence_count=len(evidence),
+        question="Q?",
+        answer=answer,
+        evidence_texts=evidence,
+        evidence_conversation_ids=(),
+    )
 
 
 @pytest.mark.parametrize(
@@ -75,8 +82,10 @@ def test_exact_judge(category: str, gold: str, response: str, expected: bool) ->
 
 
 def test_exact_judge_rubric_is_approximate() -> None:
-    rubric = ("A good answer recommends vegetarian-friendly places and avoids steakhouses or meat-focused menus, "
-              "since the user is vegetarian.")
+    rubric = (
+        "A good answer recommends vegetarian-friendly places and avoids steakhouses or meat-focused menus, "
+        "since the user is vegetarian."
+    )
     good = ExactJudge().judge_sync(_q("preferences", rubric), "Try Green Leaf: a vegetarian-friendly menu.")
     bad = ExactJudge().judge_sync(_q("preferences", rubric), "Any popular restaurant downtown is fine.")
     assert good.correct and good.approximate

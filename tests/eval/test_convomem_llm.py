@@ -23,10 +23,35 @@ def test_sample_run_end_to_end_with_the_local_model(request: pytest.FixtureReque
     env = {**os.environ, "MARK_LLM_BASE_URL": settings.llm.base_url, "MARK_LLM_MODEL": settings.llm.model}
     out = tmp_path / "out"
     proc = subprocess.run(
-        [sys.executable, "-m", "mark_cli.main", "--home", str(tmp_path / "home"), "eval", "convomem", "--sample",
-         "--sizes", "1,2", "--methods", "full_context,rag", "--category", "user_facts,abstention,changing",
-         "--judge", "llm", "--leniency-check", "--concurrency", "2", "--out", str(out), "--no-progress"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=900,
+        [
+            sys.executable,
+            "-m",
+            "mark_cli.main",
+            "--home",
+            str(tmp_path / "home"),
+            "eval",
+            "convomem",
+            "--sample",
+            "--sizes",
+            "1,2",
+            "--methods",
+            "full_context,rag",
+            "--category",
+            "user_facts,abstention,changing",
+            "--judge",
+            "llm",
+            "--leniency-check",
+            "--concurrency",
+            "2",
+            "--out",
+            str(out),
+            "--no-progress",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr

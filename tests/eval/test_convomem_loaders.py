@@ -67,10 +67,11 @@ def test_sample_covers_all_six_categories_with_filler() -> None:
         ("", "empty file"),
         ('{"evidence_items": [{"answer": "a", "conversations": []}]}', "question: Field required"),
         ('{"evidence_items": [{"question": "q", "answer": "a", "conversations": []}]}', "empty haystack"),
-        ('{"evidenceItems": [{"question": "q", "answer": "a"}], "conversations": [], "contextSize": 1}',
-         "empty haystack"),
-        ('[{"evidenceItems": [], "conversations": [{"messages": [{"speaker": "user", "text": "x"}]}]}]',
-         "contextSize"),
+        (
+            '{"evidenceItems": [{"question": "q", "answer": "a"}], "conversations": [], "contextSize": 1}',
+            "empty haystack",
+        ),
+        ('[{"evidenceItems": [], "conversations": [{"messages": [{"speaker": "user", "text": "x"}]}]}]', "contextSize"),
     ],
 )
 def test_bad_files_raise_invalid_input_naming_the_file(tmp_path: Path, content: str, needle: str) -> None:
@@ -94,8 +95,12 @@ def test_unknown_category_and_missing_path() -> None:
 
 
 def test_category_is_required_when_the_path_does_not_say(tmp_path: Path) -> None:
-    item = {"question": "q", "answer": "a", "category": "Event Planning",
-            "conversations": [{"messages": [{"speaker": "User", "text": "hi"}]}]}
+    item = {
+        "question": "q",
+        "answer": "a",
+        "category": "Event Planning",
+        "conversations": [{"messages": [{"speaker": "User", "text": "hi"}]}],
+    }
     (tmp_path / "stuff.json").write_text(json.dumps({"evidence_items": [item]}))
     with pytest.raises(InvalidInput, match="cannot tell its benchmark category"):
         load_data(tmp_path / "stuff.json")

@@ -22,9 +22,14 @@ def _synthetic(n_items: int, n_evidence: int, n_filler: int, persons: int) -> Co
             for k in range(n_evidence)
         ]
         q = Question(
-            qid=f"q{i:04d}", category="user_facts", evidence_count=n_evidence, question=f"q{i}?", answer="a",
+            qid=f"q{i:04d}",
+            category="user_facts",
+            evidence_count=n_evidence,
+            question=f"q{i}?",
+            answer="a",
             evidence_texts=tuple(f"fact {i} part {k}" for k in range(n_evidence)),
-            evidence_conversation_ids=tuple(c.cid for c in convs), person_id=f"p{i % persons}",
+            evidence_conversation_ids=tuple(c.cid for c in convs),
+            person_id=f"p{i % persons}",
         )
         items.append(Item(question=q, conversations=convs))
     filler: dict[str, list[Conversation]] = {}

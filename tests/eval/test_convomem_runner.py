@@ -85,8 +85,9 @@ async def test_run_writes_results_summary_and_plots(tmp_path: Path) -> None:
 
 def test_results_file_tolerates_a_cut_last_line(tmp_path: Path) -> None:
     path = tmp_path / "results.jsonl"
-    row = ResultRow(qid="a", context_size=1, method="m", category="user_facts", evidence_count=1,
-                    question="q", gold="g")
+    row = ResultRow(
+        qid="a", context_size=1, method="m", category="user_facts", evidence_count=1, question="q", gold="g"
+    )
     results = ResultsFile(path)
     results.append(row)
     with path.open("a") as fh:

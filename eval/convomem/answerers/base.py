@@ -166,8 +166,11 @@ class Answerer(ABC):
             except llm_error as exc:
                 overflow = sel.context_overflow or "context" in str(exc).lower()
                 return Answer(
-                    error=f"{type(exc).__name__}: {exc}", context_mids=sel.context_mids,
-                    input_tokens=sel.input_tokens, context_overflow=overflow, latency_ms=_ms(started),
+                    error=f"{type(exc).__name__}: {exc}",
+                    context_mids=sel.context_mids,
+                    input_tokens=sel.input_tokens,
+                    context_overflow=overflow,
+                    latency_ms=_ms(started),
                     route=sel.route,
                 )
             text = str(getattr(result, "text", "") or "").strip()
@@ -193,8 +196,6 @@ def _ms(started: float) -> float:
     return (time.perf_counter() - started) * 1000.0
 
 
-def selection(
-    messages: list[dict[str, str]], mids: list[str], **kwargs: Any
-) -> Selection:
+def selection(messages: list[dict[str, str]], mids: list[str], **kwargs: Any) -> Selection:
     """A Selection with the prompt's estimated size filled in."""
     return Selection(messages=messages, context_mids=mids, input_tokens=messages_tokens(messages), **kwargs)

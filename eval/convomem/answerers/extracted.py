@@ -72,8 +72,9 @@ class ExtractedContext(Answerer):
         first, overflow = _fit(self.ctx, convs, question)
         kept = convs[first:]
         usage = UsageTotals()
-        result = await chat(self.ctx, extract_messages(question, render_flat(kept)), "extract.context",
-                            EXTRACT_MAX_TOKENS)
+        result = await chat(
+            self.ctx, extract_messages(question, render_flat(kept)), "extract.context", EXTRACT_MAX_TOKENS
+        )
         usage.add(getattr(result, "usage", None))
         text = str(getattr(result, "text", "") or "")
         context = "" if is_no_info(text) else text
@@ -97,9 +98,7 @@ class BlockBased(Answerer):
             overflow = overflow or cut
             prompts.append(extract_messages(question, render_conversations(block[first:])))
             seen.extend(m.mid for c in block[first:] for m in c)
-        results = await asyncio.gather(
-            *(chat(self.ctx, p, "extract.block", EXTRACT_MAX_TOKENS) for p in prompts)
-        )
+        results = await asyncio.gather(*(chat(self.ctx, p, "extract.block", EXTRACT_MAX_TOKENS) for p in prompts))
         usage = UsageTotals()
         kept: list[str] = []
         for result in results:
@@ -110,5 +109,11 @@ class BlockBased(Answerer):
         context = "\n\n".join(f"Information Block {i + 1}:\n{t}" for i, t in enumerate(kept))
         messages = answer_messages(question, context, ContextKind.EXTRACTED)
         canned = CANNED if not kept else None
-        return selection(messages, seen, context_overflow=overflow, helper_usage=usage,
-                         canned_answer=canned, route=f"blocks:{len(kept)}/{len(blocks)}")
+        return selection(
+            messages,
+            seen,
+            context_overflow=overflow,
+            helper_usage=usage,
+            canned_answer=canned,
+            route=f"blocks:{len(kept)}/{len(blocks)}",
+        )
