@@ -68,3 +68,24 @@ def test_sample_run_end_to_end_with_the_local_model(request: pytest.FixtureReque
     # every selected question, including the 3-evidence changing item that needs size 3 (not asked here)
     assert leniency["total"] == 5 and "false-accept rate" in proc.stdout
     print(proc.stdout[-1500:])
+
+
+@pytest.mark.llm
+def test_mark_method_end_to_end_with_the_local_model(request: pytest.FixtureRequest, tmp_path: Path) -> None:
+    try:
+        settings = request.getfixturevalue("llm_settings")
+    except pytest.FixtureLookupError:
+        pytest.skip("the llm_settings fixture (tests/llm_fixtures.py) is not available")
+    env = {**os.environ, "MARK_LLM_BASE_URL": settings.llm.base_url, "MARK_LLM_MODEL": settings.llm.model}
+    out = tmp_path / "out"
+    proc = subprocess.run(
+        [sys.executable, "-m", "mark_cli.main", "--home", str(tmp_path / "home"), "eval", "convomem", "--sample",
+         "--sizes", "1", "--methods", "mark", "--category", "user_facts", "--judge", "exact", "--out", str(out),
+         "--no-progress"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    [row] = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert row["error"] is None and row["answer"]
+    assert row["index_tokens"] > 0 and row["route"].startswith("mark:")
+    assert (out / "mark-home").is_dir() and not (tmp_path / "home" / "memory.db").exists()
