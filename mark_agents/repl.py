@@ -214,8 +214,13 @@ class ChatREPL:
         if self._warm is not None and not self._warm.done():  # load the embedding model once, not twice
             await self._wait_for(asyncio.gather(self._warm, return_exceptions=True), "loading the embedding model…")
         if self._startup is not None and not self._startup.done():
-            # The retry must not pick up this new message before its reply exists: it would split the exchange.
-            await self._wait_for(self._startup, "catching up on memories from earlier messages…")
+            # The retry of earlier extractions must not pick up this new message before its reply exists (the
+            # exchange would be split). A script gets the deterministic order; a person is not kept waiting for
+            # memory: a second is enough for the retry to have chosen its turns.
+            if self.interactive:
+                await asyncio.wait({self._startup}, timeout=1.0)
+            else:
+                await self._wait_for(self._startup, "catching up on memories from earlier messages…")
         printer = _ReplyPrinter(self.out, self.interactive)
         try:
             if self.stream:
