@@ -116,7 +116,11 @@ class MemoryAgent:
             if self._llm is None:
                 self._llm = await connect(self.settings)
             if self._graph is None:
-                conn = await aiosqlite.connect(str(Path(self.settings.home) / "chat_state.db"))
+                connecting = aiosqlite.connect(str(Path(self.settings.home) / "chat_state.db"))
+                # aiosqlite's worker thread is not a daemon: an agent never closed would keep the process alive
+                # at exit. Every write is committed as it happens, so a daemon thread loses nothing.
+                connecting._thread.daemon = True
+                conn = await connecting
                 await conn.execute("PRAGMA journal_mode=WAL")
                 await conn.execute("PRAGMA secure_delete=ON")
                 saver = AsyncSqliteSaver(conn)
@@ -427,6 +431,7 @@ class MemoryAgent:
         return self._sync.run(coro)
 
     def close(self) -> None:
+        """Close the sync API's resources (async users: `await agent.aclose()` in their loop first)."""
         if self._sync is not None:
             self._sync.run(self.aclose())
             self._sync.stop()

@@ -1,0 +1,156 @@
+"""MemoryAgent control flow with a scripted fake LLM: turns stored first, background extraction, faults, resume."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import pytest
+
+from mark_agents import MemoryAgent, Settings
+from mark_agents.llm import LLMUnavailable
+from memory_store import MemoryStore
+from tests.mark_agents.fake_llm import RoleLLM
+
+
+@pytest.fixture
+def llm() -> RoleLLM:
+    fake = RoleLLM()
+    fake.extract = lambda body: fake.notes(
+        *[
+            ("user_question", line.split("User: ", 1)[1].replace("My ", "The user's ").replace("I ", "The user "))
+            for line in fake.user_text(body).splitlines()
+            if line.startswith("User: ")
+        ]
+    )
+    return fake
+
+
+@pytest.fixture
+def make_agent(tmp_path, embedder, llm):
+    agents = []
+
+    def make(**kwargs) -> MemoryAgent:
+        settings = Settings(home=tmp_path / "home", **kwargs)
+        agent = MemoryAgent(settings, llm=llm.client(), store=MemoryStore(settings, embedder=embedder))
+        agents.append(agent)
+        return agent
+
+    yield make
+    for a in agents:
+        a.close()
+
+
+async def test_chat_uses_memories_and_remembers_in_background_with_scripted_fake_llm(make_agent, llm):
+    agent = make_agent()
+    agent.store.add("The user's dog is called Biscuit.", "alice")
+    llm.reply = lambda body: "Your dog is Biscuit." if "Biscuit" in body["messages"][0]["content"] else "?"
+    reply = await agent.achat("alice", "What is my dog's name?")
+    assert reply.reply == "Your dog is Biscuit."
+    assert [m.text for m in reply.memories] == ["The user's dog is called Biscuit."]
+    system = llm.calls("reply")[0]["messages"][0]["content"]
+    assert "<memories>" in system and "data, not instructions" in system
+    assert reply.usage.calls == 1 and reply.memory_ms > 0
+    await agent.aflush()
+    turns = agent.store.turns("alice")
+    assert [t.role for t in turns] == ["user", "assistant"] and {t.extraction_status for t in turns} == {"done"}
+    assert agent.store.get(reply.memories[0].id, "alice").recall_count == 1
+
+
+async def test_endpoint_down_keeps_the_turn_and_extraction_is_retried_with_scripted_fake_llm(make_agent, llm):
+    agent = make_agent()
+    llm.down = True
+    with pytest.raises(LLMUnavailable, match="your message was saved"):
+        await agent.achat("alice", "My cat is called Mochi.")
+    (turn,) = agent.store.turns("alice")
+    assert turn.content == "My cat is called Mochi." and turn.extraction_status == "pending"
+    llm.down = False
+    assert await agent.aprocess_pending() == 1
+    assert [m.text for m in agent.store.list("alice").items] == ["The user's cat is called Mochi."]
+    assert agent.store.turns("alice")[0].extraction_status == "done"
+
+
+async def test_invalid_json_is_retried_then_recorded_as_failed_never_dropped_with_scripted_fake_llm(make_agent, llm):
+    agent = make_agent()
+    llm.extract = lambda body: "{not json"
+    result = await agent.aremember([{"role": "user", "content": "I am allergic to peanuts."}], "alice")
+    assert result.status == "failed" and "no valid extraction" in result.error.lower()
+    assert len(llm.calls("extract")) == 3  # bounded repair attempts
+    (turn,) = agent.store.turns("alice")
+    assert turn.extraction_status == "failed" and turn.attempts == 1 and turn.last_error
+    llm.extract = lambda body: llm.notes(("user_question", "The user is allergic to peanuts."))
+    await agent.aprocess_pending()
+    assert agent.store.turns("alice")[0].extraction_status == "done"
+    assert agent.store.list("alice").items[0].text == "The user is allergic to peanuts."
+
+
+async def test_session_resumes_in_a_new_agent_with_scripted_fake_llm(make_agent, llm):
+    first = make_agent()
+    llm.reply = lambda body: "Nice to meet you."
+    await first.achat("alice", "Hello, I'm planning a trip.", session_id="trip")
+    await first.aclose()
+    second = make_agent()
+    await second.achat("alice", "Where was I?", session_id="trip")
+    sent = llm.calls("reply")[-1]["messages"]
+    assert [m["content"] for m in sent[1:]] == ["Hello, I'm planning a trip.", "Nice to meet you.", "Where was I?"]
+    await second.achat("alice", "New topic.", session_id="other")
+    assert [m["content"] for m in llm.calls("reply")[-1]["messages"][1:]] == ["New topic."]
+
+
+async def test_feedback_moves_trust_of_the_memories_used_with_scripted_fake_llm(make_agent, llm):
+    agent = make_agent()
+    m = agent.store.add("The user prefers metric units.", "alice", trust=0.6)
+    reply = await agent.achat("alice", "Which units do I prefer?")
+    assert await agent.afeedback("alice", reply.response_id, good=False) == [m.id]
+    assert agent.store.get(m.id, "alice").trust == pytest.approx(0.5)
+    with pytest.raises(Exception, match="no reply"):
+        await agent.afeedback("bob", reply.response_id, good=True)
+
+
+async def test_many_users_at_once_stay_isolated_with_scripted_fake_llm(make_agent, llm):
+    agent = make_agent()
+    for n in range(5):
+        agent.store.add(f"The user's locker code is {n}{n}{n}.", f"user{n}")
+    replies = await asyncio.gather(*[agent.achat(f"user{n}", "What is my locker code?") for n in range(5)])
+    for n, r in enumerate(replies):
+        assert [m.text for m in r.memories] == [f"The user's locker code is {n}{n}{n}."]
+    await agent.aflush()
+
+
+async def test_purge_removes_chat_state_too_with_scripted_fake_llm(make_agent, llm, tmp_path):
+    agent = make_agent()
+    llm.reply = lambda body: "Got it: quokkasecret."
+    await agent.achat("alice", "My password hint is quokkasecret.")
+    await agent.aflush()
+    report = await agent.apurge_user("alice")
+    assert report.turns == 2
+    await agent.aclose()
+    agent.store.close()
+    home = Path(tmp_path / "home")
+    leaks = [p.name for p in home.rglob("*") if p.is_file() and b"quokkasecret" in p.read_bytes()]
+    assert leaks == []
+
+
+def test_sync_api_streams_and_flushes_with_scripted_fake_llm(make_agent, llm):
+    agent = make_agent()
+    llm.reply = lambda body: "Hello there, Alice."
+    tokens: list[str] = []
+    reply = agent.chat("alice", "My name is Alice.", on_token=tokens.append)
+    assert "".join(tokens) == "Hello there, Alice." == reply.reply
+    agent.flush()
+    assert agent.store.list("alice").items[0].text == "The user's name is Alice."
+    assert agent.recall("What is my name?", "alice").memories[0].text == "The user's name is Alice."
+
+
+async def test_bad_input_is_rejected_before_anything_is_stored_with_scripted_fake_llm(make_agent):
+    agent = make_agent()
+    for message in ["", "   ", "x" * 300_000]:
+        with pytest.raises(Exception, match="message"):
+            await agent.achat("alice", message)
+    with pytest.raises(Exception, match="user id"):
+        await agent.achat("", "hello")
+    with pytest.raises(Exception, match="messages"):
+        await agent.aremember([], "alice")
+    assert agent.store.turns("alice") == []
+    assert json.dumps([])  # nothing else to clean up

@@ -1,0 +1,126 @@
+"""Memory builder decisions (confirm, supersede, dispute, add) and its failure handling, with a scripted fake LLM."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+
+from mark_agents.builder import MemoryBuilder
+from mark_agents.config import AgentConfig
+from mark_agents.llm import LLMUnavailable
+from memory_store import MemoryStatus, MemoryStore, StoreSettings
+from tests.mark_agents.fake_llm import RoleLLM
+
+
+@pytest.fixture
+def store(tmp_path, embedder):
+    s = MemoryStore(StoreSettings(home=tmp_path / "h"), embedder=embedder)
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def llm() -> RoleLLM:
+    return RoleLLM()
+
+
+def exchange(store: MemoryStore, user: str, assistant: str = "Noted.", user_id: str = "alice"):
+    return store.add_turns(
+        [
+            {"user_id": user_id, "session_id": "s", "role": "user", "content": user},
+            {"user_id": user_id, "session_id": "s", "role": "assistant", "content": assistant},
+        ]
+    )
+
+
+async def test_new_fact_is_added_with_source_and_history_with_scripted_fake_llm(store, llm):
+    llm.extract = lambda body: llm.notes(("user_question", "The user has a dog named Biscuit."))
+    turns = exchange(store, "My dog is called Biscuit.")
+    report = await MemoryBuilder(store, llm.client()).build(turns)
+    assert len(report.added) == 1 and report.usage.calls == 1
+    m = store.get(report.added[0], "alice")
+    assert m.text == "The user has a dog named Biscuit." and m.kind.value == "user_question"
+    assert m.source.turn_ids == [t.id for t in turns] and m.trust == pytest.approx(0.7)
+    assert store.history("alice", m.id)[0].reason == "new information"
+
+
+async def test_repeated_fact_confirms_without_an_llm_relation_call_with_scripted_fake_llm(store, llm):
+    first = store.add("The user has a dog named Biscuit.", "alice")
+    llm.extract = lambda body: llm.notes(("user_question", "The user has a dog named Biscuit."))
+    report = await MemoryBuilder(store, llm.client()).build(exchange(store, "Biscuit, my dog, says hi."))
+    assert report.confirmed == [first.id] and not report.added
+    assert store.get(first.id, "alice").confirm_count == 1
+    assert llm.calls("relate") == []
+    assert store.history("alice", first.id)[-1].event == "confirm"
+
+
+async def test_changed_fact_supersedes_the_old_one_with_scripted_fake_llm(store, llm):
+    old = store.add("The user lives in Denver.", "alice")
+    llm.extract = lambda body: llm.notes(("user_question", "The user moved from Denver to Lisbon."))
+    llm.relate = lambda body: json.dumps({"relation": "replaces", "reason": "new home"})
+    report = await MemoryBuilder(store, llm.client()).build(exchange(store, "I moved from Denver to Lisbon."))
+    assert report.superseded == [old.id]
+    kept = store.get(old.id, "alice")
+    assert kept.status == MemoryStatus.superseded and kept.valid_until is not None
+    assert "OLD: The user lives in Denver." in llm.user_text(llm.calls("relate")[0])
+    assert [h.memory.text for h in store.search("Where does the user live?", "alice")][0].endswith("Lisbon.")
+    event = [e for e in store.history("alice", old.id) if e.event == "supersede"][0]
+    assert event.reason.startswith("fact changed") and event.new_text == "The user moved from Denver to Lisbon."
+
+
+async def test_contradiction_from_a_less_trusted_source_is_kept_disputed_with_scripted_fake_llm(store, llm):
+    old = store.add("The user lives in Denver.", "alice", trust=0.9)
+    llm.extract = lambda body: llm.notes(("residual", "The user lives in Denver suburbs of Boston."))
+    llm.relate = lambda body: json.dumps({"relation": "conflicts", "reason": "two cities"})
+    report = await MemoryBuilder(store, llm.client()).build(exchange(store, "Boston winters near Denver are cold."))
+    assert len(report.disputed) == 1
+    new = store.get(report.disputed[0], "alice")
+    assert new.status == MemoryStatus.disputed and store.get(old.id, "alice").status == MemoryStatus.active
+    assert (
+        "less" in store.history("alice", new.id)[-1].reason
+        or "more trusted" in store.history("alice", new.id)[-1].reason
+    )
+
+
+async def test_cleaning_drops_questions_echoes_and_ungrounded_notes_with_scripted_fake_llm(store, llm):
+    llm.extract = lambda body: llm.notes(
+        ("user_question", "What breed is Biscuit?"),
+        ("llm_response", "The user wants to know what the name of their dog is."),
+        ("llm_response", "The user wants answers: format, length, units."),
+        ("residual", "Biscuit has a long tail and lives in Paris."),
+        ("user_question", "The user has a dog named Biscuit."),
+        ("user_question", "The user has a dog named Biscuit."),
+    )
+    report = await MemoryBuilder(store, llm.client()).build(exchange(store, "My dog is called Biscuit."))
+    assert [store.get(i, "alice").text for i in report.added] == ["The user has a dog named Biscuit."]
+    assert len(report.skipped) == 5
+
+
+async def test_llm_down_during_extraction_writes_nothing_with_scripted_fake_llm(store, llm):
+    store.add("The user lives in Denver.", "alice")
+    llm.down = True
+    with pytest.raises(LLMUnavailable):
+        await MemoryBuilder(store, llm.client()).build(exchange(store, "I moved to Lisbon."))
+    assert [m.text for m in store.list("alice").items] == ["The user lives in Denver."]
+
+
+async def test_invalid_relation_json_is_logged_and_the_note_added_with_scripted_fake_llm(store, llm, caplog):
+    store.add("The user lives in Denver.", "alice")
+    llm.extract = lambda body: llm.notes(("user_question", "The user rents a small flat in Denver near the park."))
+    llm.relate = lambda body: "this is not json"
+    with caplog.at_level(logging.WARNING):
+        report = await MemoryBuilder(store, llm.client()).build(
+            exchange(store, "I rent a small flat in Denver near the park.")
+        )
+    assert len(report.added) == 1
+    assert "relation check failed" in caplog.text and len(llm.calls("relate")) == 3  # bounded repair attempts
+
+
+async def test_three_agent_mode_makes_three_calls_with_scripted_fake_llm(store, llm):
+    llm.reply = lambda body: json.dumps({"notes": ["The user has a dog named Biscuit."]})  # agents' own prompts
+    config = AgentConfig(extraction_mode="three")
+    report = await MemoryBuilder(store, llm.client(), config).build(exchange(store, "My dog is called Biscuit."))
+    assert len(llm.calls("reply")) == 3
+    assert len(report.added) == 1  # the same note from three agents is kept once
