@@ -89,6 +89,7 @@ class MemoryAgent:
     ) -> None:
         self.settings = settings or Settings()
         self.config = self.settings.agent
+        self._owns_store = store is None
         self.store = store or MemoryStore(self.settings)
         self._llm = llm
         self._graph = None
@@ -113,6 +114,9 @@ class MemoryAgent:
     async def _ready(self) -> None:
         self._bind_loop()
         async with self._init_lock:
+            if self._graph is None:
+                # Load the embedding model now, not inside the first user's turn.
+                await asyncio.to_thread(self.store.embed, ["warm up"])
             if self._llm is None:
                 self._llm = await connect(self.settings)
             if self._graph is None:
@@ -160,7 +164,6 @@ class MemoryAgent:
         (turn,) = await asyncio.to_thread(
             self.store.add_turns, [{"user_id": user_id, "session_id": session_id, "role": "user", "content": message}]
         )
-        await self._ready()
         meter = UsageMeter()
         response_id = uuid.uuid4().hex
         config = {
@@ -175,6 +178,7 @@ class MemoryAgent:
             }
         }
         try:
+            await self._ready()
             state = await self._graph.ainvoke({"user_id": user_id, "session_id": session_id}, config)
         except LLMUnavailable as exc:
             raise LLMUnavailable(
@@ -282,15 +286,15 @@ class MemoryAgent:
         ids = [t.id for t in turns]
         if not wait:
             self._bind_loop()
-            self._spawn(self._process_user(user_id, chunk_messages=chunk_messages))
+            self._spawn(self._process_user(user_id, chunk_messages=chunk_messages, complete=True))
             return RememberResult(turn_ids=ids, status="scheduled")
         await self._ready()
-        reports, error, usage = await self._process_user(user_id, chunk_messages=chunk_messages, raise_errors=False)
+        reports, error, usage = await self._process_user(user_id, chunk_messages=chunk_messages, complete=True)
         status = "failed" if error else "done"
         return RememberResult(turn_ids=ids, status=status, reports=reports, error=error, usage=usage)
 
     async def _process_user(
-        self, user_id: str, *, chunk_messages: int = 2, raise_errors: bool = False
+        self, user_id: str, *, chunk_messages: int = 2, raise_errors: bool = False, complete: bool = False
     ) -> tuple[list[BuildReport], str | None, Usage]:
         """Build memories from the user's pending (or retryable failed) turns, one exchange at a time."""
         reports: list[BuildReport] = []
@@ -302,8 +306,8 @@ class MemoryAgent:
                 log.warning("memory extraction postponed for a user: %s", exc)
                 return reports, str(exc), meter.total
             builder = MemoryBuilder(self.store, self.llm, self.config)
-            pending = await asyncio.to_thread(self._retryable_turns, user_id)
-            for chunk in self._exchanges(pending, chunk_messages):
+            pending = await asyncio.to_thread(self.store.retryable_turns, user_id, self.config.max_attempts)
+            for chunk in self._exchanges(pending, chunk_messages, hold_open=not complete):
                 ids = [t.id for t in chunk]
                 try:
                     reports.append(await builder.build(chunk, meter=meter))
@@ -316,18 +320,13 @@ class MemoryAgent:
                 await asyncio.to_thread(self.store.set_turns_status, ids, "done")
         return reports, None, meter.total
 
-    def _retryable_turns(self, user_id: str) -> list[Turn]:
-        turns = self.store.turns(user_id, status="pending", limit=10_000)
-        failed = [
-            t for t in self.store.turns(user_id, status="failed", limit=10_000) if t.attempts < self.config.max_attempts
-        ]
-        merged = {t.id: t for t in turns + failed}
-        order = {t.id: i for i, t in enumerate(self.store.turns(user_id, limit=100_000))}
-        return sorted(merged.values(), key=lambda t: order.get(t.id, 0))
-
     @staticmethod
-    def _exchanges(turns: list[Turn], size: int) -> list[list[Turn]]:
-        """Group turns per session into chunks that end on an assistant message (or the session's end)."""
+    def _exchanges(turns: list[Turn], size: int, hold_open: bool = True) -> list[list[Turn]]:
+        """Group turns per session into chunks that end on an assistant message.
+
+        With hold_open, a session's trailing user turns (whose reply may not exist yet) wait for the next
+        pass, so an exchange is never split in two extractions; flushes, rebuilds and remember() pass all.
+        """
         chunks: list[list[Turn]] = []
         by_session: dict[str | None, list[Turn]] = {}
         for t in turns:
@@ -339,7 +338,7 @@ class MemoryAgent:
                 if len(current) >= size and t.role == "assistant":
                     chunks.append(current)
                     current = []
-            if current:
+            if current and not (hold_open and current[-1].role == "user"):
                 chunks.append(current)
         return chunks
 
@@ -351,13 +350,19 @@ class MemoryAgent:
             else await asyncio.to_thread(self.store.users_with_pending_turns, self.config.max_attempts)
         )
         for u in users:
-            await self._process_user(u)
+            await self._process_user(u, complete=True)
         return len(users)
 
     async def arebuild(self, user_id: str, *, fresh: bool = False) -> RememberResult:
         """Re-derive a user's memories from their raw turns (after a prompt or model change)."""
         check_scope_id(user_id)
-        await self._ready()
+        try:
+            await self._ready()
+            # Probe the model before touching anything: a rebuild must not delete memories it cannot re-derive.
+            await self.llm.chat([{"role": "user", "content": "Reply with OK."}], max_tokens=2)
+        except LLMError as exc:
+            turns = await asyncio.to_thread(self.store.turns, user_id, limit=100_000)
+            return RememberResult(turn_ids=[t.id for t in turns], status="failed", error=str(exc))
 
         def reset() -> list[str]:
             if fresh:
@@ -368,7 +373,7 @@ class MemoryAgent:
             return [t.id for t in turns]
 
         ids = await asyncio.to_thread(reset)
-        reports, error, usage = await self._process_user(user_id)
+        reports, error, usage = await self._process_user(user_id, complete=True)
         return RememberResult(
             turn_ids=ids, status="failed" if error else "done", reports=reports, error=error, usage=usage
         )
@@ -408,10 +413,7 @@ class MemoryAgent:
     async def apurge_user(self, user_id: str) -> PurgeReport:
         """Remove every trace of a user: memories, turns, history, feedback, vectors and chat state."""
         check_scope_id(user_id)
-        sessions = {
-            t.session_id or DEFAULT_SESSION for t in await asyncio.to_thread(self.store.turns, user_id, limit=1_000_000)
-        }
-        await purge_chat_state(Path(self.settings.home), user_id, sessions, self._saver_conn)
+        await purge_chat_state(Path(self.settings.home), user_id, self._saver_conn)
         return await asyncio.to_thread(self.store.purge_user, user_id)
 
     async def aclose(self) -> None:
@@ -421,6 +423,8 @@ class MemoryAgent:
             self._saver_conn = None
         if self._llm is not None:
             await self._llm.aclose()
+        if self._owns_store:
+            await asyncio.to_thread(self.store.close)
 
     # -- sync API (derived) ----------------------------------------------------------------------------------
 
@@ -445,8 +449,11 @@ class MemoryAgent:
         self.close()
 
 
-async def purge_chat_state(home: Path, user_id: str, sessions: set[str], conn: aiosqlite.Connection | None) -> None:
-    """Delete a user's checkpointed chat threads and scrub the file (secure delete, WAL truncated)."""
+async def purge_chat_state(home: Path, user_id: str, conn: aiosqlite.Connection | None = None) -> None:
+    """Delete every checkpointed chat thread of a user and scrub the file (secure delete, WAL truncated).
+
+    Threads are found by their id prefix (the user's key), so sessions no turn names any more go too.
+    """
     path = home / "chat_state.db"
     if not path.exists():
         return
@@ -455,10 +462,11 @@ async def purge_chat_state(home: Path, user_id: str, sessions: set[str], conn: a
         conn = await aiosqlite.connect(str(path))
     try:
         await conn.execute("PRAGMA secure_delete=ON")
-        saver = AsyncSqliteSaver(conn)
-        await saver.setup()
-        for s in sessions:
-            await saver.adelete_thread(MemoryAgent._thread_id(user_id, s))
+        prefix = user_key(user_id) + ":"
+        tables = {row[0] async for row in await conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        for table in ("checkpoints", "writes"):
+            if table in tables:
+                await conn.execute(f"DELETE FROM {table} WHERE substr(thread_id, 1, ?) = ?", (len(prefix), prefix))
         await conn.commit()
         await conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     finally:

@@ -152,16 +152,12 @@ def memory_rebuild(
 
 
 def _purge_chat_state(store, user_id: str) -> None:
-    """Purge hook of `mark memory purge`: drop the user's checkpointed chat threads too.
-
-    Runs before the store forgets the user, while the turns still name the sessions to delete.
-    """
+    """Purge hook of `mark memory purge`: drop the user's checkpointed chat threads too."""
     import asyncio
 
-    from mark_agents.agent import DEFAULT_SESSION, purge_chat_state
+    from mark_agents.agent import purge_chat_state
 
-    sessions = {t.session_id or DEFAULT_SESSION for t in store.turns(user_id, limit=1_000_000)}
-    asyncio.run(purge_chat_state(Path(store.settings.home), user_id, sessions, None))
+    asyncio.run(purge_chat_state(Path(store.settings.home), user_id))
 
 
 # -- mark bench chat -----------------------------------------------------------------------------------------

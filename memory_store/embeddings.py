@@ -103,15 +103,18 @@ class CachedEmbedder:
         self._lock = threading.Lock()
 
     def embed(self, texts: list[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dim), np.float32)
         keys = [text_key(t) for t in texts]
         with self._lock:
-            missing = sorted({k: t for k, t in zip(keys, texts, strict=True) if k not in self._cache}.items())
+            found = {k: self._cache[k] for k in keys if k in self._cache}
+        missing = {k: t for k, t in zip(keys, texts, strict=True) if k not in found}
         if missing:
-            vectors = self.inner.embed([t for _, t in missing])
+            vectors = self.inner.embed(list(missing.values()))
+            fresh = dict(zip(missing, vectors, strict=True))
+            found.update(fresh)
             with self._lock:
-                if len(self._cache) + len(missing) > self._max:
+                if len(self._cache) + len(fresh) > self._max:
                     self._cache.clear()
-                for (k, _), v in zip(missing, vectors, strict=True):
-                    self._cache[k] = v
-        with self._lock:
-            return np.stack([self._cache[k] for k in keys]) if keys else np.zeros((0, self.dim), np.float32)
+                self._cache.update(fresh)
+        return np.stack([found[k] for k in keys])

@@ -33,6 +33,12 @@ MEMORY_COLUMNS = (
     "metadata, embedding_model"
 )
 _WORD = re.compile(r"\w+", re.UNICODE)
+#: Words too common to rank by: they match most rows and cost time without telling memories apart.
+STOPWORDS = frozenset(
+    "a an and are as at be but by did do does for from had has have he her his how i if in is it its me my "
+    "of on or our she so that the their them they this to was we were what when where which who why will "
+    "with you your".split()
+)
 _BUSY_RETRIES = 8
 
 
@@ -145,11 +151,12 @@ def row_to_feedback(row: sqlite3.Row) -> Feedback:
 
 def fts_query(text: str, max_terms: int = 24) -> str | None:
     """Turn free text into a safe FTS5 OR-query of quoted words (no operator injection)."""
-    words = []
+    words: list[str] = []
     for w in _WORD.findall(text.lower()):
         if w not in words:
             words.append(w)
-    words = words[:max_terms]
+    content = [w for w in words if w not in STOPWORDS]
+    words = (content or words)[:max_terms]
     if not words:
         return None
     return " OR ".join('"' + w.replace('"', '""') + '"' for w in words)
@@ -430,6 +437,14 @@ class SQLiteDB:
         rows = self.query(
             f"SELECT * FROM turns WHERE {' AND '.join(where)} ORDER BY seq {order} LIMIT ? OFFSET ?",
             [*params, limit, offset],
+        )
+        return [row_to_turn(r) for r in rows]
+
+    def retryable_turns(self, user_id: str, max_attempts: int) -> list[Turn]:
+        rows = self.query(
+            "SELECT * FROM turns WHERE user_id = ? AND (extraction_status = 'pending' OR "
+            "(extraction_status = 'failed' AND attempts < ?)) ORDER BY seq",
+            (user_id, max_attempts),
         )
         return [row_to_turn(r) for r in rows]
 

@@ -696,6 +696,11 @@ class MemoryStore:
         with self.db.write() as w:
             self.db.set_turns_status(w, list(turn_ids), status, error, count_attempt)
 
+    def retryable_turns(self, user_id: str, max_attempts: int = 3) -> list[Turn]:
+        """Turns still waiting for memory extraction (pending, or failed fewer than max_attempts times)."""
+        check_scope_id(user_id)
+        return self.db.retryable_turns(user_id, max_attempts)
+
     def users_with_pending_turns(self, max_attempts: int = 3) -> list[str]:
         return self.db.pending_turn_users(max_attempts)
 

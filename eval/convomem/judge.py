@@ -12,6 +12,8 @@ from __future__ import annotations
 import re
 from typing import Any, Protocol
 
+from pydantic import BaseModel, Field
+
 from mark_eval.convomem.answerers.base import UsageTotals
 from mark_eval.convomem.bm25 import tokenize
 from mark_eval.convomem.categories import JudgeKind, spec
@@ -24,7 +26,6 @@ from mark_eval.convomem.prompts import (
     judge_user_fact,
 )
 from mark_eval.convomem.schema import Question
-from pydantic import BaseModel, Field
 
 
 class Verdict(BaseModel):

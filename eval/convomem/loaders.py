@@ -14,6 +14,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
 from mark_eval.convomem.cases import assemble_case
 from mark_eval.convomem.categories import find_category
 from mark_eval.convomem.schema import (
@@ -25,8 +27,6 @@ from mark_eval.convomem.schema import (
     RawTestCase,
     TestCase,
 )
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
-
 from memory_store.errors import InvalidInput
 
 _N_EVIDENCE = re.compile(r"^(\d+)_evidence$")

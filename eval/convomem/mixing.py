@@ -15,11 +15,11 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from typing import Literal
 
+from pydantic import BaseModel, Field
+
 from mark_eval.convomem.cases import assemble_case
 from mark_eval.convomem.loaders import ConvoMemData
 from mark_eval.convomem.schema import Conversation, Item, Question, TestCase
-from pydantic import BaseModel, Field
-
 from memory_store.errors import InvalidInput
 
 DEFAULT_SIZES: tuple[int, ...] = (1, 2, 3, 4, 5, 6, 10, 20, 30, 50, 70, 100, 150, 200, 300)

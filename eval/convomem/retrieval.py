@@ -9,9 +9,9 @@ from __future__ import annotations
 from typing import Literal
 
 import numpy as np
+
 from mark_eval.convomem.bm25 import BM25
 from mark_eval.convomem.schema import Haystack
-
 from memory_store.embeddings import Embedder
 
 RetrievalMode = Literal["dense", "keyword", "hybrid"]

@@ -15,6 +15,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel, Field
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
 from mark_eval.convomem.answerers import Answer, Answerer, AnswererContext, create, needs_llm_to_select
 from mark_eval.convomem.atomic import write_text_atomic
 from mark_eval.convomem.judge import Judge
@@ -24,10 +28,6 @@ from mark_eval.convomem.recall import evidence_in_prompt, evidence_recall
 from mark_eval.convomem.results import Key, ResultRow, ResultsFile
 from mark_eval.convomem.schema import Question, TestCase
 from mark_eval.convomem.summary import SummaryRow, print_table, summarise, write_summary_csv
-from pydantic import BaseModel, Field
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
 from memory_store.errors import InvalidInput
 
 

@@ -10,11 +10,12 @@ from collections import defaultdict
 from collections.abc import Iterable
 from pathlib import Path
 
-from mark_eval.convomem.atomic import write_text_atomic
-from mark_eval.convomem.results import ResultRow
 from pydantic import BaseModel
 from rich.console import Console
 from rich.table import Table
+
+from mark_eval.convomem.atomic import write_text_atomic
+from mark_eval.convomem.results import ResultRow
 
 #: ConvoMem's columns first (same names and meaning), then ours.
 CONVOMEM_COLUMNS = [

@@ -11,7 +11,6 @@ from mark_eval.convomem.judge import ExactJudge
 from mark_eval.convomem.loaders import load_sample
 from mark_eval.convomem.mixing import MixConfig, build_cases
 from mark_eval.convomem.runner import RunOptions, run_benchmark
-
 from tests.eval.fakes import ScriptedFakeLLM
 
 METHODS = ["full_context", "rag_keyword", "hybrid"]

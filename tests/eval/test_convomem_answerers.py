@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from mark_eval.convomem.answerers import AnswererContext, create, method_names
 from mark_eval.convomem.answerers.extracted import is_no_info
 from mark_eval.convomem.loaders import load_data, load_sample
@@ -15,7 +16,6 @@ from mark_eval.convomem.prompts import GRADING_BLOCK
 from mark_eval.convomem.recall import evidence_recall
 from mark_eval.convomem.schema import TestCase
 from mark_eval.convomem.synthetic import synthetic_data
-
 from memory_store.errors import InvalidInput
 from tests.eval.fakes import ScriptedFakeLLM, prompt_text
 

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
+
 from mark_eval.convomem.judge import ExactJudge, LLMJudge, is_abstention, leniency_check, parse_verdict
 from mark_eval.convomem.loaders import load_sample
 from mark_eval.convomem.schema import Question
-
 from tests.eval.fakes import ScriptedFakeLLM, prompt_text
 
 

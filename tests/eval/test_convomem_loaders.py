@@ -6,9 +6,9 @@ import json
 from pathlib import Path
 
 import pytest
+
 from mark_eval.convomem.categories import CORE_CATEGORIES, resolve_category
 from mark_eval.convomem.loaders import load_data, load_sample
-
 from memory_store.errors import InvalidInput
 
 

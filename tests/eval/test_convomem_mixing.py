@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from mark_eval.convomem.loaders import ConvoMemData, load_data, load_sample
 from mark_eval.convomem.mixing import DEFAULT_SIZES, MixConfig, build_cases, select_questions
 from mark_eval.convomem.schema import Conversation, Item, Message, Question
-
 from memory_store.errors import InvalidInput
 
 

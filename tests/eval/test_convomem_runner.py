@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from mark_eval.convomem.answerers import AnswererContext
 from mark_eval.convomem.judge import ExactJudge
 from mark_eval.convomem.loaders import load_sample
@@ -19,7 +20,6 @@ from mark_eval.convomem.mixing import MixConfig, build_cases
 from mark_eval.convomem.results import ResultRow, ResultsFile
 from mark_eval.convomem.runner import RunOptions, check_fingerprint, run_benchmark
 from mark_eval.convomem.summary import COLUMNS, CONVOMEM_COLUMNS, percentile, summarise
-
 from memory_store.errors import InvalidInput
 from tests.eval import slow_run
 from tests.eval.fakes import ScriptedFakeLLM

@@ -65,8 +65,8 @@ async def test_changed_fact_supersedes_the_old_one_with_scripted_fake_llm(store,
     kept = store.get(old.id, "alice")
     assert kept.status == MemoryStatus.superseded and kept.valid_until is not None
     assert "OLD: The user lives in Denver." in llm.user_text(llm.calls("relate")[0])
-    assert [h.memory.text for h in store.search("Where does the user live?", "alice")][0].endswith("Lisbon.")
-    event = [e for e in store.history("alice", old.id) if e.event == "supersede"][0]
+    assert next(h.memory.text for h in store.search("Where does the user live?", "alice")).endswith("Lisbon.")
+    event = next(e for e in store.history("alice", old.id) if e.event == "supersede")
     assert event.reason.startswith("fact changed") and event.new_text == "The user moved from Denver to Lisbon."
 
 

@@ -13,11 +13,11 @@ from collections.abc import Callable
 from functools import cached_property
 from typing import Any, ClassVar
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from mark_eval.convomem.retrieval import RetrievalMode
 from mark_eval.convomem.schema import Haystack
 from mark_eval.convomem.tokens import messages_tokens
-from pydantic import BaseModel, ConfigDict, Field
-
 from memory_store.embeddings import Embedder
 from memory_store.errors import MarkError
 

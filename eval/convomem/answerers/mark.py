@@ -19,7 +19,6 @@ from mark_eval.convomem.answerers.base import Answerer, AnswererContext, Selecti
 from mark_eval.convomem.prompts import ContextKind, answer_messages
 from mark_eval.convomem.schema import Haystack
 from mark_eval.convomem.tokens import messages_tokens
-
 from memory_store.errors import MarkError
 
 #: Messages per extraction call while building memories (MARK's unit is 2 = one exchange; 6 costs a third

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from mark_eval.convomem.answerers.base import Answerer, AnswererContext
-
 from memory_store.errors import InvalidInput
 
 Factory = Callable[[AnswererContext], Answerer]
