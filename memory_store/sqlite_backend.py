@@ -491,7 +491,7 @@ class SQLiteDB:
     def enqueue_vectors(self, db: sqlite_utils.Database, op: str, user_key: str, ids: Sequence[str]) -> None:
         db["vector_outbox"].insert_all([{"op": op, "user_key": user_key, "memory_id": i} for i in ids])
 
-    def outbox(self, limit: int = 5000) -> list[sqlite3.Row]:
+    def outbox(self, limit: int = 20_000) -> list[sqlite3.Row]:
         return self.query("SELECT seq, op, user_key, memory_id FROM vector_outbox ORDER BY seq LIMIT ?", (limit,))
 
     def outbox_pending(self) -> bool:

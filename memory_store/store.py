@@ -11,6 +11,7 @@ explicit admin ones (`users`, `export_jsonl(user_id=None)`, `check`, `rebuild`).
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import threading
 import uuid
@@ -54,6 +55,10 @@ EXPORT_FORMAT = "mark-memory-export"
 EXPORT_VERSION = 1
 #: With a filter (kind, session, time), scopes up to this size are searched exactly from SQLite.
 EXACT_FILTER_LIMIT = 5000
+#: Vector writes wait in the (durable) outbox until this many are pending, or until the next search, check
+#: or close: chroma's cost is per call and per collection, so applying writes in large groups is what makes
+#: bulk adds fast. Reads are unaffected: a search applies pending writes before it queries the index.
+VECTOR_FLUSH_OPS = 10_000
 
 
 def new_id() -> str:
@@ -140,24 +145,38 @@ class MemoryStore:
                     self.db.clear_outbox(w, ops[-1]["seq"])
                     self._epoch = self.db.bump_vector_epoch(w)
 
+    def _maybe_flush_vectors(self) -> None:
+        if self.db.outbox_count() >= VECTOR_FLUSH_OPS:
+            self._sync_vectors()
+
+    def flush_vectors(self) -> None:
+        """Apply every pending vector write now (searches, `check` and `close` do it anyway)."""
+        self._sync_vectors(force=True)
+
     def _apply_ops(self, ops: Sequence[Any]) -> None:
-        # Consecutive ops of one kind for one user are applied together; order across them is kept.
-        i = 0
-        while i < len(ops):
-            op, key = ops[i]["op"], ops[i]["user_key"]
-            j = i
-            while j < len(ops) and ops[j]["op"] == op and ops[j]["user_key"] == key:
-                j += 1
-            ids = [r["memory_id"] for r in ops[i:j]]
-            if op == "upsert":
-                found = self._vectors_for(key, ids)
-                if found:
-                    self.index.upsert(key, list(found), np.stack(list(found.values())))
-            elif op == "delete":
-                self.index.delete(key, ids)
-            elif op == "drop":
+        """Apply outbox ops, one upsert and one delete call per user at most (chroma's cost is per call).
+
+        Users are independent; within a user a `drop` erases what came before it, and for each memory the
+        last op wins (an upsert reads the memory's current embedding from SQLite).
+        """
+        by_user: dict[str, list[Any]] = {}
+        for op in ops:
+            by_user.setdefault(op["user_key"], []).append(op)
+        for key, user_ops in by_user.items():
+            drops = [i for i, op in enumerate(user_ops) if op["op"] == "drop"]
+            if drops:
                 self.index.drop_user(key)
-            i = j
+                user_ops = user_ops[drops[-1] + 1 :]
+            final: dict[str, str] = {}
+            for op in user_ops:
+                final[op["memory_id"]] = op["op"]
+            deletes = [i for i, op in final.items() if op == "delete"]
+            if deletes:
+                self.index.delete(key, deletes)
+            upserts = [i for i, op in final.items() if op == "upsert"]
+            found = self._vectors_for(key, upserts) if upserts else {}
+            if found:
+                self.index.upsert(key, list(found), np.stack(list(found.values())))
 
     def _vectors_for(self, key: str, ids: list[str]) -> dict[str, np.ndarray]:
         out: dict[str, np.ndarray] = {}
@@ -172,6 +191,8 @@ class MemoryStore:
         return out
 
     def close(self) -> None:
+        with contextlib.suppress(Exception):  # best effort: pending writes are durable and applied on next open
+            self._sync_vectors()
         self.index.close()
         self.db.close()
 
@@ -297,7 +318,7 @@ class MemoryStore:
             self.db.add_history(w, events)
             for key, ids in by_key.items():
                 self.db.enqueue_vectors(w, "upsert", key, ids)
-        self._sync_vectors()
+        self._maybe_flush_vectors()
 
     def update(
         self,
@@ -334,7 +355,7 @@ class MemoryStore:
             self.db.add_history(w, [self._history(new, "update", reason, actor, old=old.text, new=new.text)])
             if text is not None:
                 self.db.enqueue_vectors(w, "upsert", user_key(user_id), [memory_id])
-        self._sync_vectors()
+        self._maybe_flush_vectors()
         return self._require(memory_id, user_id)
 
     def confirm(self, memory_id: str, user_id: str, *, reason: str = "stated again", actor: str = "api") -> Memory:
@@ -397,7 +418,7 @@ class MemoryStore:
                 ],
             )
             self.db.enqueue_vectors(w, "upsert", key, [created.id])
-        self._sync_vectors()
+        self._maybe_flush_vectors()
         return created
 
     def dispute(
@@ -458,7 +479,7 @@ class MemoryStore:
             self.db.delete_memory(w, memory_id)
             self.db.add_history(w, [self._history(m, "delete", reason, actor, old=m.text)])
             self.db.enqueue_vectors(w, "delete", user_key(user_id), [memory_id])
-        self._sync_vectors()
+        self._maybe_flush_vectors()
 
     # -- reads --------------------------------------------------------------------------------------
 
@@ -888,7 +909,7 @@ class MemoryStore:
                 self.db.add_feedback(w, f)
             for key, mids in by_key.items():
                 self.db.enqueue_vectors(w, "upsert", key, mids)
-        self._sync_vectors()
+        self._maybe_flush_vectors()
         return len(memories) + len(events) + len(turns) + len(feedback)
 
     def check(self) -> CheckReport:

@@ -137,6 +137,7 @@ def test_rebuild_restores_a_lost_vector_index(store):
         pytest.skip("the exact index is re-derived from SQLite on demand: it cannot lose vectors")
     for t in ["I like chess.", "I like tennis.", "My cat is Mochi."]:
         store.add(t, "alice")
+    store.flush_vectors()
     store.index.reset()
     report = store.check()
     assert not report.ok and len(report.missing_vectors) == 3
