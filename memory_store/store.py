@@ -277,34 +277,35 @@ class MemoryStore:
             where = f"item {n}: " if len(items) > 1 else ""
             try:
                 text = check_text(item.text)
-                uid = check_scope_id(item.user_id)
+                check_scope_id(item.user_id)
                 check_optional_id(item.agent_id, "agent id")
                 check_optional_id(item.session_id, "session id")
             except InvalidInput as exc:
                 raise InvalidInput(f"{where}{exc}") from None
-            prepared.append((item, text, uid))
-        vectors = self.embed([text for _, text, _ in prepared])
+            prepared.append((item, text))
+        vectors = self.embed([text for _, text in prepared])
         now = self.clock()
-        memories = [
-            Memory(
-                id=new_id(),
-                user_id=uid,
-                agent_id=item.agent_id,
-                session_id=item.session_id,
-                kind=item.kind,
-                text=text,
-                created_at=now,
-                updated_at=now,
-                trust=item.trust,
-                valid_from=item.valid_from or now,
-                source=item.source,
-                metadata=item.metadata,
-                embedding_model=self.embedder.model_id,
-            )
-            for item, text, uid in prepared
-        ]
+        memories = [self._record(item, text, now) for item, text in prepared]
         self._insert(memories, vectors, [self._history(m, "add", reason, actor, new=m.text) for m in memories])
         return memories
+
+    def _record(self, item: NewMemory, text: str, now: datetime) -> Memory:
+        """A new stored record from what the caller gave (text already validated)."""
+        return Memory(
+            id=new_id(),
+            user_id=item.user_id,
+            agent_id=item.agent_id,
+            session_id=item.session_id,
+            kind=item.kind,
+            text=text,
+            created_at=now,
+            updated_at=now,
+            trust=item.trust,
+            valid_from=item.valid_from or now,
+            source=item.source,
+            metadata=item.metadata,
+            embedding_model=self.embedder.model_id,
+        )
 
     def _insert(self, memories: list[Memory], vectors: np.ndarray, events: list[HistoryEvent]) -> None:
         by_key: dict[str, list[str]] = {}
@@ -382,21 +383,7 @@ class MemoryStore:
         text = check_text(new.text)
         vec = self.embed([text])
         now = self.clock()
-        created = Memory(
-            id=new_id(),
-            user_id=user_id,
-            agent_id=new.agent_id,
-            session_id=new.session_id,
-            kind=new.kind,
-            text=text,
-            created_at=now,
-            updated_at=now,
-            trust=new.trust,
-            valid_from=new.valid_from or now,
-            source=new.source,
-            metadata=new.metadata,
-            embedding_model=self.embedder.model_id,
-        )
+        created = self._record(new, text, now)
         key = user_key(user_id)
         with self.db.write() as w:
             self.db.insert_memories(w, [memory_to_row(created, key, vec[0])])
