@@ -7,16 +7,17 @@ PY=${PYTHON:-python3}
 VENV=${VENV:-.venv}
 if [ ! -x "$VENV/bin/python" ]; then
   "$PY" -m venv "$VENV"
-  "$VENV/bin/pip" install -q --upgrade pip
+  "$VENV/bin/pip" install -q --upgrade pip 2> >(grep -v "^WARNING: Location '.*' is ignored" >&2)
 fi
-PIP="$VENV/bin/pip"
+# This machine's pip configuration may name local package folders that do not exist; pip warns about each.
+pip_install() { "$VENV/bin/pip" install -q "$@" 2> >(grep -v "^WARNING: Location '.*' is ignored" >&2); }
 # CPU torch first: a plain `torch` requirement could otherwise pull a multi-GB CUDA build.
 if ! "$VENV/bin/python" -c "import torch" 2>/dev/null; then
-  "$PIP" install -q torch==2.13.0
+  pip_install torch==2.13.0
 fi
 stamp="$VENV/.mark-installed"
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   echo "Installing mark and its dependencies (the first run builds llama-cpp-python: ~6 min)..." >&2
-  "$PIP" install -q -e ".[dev,local]"
+  pip_install -e ".[dev,local]"
   touch "$stamp"
 fi
