@@ -126,6 +126,7 @@ class MemoryBuilder:
         """Drop what small models get wrong: questions, echoes of the prompt, facts absent from the exchange."""
         exchange = content_words(" ".join(t.content for t in turns))
         assistant_lines = [" ".join(t.content.lower().split()) for t in turns if t.role == "assistant"]
+        user_lines = [" ".join(t.content.lower().split()) for t in turns if t.role == "user"]
         user_words = content_words(" ".join(t.content for t in turns if t.role == "user"))
         instructions = content_words(COMBINED_SYSTEM + " ".join(AGENT_SYSTEM.values())) - exchange
         kept: list[ExtractedNote] = []
@@ -146,7 +147,9 @@ class MemoryBuilder:
                 why = "not grounded in the exchange"
             elif text.lower() in seen:
                 why = "repeated"
-            elif any(text.lower().rstrip(".!") in line for line in assistant_lines):
+            elif any(text.lower().rstrip(".!") in line for line in assistant_lines) and not any(
+                text.lower().rstrip(".!") in line for line in user_lines
+            ):
                 why = "repeats the assistant, not a fact about the user"
             if why:
                 report.skipped.append(f"{text} ({why})")

@@ -124,3 +124,14 @@ async def test_three_agent_mode_makes_three_calls_with_scripted_fake_llm(store, 
     report = await MemoryBuilder(store, llm.client(), config).build(exchange(store, "My dog is called Biscuit."))
     assert len(llm.calls("reply")) == 3
     assert len(report.added) == 1  # the same note from three agents is kept once
+
+
+async def test_a_user_fact_echoed_by_the_assistant_is_kept_with_scripted_fake_llm(store, llm):
+    llm.extract = lambda body: llm.notes(
+        ("user_question", "I moved from Denver to Lisbon last month."),
+        ("residual", "Congratulations on the move!"),
+    )
+    turns = exchange(store, "I moved from Denver to Lisbon last month.", "I moved from Denver to Lisbon last month.")
+    report = await MemoryBuilder(store, llm.client()).build(turns)
+    assert [store.get(i, "alice").text for i in report.added] == ["I moved from Denver to Lisbon last month."]
+    assert report.skipped == ["Congratulations on the move! (not grounded in the exchange)"]
