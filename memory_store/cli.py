@@ -263,9 +263,15 @@ def import_(
 
 
 @memory_app.command("check")
-def check(ctx: typer.Context, as_json: Json = False) -> None:
+def check(
+    ctx: typer.Context,
+    repair: Annotated[bool, typer.Option("--repair", help="Repair what differs (SQLite is the truth).")] = False,
+    as_json: Json = False,
+) -> None:
     """Admin: are SQLite (the truth) and the vector index consistent?"""
     with open_store(ctx) as store:
+        if repair:
+            store.reconcile()
         report = store.check()
     if as_json:
         emit(report.model_dump())

@@ -13,6 +13,8 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
+import logging
+import os
 import threading
 import uuid
 from collections.abc import Callable, Iterable, Sequence
@@ -59,6 +61,19 @@ EXACT_FILTER_LIMIT = 5000
 #: or close: chroma's cost is per call and per collection, so applying writes in large groups is what makes
 #: bulk adds fast. Reads are unaffected: a search applies pending writes before it queries the index.
 VECTOR_FLUSH_OPS = 10_000
+
+
+log = logging.getLogger(__name__)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def new_id() -> str:
@@ -110,6 +125,7 @@ class MemoryStore:
         self._vfile = FileLock(str(self.home / "vectors.lock"), timeout=120, thread_local=False)
         self._epoch = self.db.vector_epoch()
         self._sync_vectors(force=True)
+        self._mark_open()
 
     # -- plumbing -----------------------------------------------------------------------------------
 
@@ -190,11 +206,63 @@ class MemoryStore:
                 out[r["id"]] = np.frombuffer(r["embedding"], dtype=np.float32)
         return out
 
+    def _mark_open(self) -> None:
+        """Reconcile SQLite and the vector index on open when a process using this home died uncleanly.
+
+        Each open store leaves a marker file named after its process; a marker whose process is gone means a
+        crash (or kill -9). Pending outbox writes are applied above anyway; this also compares every id and
+        repairs what differs (an index file restored from a backup, a crash inside chroma's own write).
+        """
+        markers = self.home / "open"
+        markers.mkdir(exist_ok=True)
+        stale = [m for m in markers.glob("*.pid") if m.stem.isdigit() and not _alive(int(m.stem))]
+        if stale:
+            report = self.reconcile()
+            if report.missing_vectors or report.orphan_vectors:
+                log.warning(
+                    "an unclean shutdown left the vector index behind: repaired %d missing and %d orphan vectors",
+                    len(report.missing_vectors),
+                    len(report.orphan_vectors),
+                )
+            for m in stale:
+                m.unlink(missing_ok=True)
+        self._marker = markers / f"{os.getpid()}.pid"
+        self._marker.touch()
+
+    def reconcile(self) -> CheckReport:
+        """Admin: compare every id in SQLite and the vector index, and repair the differences."""
+        report = self.check()
+        with self._vlock, self._vfile:
+            missing_by_key: dict[str, list[str]] = {}
+            for r in (
+                self.db.query(
+                    f"SELECT user_key, id FROM memories WHERE id IN ({','.join('?' * len(report.missing_vectors))})",
+                    report.missing_vectors,
+                )
+                if report.missing_vectors
+                else []
+            ):
+                missing_by_key.setdefault(r["user_key"], []).append(r["id"])
+            for key, ids in missing_by_key.items():
+                found = self._vectors_for(key, ids)
+                if found:
+                    self.index.upsert(key, list(found), np.stack(list(found.values())))
+            if report.orphan_vectors:
+                orphans = set(report.orphan_vectors)
+                for key in self.index.user_keys():
+                    stray = sorted(self.index.ids(key) & orphans)
+                    if stray:
+                        self.index.delete(key, stray)
+        return report
+
     def close(self) -> None:
         with contextlib.suppress(Exception):  # best effort: pending writes are durable and applied on next open
             self._sync_vectors()
         self.index.close()
         self.db.close()
+        marker = getattr(self, "_marker", None)
+        if marker is not None:
+            marker.unlink(missing_ok=True)
 
     def __enter__(self) -> MemoryStore:
         return self

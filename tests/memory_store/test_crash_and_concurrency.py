@@ -106,3 +106,28 @@ def test_reader_process_sees_writes_made_after_it_opened(tmp_path, embedder):
     assert sum("meeting moved" in h.memory.text for h in hits) == 10
     reader.close()
     assert os.path.exists(home / "memory.db")
+
+
+def test_open_after_an_unclean_shutdown_reconciles_every_id(tmp_path, embedder):
+    from memory_store.validation import user_key
+    from memory_store.vectors import ChromaIndex
+
+    home = tmp_path / "home"
+    store = MemoryStore(StoreSettings(home=home), embedder=embedder)
+    kept = store.add("I collect vintage maps.", "alice")
+    gone = store.add("I play the cello.", "alice")
+    store.close()
+    # The index diverges behind the store's back (a crash inside chroma's write, a restored backup) ...
+    index = ChromaIndex(home / "vectors")
+    index.delete(user_key("alice"), [gone.id])
+    index.upsert(user_key("alice"), ["stray-id"], store.embed(["stray"]))
+    index.close()
+    # ... and a process using this home died without closing (its marker is left behind).
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    (home / "open" / f"{dead.stdout.strip()}.pid").touch()
+    store = MemoryStore(StoreSettings(home=home), embedder=embedder)
+    report = store.check()
+    assert report.ok, report
+    assert {h.memory.id for h in store.search("music instrument hobby", "alice", mode="dense")} == {kept.id, gone.id}
+    assert not list((home / "open").glob(f"{dead.stdout.strip()}.pid"))
+    store.close()
