@@ -15,6 +15,9 @@ from mark_eval.convomem.summary import SummaryRow
 IGNORED_ANCHOR_METHODS = frozenset({"taci_tree"})
 
 
+_MARKERS = ["o", "s", "^", "D", "v", "P", "*", "X"]
+
+
 def _figure(panels: int):  # type: ignore[no-untyped-def]
     import matplotlib
 
@@ -41,10 +44,20 @@ def plot_metric(summary: list[SummaryRow], path: Path, metric: str) -> Path | No
         by_method: dict[str, list[SummaryRow]] = defaultdict(list)
         for row in rows:
             by_method[row.method].append(row)
-        for method, mrows in sorted(by_method.items()):
+        # Methods often coincide (hybrid is full context while the history fits): draw the first ones wider,
+        # with their own markers, so a line drawn later never hides one drawn earlier.
+        for n, (method, mrows) in enumerate(sorted(by_method.items())):
             mrows.sort(key=lambda r: r.context_size)
             ys = [r.success_rate_percent if metric == "accuracy" else r.avg_input_tokens for r in mrows]
-            ax.plot([r.context_size for r in mrows], ys, marker="o", label=f"ours: {method}")
+            ax.plot(
+                [r.context_size for r in mrows],
+                ys,
+                marker=_MARKERS[n % len(_MARKERS)],
+                linewidth=max(1.0, 4.0 - n * 0.7),
+                markersize=max(4.0, 10.0 - n * 1.5),
+                alpha=0.85,
+                label=f"ours: {method}",
+            )
         sizes = {r.context_size for r in rows}
         anchors: dict[str, list[tuple[int, float]]] = defaultdict(list)
         for a in matching(category, ev, sizes):
