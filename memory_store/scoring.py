@@ -10,6 +10,8 @@
     frequency = 1 - exp(-0.3 * (confirmations + recalls))
     trust     = the memory's trust in [0, 1] (raised by confirmations and good feedback, lowered by bad)
     final     = w_relevance * relevance + w_recency * recency + w_frequency * frequency + w_trust * trust
+                (halved for a superseded memory, which is only returned when history is asked for, so that
+                it ranks below the fact that replaced it)
 
 Cosine is gated before fusion (a memory under `min_similarity` that no keyword matched is not a candidate):
 thresholds apply to the cosine, never to the rank-fusion score, whose scale depends on the list lengths.
@@ -21,9 +23,10 @@ import math
 from datetime import datetime
 
 from memory_store.config import ScoringConfig
-from memory_store.models import Memory, ScoreBreakdown
+from memory_store.models import Memory, MemoryStatus, ScoreBreakdown
 
 DENSE_SHARE = 0.7
+SUPERSEDED_FACTOR = 0.5
 MAX_STRENGTH_DAYS = 3650.0
 
 
@@ -72,6 +75,8 @@ def score(
     final = (
         cfg.w_relevance * relevance + cfg.w_recency * r + cfg.w_frequency * f + cfg.w_trust * memory.trust
     ) / total_w
+    if memory.status == MemoryStatus.superseded:
+        final *= SUPERSEDED_FACTOR
     return ScoreBreakdown(
         similarity=cosine,
         dense_rank=dense_rank,

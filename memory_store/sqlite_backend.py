@@ -33,11 +33,12 @@ MEMORY_COLUMNS = (
     "metadata, embedding_model"
 )
 _WORD = re.compile(r"\w+", re.UNICODE)
-#: Words too common to rank by: they match most rows and cost time without telling memories apart.
+#: Words too common to rank by: they match most rows and cost time without telling memories apart
+#: ("user": the MARK agents write every note as "The user ...").
 STOPWORDS = frozenset(
     "a an and are as at be but by did do does for from had has have he her his how i if in is it its me my "
     "of on or our she so that the their them they this to was we were what when where which who why will "
-    "with you your".split()
+    "with you your user users".split()
 )
 _BUSY_RETRIES = 8
 
