@@ -7,40 +7,15 @@ embedding model.
 from __future__ import annotations
 
 import json
-import re
 
-import httpx
 import pytest
 from fastapi.testclient import TestClient
 
 from examples.fastapi_backend.app import create_app
 from mark_agents.agent import MemoryAgent
 from mark_agents.config import Settings
-from mark_agents.prompts import COMBINED_SYSTEM, RELATION_SYSTEM
 from memory_store import MemoryStore
-from tests.llm_fixtures import ScriptedLLM, completion
-
-FACT = re.compile(r"my (\w+) is called (\w+)", re.IGNORECASE)
-
-
-def brain(request: httpx.Request) -> httpx.Response:
-    """Extraction turns "my X is called Y" into a note; replies quote the first remembered note, if any."""
-    body = json.loads(request.content)
-    system = body["messages"][0]["content"]
-    if system == COMBINED_SYSTEM:
-        users = re.findall(r"^User: (.*)$", body["messages"][-1]["content"], re.MULTILINE)
-        notes = [
-            {"kind": "user_question", "text": f"The user's {m[1]} is called {m[2]}."}
-            for u in users
-            if (m := FACT.search(u))
-        ]
-        return completion(json.dumps({"memories": notes}))
-    if system == RELATION_SYSTEM:
-        return completion(json.dumps({"relation": "unrelated", "reason": "scripted"}))
-    remembered = re.findall(r"^- (.*)$", system, re.MULTILINE)
-    return completion(
-        f"You told me: {remembered[0]}" if remembered else "Noted.", prompt_tokens=42, completion_tokens=7
-    )
+from tests.mark_agents.fake_llm import Brain
 
 
 @pytest.fixture
@@ -50,8 +25,7 @@ def settings(tmp_path) -> Settings:
 
 @pytest.fixture
 def client(settings, embedder):
-    fake = ScriptedLLM(brain)
-    agent = MemoryAgent(settings, llm=fake.client(), store=MemoryStore(settings, embedder=embedder))
+    agent = MemoryAgent(settings, llm=Brain().client(), store=MemoryStore(settings, embedder=embedder))
     with TestClient(create_app(agent)) as client:  # the context runs the lifespan: one event loop for the agent
         client.agent = agent
         yield client
@@ -67,7 +41,7 @@ def test_chat_recall_feedback_purge_with_scripted_fake_llm(client, settings, emb
     assert r.status_code == 200, r.text
     first = r.json()
     assert first["reply"] == "Noted." and first["memories"] == [] and first["session_id"] == "default"
-    assert first["usage"]["prompt_tokens"] == 42 and first["usage"]["calls"] == 1
+    assert first["usage"]["prompt_tokens"] == 20 and first["usage"]["calls"] == 1
     flush(client)
 
     r = client.post("/chat", json={"user_id": "alice", "message": "What is my dog's name?", "session_id": "s2"})

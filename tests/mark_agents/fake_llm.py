@@ -7,6 +7,7 @@ the tests marked `llm`.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -60,3 +61,27 @@ class RoleLLM:
     @staticmethod
     def user_text(body: dict) -> str:
         return body["messages"][-1]["content"]
+
+
+FACT = re.compile(r"my (\w+) is called (\w+)", re.IGNORECASE)
+
+
+class Brain(RoleLLM):
+    """A preset for end-to-end flows: extraction turns "my X is called Y" into a note, a reply quotes the first
+    remembered note (or says "Noted.")."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.extract = self._facts
+        self.reply = self._quote
+
+    def _facts(self, body: dict) -> str:
+        users = re.findall(r"^User: (.*)$", self.user_text(body), re.MULTILINE)
+        return self.notes(
+            *[("user_question", f"The user's {m[1]} is called {m[2]}.") for u in users if (m := FACT.search(u))]
+        )
+
+    @staticmethod
+    def _quote(body: dict) -> str:
+        remembered = re.findall(r"^- (.*)$", body["messages"][0]["content"], re.MULTILINE)
+        return f"You told me: {remembered[0]}" if remembered else "Noted."

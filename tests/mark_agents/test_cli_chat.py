@@ -22,7 +22,7 @@ from mark_agents.config import Settings
 from mark_cli.main import app
 from memory_store import MemoryStore
 from memory_store.validation import user_key
-from tests.mark_agents.test_repl import Brain
+from tests.mark_agents.fake_llm import Brain
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -9,48 +9,15 @@ import io
 import json
 import re
 
-import httpx
 import pytest
 from rich.console import Console
 
 from mark_agents.agent import MemoryAgent
 from mark_agents.config import Settings
-from mark_agents.prompts import COMBINED_SYSTEM, RELATION_SYSTEM
 from mark_agents.repl import run_repl
 from memory_store import MemoryStore
 from memory_store.validation import MAX_TURN_CHARS
-from tests.llm_fixtures import ScriptedLLM, completion, stream
-
-FACT = re.compile(r"my (\w+) is called (\w+)", re.IGNORECASE)
-
-
-class Brain:
-    """Answers by prompt: extraction turns "my X is called Y" into a note, replies quote the first memory."""
-
-    def __init__(self) -> None:
-        self.down = False
-        self.script = ScriptedLLM(self.handle)
-
-    def handle(self, request: httpx.Request) -> httpx.Response:
-        if self.down:
-            raise httpx.ConnectError("connection refused", request=request)
-        body = json.loads(request.content)
-        system = body["messages"][0]["content"]
-        if system == COMBINED_SYSTEM:
-            users = re.findall(r"^User: (.*)$", body["messages"][-1]["content"], re.MULTILINE)
-            notes = [
-                {"kind": "user_question", "text": f"The user's {m[1]} is called {m[2]}."}
-                for u in users
-                if (m := FACT.search(u))
-            ]
-            return completion(json.dumps({"memories": notes}))
-        if system == RELATION_SYSTEM:
-            return completion(json.dumps({"relation": "unrelated", "reason": "scripted"}))
-        remembered = re.findall(r"^- (.*)$", system, re.MULTILINE)
-        text = f"You told me: {remembered[0]}" if remembered else "Noted."
-        if body.get("stream"):
-            return stream([text[:6], text[6:]], usage=(30, 8))
-        return completion(text)
+from tests.mark_agents.fake_llm import Brain
 
 
 @pytest.fixture
@@ -204,7 +171,6 @@ async def test_repl_no_stream_bad_input_and_isolation_with_scripted_fake_llm(hom
 async def test_repl_sessions_resume_from_checkpoint_with_scripted_fake_llm(home, brain, embedder):
     await chat(make_agent(home, brain, embedder), "Hello there.", "/exit")
     await chat(make_agent(home, brain, embedder), "Second message.", "/exit")
-    prompts = (COMBINED_SYSTEM, RELATION_SYSTEM)
-    replies = [r for r in brain.script.requests if r["messages"][0]["content"] not in prompts]
+    replies = brain.calls("reply")
     # The second agent sent the first exchange as history: the session resumed from the SQLite checkpoint.
     assert [m["content"] for m in replies[-1]["messages"][1:]] == ["Hello there.", "Noted.", "Second message."]
