@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel, Field
 
-from mark_eval.convomem.answerers.base import UsageTotals
+from mark_agents.llm import Usage
 from mark_eval.convomem.bm25 import tokenize
 from mark_eval.convomem.categories import JudgeKind, spec
 from mark_eval.convomem.prompts import (
@@ -33,7 +33,7 @@ class Verdict(BaseModel):
     judge: str
     approximate: bool = False
     raw: str = ""
-    usage: UsageTotals = Field(default_factory=UsageTotals)
+    usage: Usage = Field(default_factory=Usage)
 
 
 class Judge(Protocol):
@@ -82,11 +82,11 @@ class LLMJudge:
             {"role": "system", "content": JUDGE_SYSTEM},
             {"role": "user", "content": judge_prompt(question, response)},
         ]
-        usage = UsageTotals()
+        usage = Usage()
         raw = ""
         for _ in range(self.retries):
             result = await self.client.chat(messages, max_tokens=self.max_tokens, temperature=0.0, label="judge")
-            usage.add(getattr(result, "usage", None))
+            usage = usage + result.usage
             raw = str(getattr(result, "text", "") or "")
             verdict = parse_verdict(raw)
             if verdict is not None:

@@ -5,20 +5,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-
-@dataclass
-class FakeUsage:
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    calls: int = 1
-    latency_ms: float = 1.0
-    cost_usd: float = 0.0
+from mark_agents.llm import Usage
 
 
 @dataclass
 class FakeChatResult:
     text: str
-    usage: FakeUsage
+    usage: Usage
     model: str = "scripted-fake"
     finish_reason: str = "stop"
 
@@ -44,7 +37,9 @@ class ScriptedFakeLLM:
         self.calls.append((label, messages))
         text = self.script(messages, label)
         prompt = sum(len(m["content"]) for m in messages) // 4
-        return FakeChatResult(text=text, usage=FakeUsage(prompt_tokens=prompt, completion_tokens=len(text) // 4))
+        return FakeChatResult(
+            text=text, usage=Usage(prompt_tokens=prompt, completion_tokens=len(text) // 4, calls=1, latency_ms=1.0)
+        )
 
     async def structured(self, messages, schema, *, max_tokens=None, meter=None, label="extract"):  # type: ignore[no-untyped-def]
         """Enough of MARK's extraction for the ``mark`` method: one note per user message of the exchange."""
@@ -60,22 +55,13 @@ class ScriptedFakeLLM:
             data = {"relation": "unrelated", "reason": "scripted"}
         else:
             data = {}
-        usage = _real_usage(100, 20)
+        usage = Usage(prompt_tokens=100, completion_tokens=20, calls=1, latency_ms=1.0)
         if meter is not None:
             meter.record(usage, label)
         return schema.model_validate(data), usage
 
     async def aclose(self) -> None:
         self.closed = True
-
-
-def _real_usage(prompt: int, completion: int) -> object:
-    """The agents' own Usage when present (their meters add Usages), else the stand-in."""
-    try:
-        from mark_agents.llm import Usage
-    except ImportError:
-        return FakeUsage(prompt_tokens=prompt, completion_tokens=completion)
-    return Usage(prompt_tokens=prompt, completion_tokens=completion, calls=1, latency_ms=1.0)
 
 
 def prompt_text(messages: list[dict[str, str]]) -> str:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mark_eval.convomem.answerers.base import Answer, Answerer, AnswererContext, Selection, UsageTotals
+from mark_eval.convomem.answerers.base import Answer, Answerer, AnswererContext, Selection
 from mark_eval.convomem.answerers.extracted import BlockBased, ExtractedContext
 from mark_eval.convomem.answerers.full_context import FullContext
 from mark_eval.convomem.answerers.hybrid import Hybrid
@@ -36,7 +36,6 @@ __all__ = [
     "MarkMemory",
     "Rag",
     "Selection",
-    "UsageTotals",
     "create",
     "method_names",
     "needs_llm_to_select",

@@ -15,31 +15,12 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from mark_agents.llm import Usage
 from mark_eval.convomem.retrieval import RetrievalMode
 from mark_eval.convomem.schema import Haystack
 from mark_eval.convomem.tokens import messages_tokens
 from memory_store.embeddings import Embedder
 from memory_store.errors import MarkError
-
-
-class UsageTotals(BaseModel):
-    """Usage summed over the LLM calls of one step (read from the client's ``Usage`` by attribute)."""
-
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    calls: int = 0
-    latency_ms: float = 0.0
-    cost_usd: float = 0.0
-
-    def add(self, usage: Any) -> UsageTotals:
-        if usage is None:
-            return self
-        self.prompt_tokens += int(getattr(usage, "prompt_tokens", 0) or 0)
-        self.completion_tokens += int(getattr(usage, "completion_tokens", 0) or 0)
-        self.calls += int(getattr(usage, "calls", 1) or 0)
-        self.latency_ms += float(getattr(usage, "latency_ms", 0.0) or 0.0)
-        self.cost_usd += float(getattr(usage, "cost_usd", 0.0) or 0.0)
-        return self
 
 
 class Selection(BaseModel):
@@ -51,9 +32,9 @@ class Selection(BaseModel):
     input_tokens: int
     context_overflow: bool = False
     retrieval_ms: float = 0.0
-    helper_usage: UsageTotals = Field(default_factory=UsageTotals)
+    helper_usage: Usage = Field(default_factory=Usage)
     #: LLM usage of indexing this question's haystack (mark's memory building), shared by its questions
-    index_usage: UsageTotals = Field(default_factory=UsageTotals)
+    index_usage: Usage = Field(default_factory=Usage)
     #: set when the method answers without a final call (block_based with nothing relevant)
     canned_answer: str | None = None
     route: str = ""
@@ -154,7 +135,7 @@ class Answerer(ABC):
             raise
         except llm_error as exc:
             return Answer(error=f"{type(exc).__name__}: {exc}", latency_ms=_ms(started))
-        usage = sel.helper_usage.model_copy()
+        usage = sel.helper_usage
         model = ""
         if sel.canned_answer is not None:
             text = sel.canned_answer
@@ -175,7 +156,7 @@ class Answerer(ABC):
                 )
             text = str(getattr(result, "text", "") or "").strip()
             model = str(getattr(result, "model", "") or "")
-            usage.add(getattr(result, "usage", None))
+            usage = usage + result.usage
         return Answer(
             text=text,
             context_mids=sel.context_mids,

@@ -10,11 +10,11 @@ from __future__ import annotations
 import asyncio
 import re
 
+from mark_agents.llm import Usage
 from mark_eval.convomem.answerers.base import (
     Answerer,
     AnswererContext,
     Selection,
-    UsageTotals,
     chat,
     selection,
 )
@@ -71,11 +71,10 @@ class ExtractedContext(Answerer):
         convs = list(haystack.conversations)
         first, overflow = _fit(self.ctx, convs, question)
         kept = convs[first:]
-        usage = UsageTotals()
         result = await chat(
             self.ctx, extract_messages(question, render_flat(kept)), "extract.context", EXTRACT_MAX_TOKENS
         )
-        usage.add(getattr(result, "usage", None))
+        usage = result.usage
         text = str(getattr(result, "text", "") or "")
         context = "" if is_no_info(text) else text
         messages = answer_messages(question, context, ContextKind.EXTRACTED)
@@ -99,10 +98,10 @@ class BlockBased(Answerer):
             prompts.append(extract_messages(question, render_conversations(block[first:])))
             seen.extend(m.mid for c in block[first:] for m in c)
         results = await asyncio.gather(*(chat(self.ctx, p, "extract.block", EXTRACT_MAX_TOKENS) for p in prompts))
-        usage = UsageTotals()
+        usage = Usage()
         kept: list[str] = []
         for result in results:
-            usage.add(getattr(result, "usage", None))
+            usage = usage + result.usage
             text = str(getattr(result, "text", "") or "")
             if not is_no_info(text):
                 kept.append(text.strip())

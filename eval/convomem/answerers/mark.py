@@ -15,7 +15,8 @@ import asyncio
 import time
 from typing import Any
 
-from mark_eval.convomem.answerers.base import Answerer, AnswererContext, Selection, UsageTotals, selection
+from mark_agents.llm import Usage
+from mark_eval.convomem.answerers.base import Answerer, AnswererContext, Selection, selection
 from mark_eval.convomem.prompts import ContextKind, answer_messages
 from mark_eval.convomem.schema import Haystack
 from mark_eval.convomem.tokens import messages_tokens
@@ -54,7 +55,7 @@ class _Built:
 
     def __init__(self) -> None:
         self.turn_to_mid: dict[str, str] = {}
-        self.usage = UsageTotals()
+        self.usage = Usage()
         self.failures = 0
 
 
@@ -96,7 +97,7 @@ class MarkMemory(Answerer):
             )
             for turn_id, msg in zip(result.turn_ids, conv, strict=False):
                 built.turn_to_mid[turn_id] = msg.mid
-            built.usage.add(result.usage)
+            built.usage = built.usage + result.usage
             built.failures += result.error is not None
         return built
 
