@@ -316,11 +316,9 @@ class SQLiteDB:
     def delete_memory(self, db: sqlite_utils.Database, memory_id: str) -> None:
         db.execute("DELETE FROM memories WHERE id = ?", [memory_id])
 
-    def user_vectors(self, user_id_or_key: str, by_key: bool = True) -> tuple[list[str], np.ndarray]:
-        col = "user_key" if by_key else "user_id"
-        rows = self.query(
-            f"SELECT id, embedding FROM memories WHERE {col} = ? AND embedding IS NOT NULL", (user_id_or_key,)
-        )
+    def user_vectors(self, key: str) -> tuple[list[str], np.ndarray]:
+        """Every stored embedding of one user (by hashed user key): what the exact index loads."""
+        rows = self.query("SELECT id, embedding FROM memories WHERE user_key = ? AND embedding IS NOT NULL", (key,))
         if not rows:
             return [], np.zeros((0, 0), dtype=np.float32)
         return [r["id"] for r in rows], np.stack([np.frombuffer(r["embedding"], dtype=np.float32) for r in rows])
@@ -494,9 +492,6 @@ class SQLiteDB:
 
     def outbox(self, limit: int = 20_000) -> list[sqlite3.Row]:
         return self.query("SELECT seq, op, user_key, memory_id FROM vector_outbox ORDER BY seq LIMIT ?", (limit,))
-
-    def outbox_pending(self) -> bool:
-        return bool(self.query("SELECT EXISTS(SELECT 1 FROM vector_outbox) AS x")[0]["x"])
 
     def outbox_count(self) -> int:
         return self.query("SELECT count(*) AS n FROM vector_outbox")[0]["n"]

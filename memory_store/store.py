@@ -106,18 +106,19 @@ class MemoryStore:
             settings = StoreSettings(**({"home": Path(home)} if home is not None else {}))
         elif home is not None:
             settings = settings.model_copy(update={"home": Path(home)})
+        settings = settings.model_copy(update={"home": Path(settings.home).expanduser()})
         self.settings = settings
-        self.home = Path(settings.home).expanduser()
+        self.home = settings.home
         try:
             self.home.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise StoreError(f"cannot create the data directory {self.home}: {exc}") from exc
         self.clock = clock
         self._embedder = embedder
-        self.db = SQLiteDB(self.home / "memory.db")
+        self.db = SQLiteDB(settings.db_path)
         if vector_index is None:
             if settings.vector_backend == "chroma":
-                vector_index = ChromaIndex(self.home / "vectors")
+                vector_index = ChromaIndex(settings.vectors_path)
             else:
                 vector_index = ExactIndex(loader=lambda key: self.db.user_vectors(key))
         self.index = vector_index
