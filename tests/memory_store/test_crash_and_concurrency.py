@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import collections
-import os
 import signal
 import subprocess
 import sys
@@ -105,7 +104,6 @@ def test_reader_process_sees_writes_made_after_it_opened(tmp_path, embedder):
     hits = reader.search("the meeting moved to room 3", "shared-user", mode="dense", limit=20)
     assert sum("meeting moved" in h.memory.text for h in hits) == 10
     reader.close()
-    assert os.path.exists(home / "memory.db")
 
 
 def test_open_after_an_unclean_shutdown_reconciles_every_id(tmp_path, embedder):
