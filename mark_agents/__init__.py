@@ -11,7 +11,7 @@ from mark_agents.agent import ChatReply, MemoryAgent, RememberResult
 from mark_agents.builder import BuildReport, Decision, MemoryBuilder
 from mark_agents.config import AgentConfig, LLMSettings, Settings
 from mark_agents.llm import LLMClient, LLMError, LLMOutputError, LLMUnavailable, Usage, UsageMeter, connect
-from mark_agents.recall import Recall, RecalledMemory, recall
+from mark_agents.recall import Recall, RecalledMemory, RecalledTurn, recall
 
 __all__ = [
     "AgentConfig",
@@ -27,6 +27,7 @@ __all__ = [
     "MemoryBuilder",
     "Recall",
     "RecalledMemory",
+    "RecalledTurn",
     "RememberResult",
     "Settings",
     "Usage",

@@ -32,7 +32,7 @@ from mark_agents.builder import BuildReport, MemoryBuilder
 from mark_agents.config import Settings
 from mark_agents.graph import ChatState, build_messages, make_graph
 from mark_agents.llm import LLMClient, LLMError, LLMUnavailable, Usage, UsageMeter, connect
-from mark_agents.recall import Recall, RecalledMemory, recall
+from mark_agents.recall import Recall, RecalledMemory, RecalledTurn, recall
 from memory_store import InvalidInput, MarkError, MemoryStore, PurgeReport, Turn
 from memory_store.validation import MAX_TURN_CHARS, check_optional_id, check_scope_id, check_text, user_key
 
@@ -47,6 +47,8 @@ class ChatReply(BaseModel):
     user_id: str
     session_id: str
     memories: list[RecalledMemory] = Field(default_factory=list)
+    #: Earlier turns (episodes or the whole history) that were in the reply's prompt.
+    recalled_turns: list[RecalledTurn] = Field(default_factory=list)
     usage: Usage = Field(default_factory=Usage)
     #: Time spent on memory (recall and prompt assembly), apart from the LLM.
     memory_ms: float = 0.0
@@ -55,7 +57,7 @@ class ChatReply(BaseModel):
 
 class RememberResult(BaseModel):
     turn_ids: list[str]
-    status: str  # done | scheduled | failed
+    status: str  # done | scheduled | failed | stored (extract=False)
     reports: list[BuildReport] = Field(default_factory=list)
     error: str | None = None
     usage: Usage = Field(default_factory=Usage)
@@ -191,6 +193,7 @@ class MemoryAgent:
             user_id=user_id,
             session_id=session_id,
             memories=[RecalledMemory.model_validate(m) for m in state.get("recalled", [])],
+            recalled_turns=[RecalledTurn.model_validate(t) for t in state.get("recalled_turns", [])],
             usage=meter.total,
             memory_ms=timing.get("memory_ms", 0.0),
             turn_ids=[turn.id, timing.get("assistant_turn_id", "")],
@@ -200,15 +203,29 @@ class MemoryAgent:
         c = config["configurable"]
         t = time.perf_counter()
         found = await asyncio.to_thread(
-            recall,
-            self.store,
-            c["message"],
-            state["user_id"],
-            budget_tokens=self.config.recall_budget_tokens,
-            limit=self.config.recall_limit,
+            self._recall_for_turn, c["message"], state["user_id"], state["session_id"], c["user_turn"].id
         )
         c["timing"]["memory_ms"] = (time.perf_counter() - t) * 1000
-        return {"memory_block": found.text, "recalled": [m.model_dump() for m in found.memories]}
+        return {
+            "memory_block": found.text,
+            "recalled": [m.model_dump() for m in found.memories],
+            "recalled_turns": [x.model_dump() for x in found.turns],
+        }
+
+    def _recall_for_turn(self, message: str, user_id: str, session_id: str, turn_id: str) -> Recall:
+        """Recall for a chat turn: the current message and the session's recent messages (already in the prompt
+        as chat history) are not repeated in the memory block."""
+        recent = self.store.turns(
+            user_id, session_id=session_id, limit=self.config.history_messages + 1, newest_first=True
+        )
+        return recall(
+            self.store,
+            message,
+            user_id,
+            budget_tokens=self.config.recall_budget_tokens,
+            limit=self.config.recall_limit,
+            exclude_turn_ids=[turn_id, *(t.id for t in recent)],
+        )
 
     async def _respond_node(self, state: ChatState, config: RunnableConfig) -> dict:
         c = config["configurable"]
@@ -265,11 +282,15 @@ class MemoryAgent:
         *,
         wait: bool = True,
         chunk_messages: int = 2,
+        extract: bool = True,
     ) -> RememberResult:
         """Store messages from a backend's own LLM loop and build memories from them.
 
         `chunk_messages` is how many messages each extraction call sees (2 = one exchange, MARK's per-turn
         unit; larger chunks cost fewer calls on long transcripts). With wait=False it returns at once.
+        With extract=False the messages are only stored (recallable as episodes at once, no LLM call); their
+        notes are built by a later `process_pending`. Each message may carry `created_at` (a datetime) and a
+        `speaker` name, kept with the turn.
         """
         check_scope_id(user_id)
         session_id = check_optional_id(session_id, "session id") or DEFAULT_SESSION
@@ -279,11 +300,16 @@ class MemoryAgent:
         for n, m in enumerate(messages):
             if not isinstance(m, dict) or "content" not in m:
                 raise InvalidInput(f"message {n} must be an object with 'role' and 'content'")
-            rows.append(
-                {"user_id": user_id, "session_id": session_id, "role": m.get("role", "user"), "content": m["content"]}
-            )
+            row = {"user_id": user_id, "session_id": session_id, "role": m.get("role", "user"), "content": m["content"]}
+            if m.get("created_at") is not None:
+                row["created_at"] = m["created_at"]
+            if m.get("speaker"):
+                row["metadata"] = {"speaker": str(m["speaker"])}
+            rows.append(row)
         turns = await asyncio.to_thread(self.store.add_turns, rows)
         ids = [t.id for t in turns]
+        if not extract:
+            return RememberResult(turn_ids=ids, status="stored")
         if not wait:
             self._bind_loop()
             self._spawn(self._process_user(user_id, chunk_messages=chunk_messages, complete=True))

@@ -65,6 +65,72 @@ class BuildReport(BaseModel):
     usage: Usage = Field(default_factory=Usage)
 
 
+_GREETING = re.compile(r"^(hi|hello|hey|good (morning|afternoon|evening))\b[^a-z0-9]*", re.IGNORECASE)
+_FIRST_PERSON = [
+    (re.compile(r"^I am\b"), "The user is"),
+    (re.compile(r"^I'm\b"), "The user is"),
+    (re.compile(r"^I've\b"), "The user has"),
+    (re.compile(r"^I\b"), "The user"),
+    (re.compile(r"^My\b"), "The user's"),
+    (re.compile(r"\bmy\b"), "the user's"),
+    (re.compile(r"\bme\b"), "the user"),
+]
+
+
+def third_person(text: str) -> str:
+    """A note as the user's sentence ("Hi! My dog is called Biscuit.") becomes a note about the user ("The user's
+    dog is called Biscuit."): small models copy the user's words despite the instructions."""
+    text = _GREETING.sub("", text).strip()
+    if not text or not re.match(r"^(I|I'm|I've|My)\b", text):
+        return text
+    verb = re.match(r"^I ([a-z]+)\b", text)
+    if verb and verb.group(1) in _PRESENT_VERBS:
+        text = "The user " + _third_singular(verb.group(1)) + text[verb.end() :]
+    for pattern, repl in _FIRST_PERSON:
+        text = pattern.sub(repl, text)
+    return text
+
+
+#: Verbs conjugated for "The user": common present-tense verbs of notes (anything else, a past tense
+#: like "moved", reads correctly unchanged).
+_PRESENT_VERBS = set(
+    "live work like love have do go want need prefer hate study play own speak use teach run enjoy drive eat drink "
+    "know think plan ride read write cook visit walk swim watch listen keep feel collect practise practice "
+    "volunteer attend take make teach paint sing dance travel".split()
+)
+_IRREGULAR = {"have": "has", "do": "does", "go": "goes", "be": "is"}
+
+
+def _third_singular(verb: str) -> str:
+    if verb in _IRREGULAR:
+        return _IRREGULAR[verb]
+    if verb.endswith(("s", "sh", "ch", "x", "z", "o")):
+        return verb + "es"
+    if verb.endswith("y") and len(verb) > 2 and verb[-2] not in "aeiou":
+        return verb[:-1] + "ies"
+    return verb + "s"
+
+
+_JOINED_CLAUSES = re.compile(r"(?:;|,? and (?=I |I'm |my |My |the user |The user |he |she ))")
+
+
+def split_facts(notes: list[ExtractedNote]) -> list[ExtractedNote]:
+    """One fact per note: "I live in Denver and I work as a nurse." becomes two notes, so superseding one keeps
+    the other. Only clauses that each name their subject are split ("likes tea and coffee" stays whole)."""
+    out: list[ExtractedNote] = []
+    for note in notes:
+        parts = [p.strip(" ,.") for p in _JOINED_CLAUSES.split(note.text) if p.strip(" ,.")]
+        if len(parts) < 2:
+            out.append(note)
+            continue
+        subject = "The user" if note.text.lower().startswith("the user") else None
+        for p in parts:
+            if subject and re.match(r"^(he|she)\s", p, re.IGNORECASE):
+                p = subject + " " + p.split(" ", 1)[1]
+            out.append(ExtractedNote(kind=note.kind, text=p[0].upper() + p[1:] + "."))
+    return out
+
+
 def content_words(text: str) -> set[str]:
     return {w for w in _WORD.findall(text.lower()) if w not in _STOP and len(w) > 1}
 
@@ -131,8 +197,8 @@ class MemoryBuilder:
         instructions = content_words(COMBINED_SYSTEM + " ".join(AGENT_SYSTEM.values())) - exchange
         kept: list[ExtractedNote] = []
         seen: set[str] = set()
-        for note in notes:
-            text = " ".join(note.text.split())
+        for note in split_facts(notes):
+            text = third_person(" ".join(note.text.split()))
             words = content_words(text)
             why = None
             if len(text) < 8 or not words:
@@ -147,10 +213,12 @@ class MemoryBuilder:
                 why = "not grounded in the exchange"
             elif text.lower() in seen:
                 why = "repeated"
-            elif any(text.lower().rstrip(".!") in line for line in assistant_lines) and not any(
-                text.lower().rstrip(".!") in line for line in user_lines
+            elif (
+                not text.lower().startswith("the assistant")
+                and any(text.lower().rstrip(".!") in line for line in assistant_lines)
+                and not any(text.lower().rstrip(".!") in line for line in user_lines)
             ):
-                why = "repeats the assistant, not a fact about the user"
+                why = "repeats the assistant word for word, not a note about the user"
             if why:
                 report.skipped.append(f"{text} ({why})")
                 continue

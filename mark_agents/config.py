@@ -119,8 +119,8 @@ class AgentConfig(BaseModel):
     trust_by_kind: dict[str, float] = Field(
         default_factory=lambda: {"user_question": 0.7, "llm_response": 0.6, "residual": 0.5}
     )
-    #: Tokens of memories put into each reply's prompt.
-    recall_budget_tokens: int = 600
+    #: Tokens of memory (notes and earlier turns) put into each reply's prompt; a history this small is given whole.
+    recall_budget_tokens: int = 1500
     recall_limit: int = 12
     #: Earlier messages of the session sent with each reply.
     history_messages: int = 8

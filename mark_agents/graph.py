@@ -24,6 +24,7 @@ class ChatState(TypedDict, total=False):
     messages: Annotated[list[dict[str, str]], operator.add]
     memory_block: str
     recalled: list[dict[str, Any]]
+    recalled_turns: list[dict[str, Any]]
     reply: str
 
 

@@ -1,30 +1,96 @@
-"""Recall: hybrid, decay-ranked search turned into a token-budgeted memory block for a prompt."""
+"""Recall: the one pipeline that turns a user's memory into a token-budgeted context block.
+
+Two layers are read, so nothing the user said is lost when extraction misses it:
+
+- **notes**: the MARK agents' refined memories (hybrid, decay-ranked `MemoryStore.search`);
+- **episodes**: the raw turns themselves, the user's and the assistant's (`MemoryStore.search_episodes`).
+
+While the user's whole history fits the budget it is all given, in order, with the notes on top (ConvoMem's
+finding: full context wins on small histories). Beyond that, the best notes take up to `note_share` of the
+budget and the rest is filled with episode excerpts: each hit with the turn it answers (or the answer it got),
+picked with a penalty for sessions already represented so a question whose evidence is spread over sessions
+gets every piece a chance. A turn whose fact a note superseded is shown as outdated, never as current.
+
+Used by `MemoryAgent.chat` / `recall`, the REPL, the FastAPI example and the evaluator's `mark` method.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Literal
 
 from pydantic import BaseModel, Field
 
 from mark_agents.llm import Usage, estimate_tokens
-from mark_agents.prompts import MEMORY_BLOCK_INTRO, SECTION_TITLES
-from memory_store import MemoryStore, ScoreBreakdown, SearchHit
+from mark_agents.prompts import EPISODES_TITLE, MEMORY_BLOCK_INTRO, SECTION_TITLES
+from memory_store import EpisodeHit, MemoryStore, ScoreBreakdown, SearchHit, Turn
+
+Layer = Literal["note", "episode", "history"]
+
+#: Share of the budget the notes may take when the history does not fit (the rest goes to episodes).
+NOTE_SHARE = 0.35
+#: Episode candidates considered per query.
+EPISODE_CANDIDATES = 80
+#: A turn shorter than this (characters) is shown with the turn before it: "Yes, on Thursdays" needs its question.
+SHORT_TURN_CHARS = 80
+#: Diversity: a hit from a session already represented k times counts score / (1 + SESSION_PENALTY * k).
+SESSION_PENALTY = 0.5
 
 
 class RecalledMemory(BaseModel):
+    """A note that reached the block."""
+
     id: str
     text: str
     kind: str
     status: str
     score: float
     explain: ScoreBreakdown | None = None
+    source_turn_ids: list[str] = Field(default_factory=list)
+    why: str = ""
+
+
+class RecalledTurn(BaseModel):
+    """A raw turn that reached the block: a search hit, the context of one, or part of the whole history."""
+
+    id: str
+    layer: Literal["episode", "history"]
+    role: str
+    text: str
+    session_id: str | None = None
+    created_at: datetime | None = None
+    score: float = 0.0
+    outdated_by: str | None = None
+    why: str = ""
 
 
 class Recall(BaseModel):
-    """A ready context block and the memories in it (best first)."""
+    """A ready context block and what is in it (notes best first, turns in conversation order)."""
 
     text: str = ""
+    #: "history": the whole history fitted; "retrieval": notes and episode excerpts were chosen.
+    mode: Literal["empty", "history", "retrieval"] = "empty"
     memories: list[RecalledMemory] = Field(default_factory=list)
+    turns: list[RecalledTurn] = Field(default_factory=list)
     tokens: int = 0
+    budget_tokens: int = 0
     usage: Usage = Field(default_factory=Usage)  # recall makes no LLM call; kept for a uniform API
+
+    @property
+    def turn_ids(self) -> list[str]:
+        """Every turn whose words are in the block, directly or as the source of a note in it."""
+        seen = dict.fromkeys(t.id for t in self.turns)
+        for m in self.memories:
+            seen.update(dict.fromkeys(m.source_turn_ids))
+        return list(seen)
+
+    def explain_lines(self) -> list[str]:
+        """One line per item: which layer it came from and why (the REPL's /why)."""
+        lines = [f"mode: {self.mode} ({self.tokens} of {self.budget_tokens} tokens)"]
+        lines += [f"note    {m.id[:8]}  {m.why}: {m.text}" for m in self.memories]
+        lines += [f"{t.layer:<7} {t.id[:8]}  {t.why}: {t.role}: {t.text[:100]}" for t in self.turns]
+        return lines
 
 
 def _quote(text: str) -> str:
@@ -32,10 +98,28 @@ def _quote(text: str) -> str:
     return " ".join(text.replace("<", "‹").replace(">", "›").split())
 
 
-def format_block(hits: list[SearchHit]) -> str:
-    if not hits:
-        return ""
-    lines = ["<memories>", MEMORY_BLOCK_INTRO]
+def _speaker(turn: Turn) -> str:
+    name = turn.metadata.get("speaker") if isinstance(turn.metadata, dict) else None
+    if isinstance(name, str) and name.strip():
+        return _quote(name)[:40]
+    return {"user": "User", "assistant": "Assistant"}.get(turn.role, turn.role.capitalize())
+
+
+def _turn_line(turn: Turn, outdated_note: str | None = None) -> str:
+    line = f"{_speaker(turn)}: {_quote(turn.content)}"
+    if turn.outdated_by:
+        line += " [outdated" + (f"; now: {_quote(outdated_note)}" if outdated_note else "") + "]"
+    return line
+
+
+def _session_header(session_id: str | None, first: Turn) -> str:
+    date = first.metadata.get("date") if isinstance(first.metadata, dict) else None
+    when = str(date) if date else first.created_at.strftime("%Y-%m-%d %H:%M")
+    return f"[conversation {_quote(session_id or '-')[:60]}, {when}]"
+
+
+def _note_lines(hits: Sequence[SearchHit]) -> list[str]:
+    lines: list[str] = []
     for kind, title in SECTION_TITLES.items():
         group = [h for h in hits if h.memory.kind.value == kind]
         if not group:
@@ -44,8 +128,75 @@ def format_block(hits: list[SearchHit]) -> str:
         for h in group:
             flag = " (disputed)" if h.memory.status.value == "disputed" else ""
             lines.append(f"- {_quote(h.memory.text)}{flag}")
+    return lines
+
+
+def _episode_lines(turns: Sequence[Turn], outdated: dict[str, str]) -> list[str]:
+    """Turns grouped by conversation (in store order), each conversation under a header with its date."""
+    lines: list[str] = []
+    ordered = sorted(turns, key=lambda t: t.seq or 0)
+    by_session: dict[str | None, list[Turn]] = {}
+    for t in ordered:
+        by_session.setdefault(t.session_id, []).append(t)
+    for session_id, group in sorted(by_session.items(), key=lambda kv: kv[1][0].seq or 0):
+        lines.append(_session_header(session_id, group[0]))
+        prev_seq: int | None = None
+        for t in group:
+            if prev_seq is not None and t.seq is not None and t.seq > prev_seq + 1:
+                lines.append("…")
+            lines.append(_turn_line(t, outdated.get(t.outdated_by or "")))
+            prev_seq = t.seq
+    return lines
+
+
+def format_block(notes: Sequence[SearchHit], turns: Sequence[Turn] = (), outdated: dict[str, str] | None = None) -> str:
+    """The context block: notes by kind, then conversation excerpts; empty when there is nothing."""
+    if not notes and not turns:
+        return ""
+    lines = ["<memories>", MEMORY_BLOCK_INTRO, *_note_lines(notes)]
+    if turns:
+        lines.append(EPISODES_TITLE)
+        lines += _episode_lines(turns, outdated or {})
     lines.append("</memories>")
     return "\n".join(lines)
+
+
+def _note_why(hit: SearchHit) -> str:
+    b = hit.explain
+    if b is None:
+        return f"note ({hit.memory.kind.value}), score {hit.score:.2f}"
+    ranks = ", ".join(
+        f"{name} rank {r}" for name, r in (("dense", b.dense_rank), ("keyword", b.keyword_rank)) if r is not None
+    )
+    kind = hit.memory.kind.value
+    return f"note ({kind}) score {b.final:.2f}: similarity {b.similarity:.2f}, {ranks}, recency {b.recency:.2f}"
+
+
+def _hit_why(hit: EpisodeHit) -> str:
+    ranks = ", ".join(
+        f"{name} rank {r}" for name, r in (("dense", hit.dense_rank), ("keyword", hit.keyword_rank)) if r is not None
+    )
+    return f"episode hit score {hit.score:.2f} ({ranks})"
+
+
+def _window(store: MemoryStore, hit: Turn, excluded: set[str]) -> list[Turn]:
+    """The hit, with the turn before it when the hit is short (an answer keeps its question) and the turn after
+    it when the hit asks something (a question keeps its answer)."""
+    before = 1 if len(hit.content) < SHORT_TURN_CHARS else 0
+    after = 1 if hit.content.rstrip().endswith("?") else 0
+    if not before and not after:
+        return [hit]
+    return [t for t in store.episode_window(hit, before=before, after=after) if t.id not in excluded]
+
+
+def _outdated_notes(store: MemoryStore, user_id: str, turns: Sequence[Turn]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for note_id in {t.outdated_by for t in turns if t.outdated_by}:
+        try:
+            out[note_id] = store.get(note_id, user_id).text
+        except Exception:  # the superseding note was forgotten since: the turn is still marked outdated
+            continue
+    return out
 
 
 def recall(
@@ -53,21 +204,93 @@ def recall(
     query: str,
     user_id: str,
     *,
-    budget_tokens: int = 600,
+    budget_tokens: int = 1500,
     limit: int = 12,
-    session_id: str | None = None,
+    exclude_turn_ids: Sequence[str] = (),
+    note_share: float = NOTE_SHARE,
 ) -> Recall:
-    """The best memories for a query that fit the budget, as a block to put into a prompt."""
-    hits = store.search(query, user_id, limit=limit, explain=True)
+    """The user's memory for a query as one block within `budget_tokens`: whole history if it fits, else the best
+    notes and episode excerpts. `exclude_turn_ids`: turns the caller already shows (the current message, the
+    session's recent messages), never repeated in the block."""
+    excluded = set(exclude_turn_ids)
+    notes = store.search(query, user_id, limit=limit, explain=True)
+    n_turns, chars = store.history_size(user_id)
+
+    if n_turns and estimate_tokens("x" * chars) + 12 * n_turns <= budget_tokens:
+        history = [t for t in store.turns(user_id, limit=n_turns + 1) if t.id not in excluded]
+        outdated = _outdated_notes(store, user_id, history)
+        chosen = _fit_notes(notes, history, outdated, budget_tokens)
+        text = format_block(chosen, history, outdated)
+        if estimate_tokens(text) <= budget_tokens:
+            why = f"whole history ({n_turns} turns) fits the budget"
+            return _result(text, "history", chosen, [(t, "history", 0.0, why) for t in history], budget_tokens)
+
+    note_budget = int(budget_tokens * note_share) if n_turns else budget_tokens
+    chosen = _fit_notes(notes, [], {}, note_budget)
+    used = estimate_tokens(format_block(chosen))
+    if not n_turns:
+        return _result(format_block(chosen), "retrieval" if chosen else "empty", chosen, [], budget_tokens)
+
+    hits = store.search_episodes(query, user_id, limit=EPISODE_CANDIDATES, exclude_ids=list(excluded))
+    picked: dict[str, tuple[Turn, str, float, str]] = {}
+    per_session: dict[str | None, int] = {}
+    remaining = list(hits)
+    overhead = estimate_tokens(EPISODES_TITLE) + 1 + (0 if chosen else estimate_tokens(MEMORY_BLOCK_INTRO) + 6)
+    used += overhead
+    while remaining:
+        best = max(remaining, key=lambda h: h.score / (1 + SESSION_PENALTY * per_session.get(h.turn.session_id, 0)))
+        remaining.remove(best)
+        if best.turn.id in picked:
+            continue
+        window = [t for t in _window(store, best.turn, excluded) if t.id not in picked]
+        new_session = all(t.session_id != best.turn.session_id for t, *_ in picked.values())
+        cost = sum(estimate_tokens(_turn_line(t)) + 1 for t in window) + (16 if new_session else 2)
+        if used + cost > budget_tokens:
+            continue
+        used += cost
+        per_session[best.turn.session_id] = per_session.get(best.turn.session_id, 0) + 1
+        for t in window:
+            if t.id == best.turn.id:
+                picked[t.id] = (t, "episode", best.score, _hit_why(best))
+            else:
+                picked[t.id] = (t, "episode", 0.0, f"context of episode hit {best.turn.id[:8]}")
+    turns = [p[0] for p in picked.values()]
+    outdated = _outdated_notes(store, user_id, turns)
+    text = format_block(chosen, turns, outdated)
+    # The estimate per line is conservative but the rendering adds headers: trim the weakest excerpts if over.
+    items = sorted(picked.values(), key=lambda p: p[2])
+    while items and estimate_tokens(text) > budget_tokens:
+        items.pop(0)
+        turns = [p[0] for p in items]
+        text = format_block(chosen, turns, outdated)
+    mode = "retrieval" if (chosen or items) else "empty"
+    return _result(text, mode, chosen, list(items), budget_tokens)
+
+
+def _fit_notes(
+    notes: Sequence[SearchHit], turns: Sequence[Turn], outdated: dict[str, str], budget: int
+) -> list[SearchHit]:
     chosen: list[SearchHit] = []
-    for hit in hits:
-        if estimate_tokens(format_block([*chosen, hit])) > budget_tokens:
+    for hit in notes:
+        if estimate_tokens(format_block([*chosen, hit], turns, outdated)) > budget:
             break
         chosen.append(hit)
-    text = format_block(chosen)
+    return chosen
+
+
+def _result(
+    text: str,
+    mode: str,
+    notes: Sequence[SearchHit],
+    turns: Sequence[tuple[Turn, str, float, str]],
+    budget: int,
+) -> Recall:
+    ordered = sorted(turns, key=lambda p: p[0].seq or 0)
     return Recall(
         text=text,
+        mode=mode if text else "empty",  # type: ignore[arg-type]
         tokens=estimate_tokens(text) if text else 0,
+        budget_tokens=budget,
         memories=[
             RecalledMemory(
                 id=h.memory.id,
@@ -76,7 +299,23 @@ def recall(
                 status=h.memory.status.value,
                 score=h.score,
                 explain=h.explain,
+                source_turn_ids=list(h.memory.source.turn_ids),
+                why=_note_why(h),
             )
-            for h in chosen
+            for h in notes
+        ],
+        turns=[
+            RecalledTurn(
+                id=t.id,
+                layer=layer,  # type: ignore[arg-type]
+                role=t.role,
+                text=t.content,
+                session_id=t.session_id,
+                created_at=t.created_at,
+                score=score,
+                outdated_by=t.outdated_by,
+                why=why,
+            )
+            for t, layer, score, why in ordered
         ],
     )

@@ -15,6 +15,7 @@ from memory_store.embeddings import CachedEmbedder, Embedder, SentenceTransforme
 from memory_store.errors import InvalidInput, MarkError, NotFound, StoreError
 from memory_store.models import (
     CheckReport,
+    EpisodeHit,
     Feedback,
     HistoryEvent,
     Memory,
@@ -35,6 +36,7 @@ __all__ = [
     "CachedEmbedder",
     "CheckReport",
     "Embedder",
+    "EpisodeHit",
     "Feedback",
     "HistoryEvent",
     "InvalidInput",

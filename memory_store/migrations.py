@@ -121,6 +121,27 @@ def m001_initial(db: sqlite_utils.Database) -> None:
     db["meta"].insert_all([{"key": "vector_epoch", "value": "0"}])
 
 
+@migration
+def m002_episodes(db: sqlite_utils.Database) -> None:
+    """Raw turns become the episodic memory layer: searchable by keyword (FTS5) and by vector, in the user's scope.
+
+    ``user_key`` scopes the keyword index as it does for memories; ``embedding`` is the turn's vector (the source
+    of truth for the vector index's episode collection); ``outdated_by`` names the note that superseded a fact
+    this turn stated, so recall can say the turn is no longer current.
+    """
+    from memory_store.validation import user_key
+
+    turns = db["turns"]
+    turns.add_column("user_key", str)
+    turns.add_column("embedding", bytes)
+    turns.add_column("embedding_model", str)
+    turns.add_column("outdated_by", str)
+    for (user_id,) in db.execute("SELECT DISTINCT user_id FROM turns").fetchall():
+        db.execute("UPDATE turns SET user_key = ? WHERE user_id = ?", [user_key(user_id), user_id])
+    turns.create_index(["user_key"])
+    turns.enable_fts(["content", "user_key"], tokenize="porter", create_triggers=True)
+
+
 def apply_migrations(db: sqlite_utils.Database) -> list[str]:
     """Apply pending migrations in order; returns the names applied. The caller holds a write lock."""
     if "_migrations" not in db.table_names():

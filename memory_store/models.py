@@ -89,6 +89,10 @@ class Turn(BaseModel):
     attempts: int = 0
     last_error: str | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
+    #: The note that superseded a fact stated in this turn: the turn is kept, recall marks it as not current.
+    outdated_by: str | None = None
+    #: Store order (monotonic across sessions); neighbours of a turn are found by it. Not exported.
+    seq: int | None = Field(default=None, exclude=True)
 
 
 class HistoryEvent(BaseModel):
@@ -138,6 +142,16 @@ class SearchHit(BaseModel):
     memory: Memory
     score: float
     explain: ScoreBreakdown | None = None
+
+
+class EpisodeHit(BaseModel):
+    """A raw turn found by episode search, with how each ranker placed it (1 = best; None = not found by it)."""
+
+    turn: Turn
+    score: float
+    similarity: float = 0.0
+    dense_rank: int | None = None
+    keyword_rank: int | None = None
 
 
 class Page(BaseModel):

@@ -90,3 +90,20 @@ def score(
         trust=memory.trust,
         final=final,
     )
+
+
+def episode_score(cosine: float, dense_rank: int | None, keyword_rank: int | None, cfg: ScoringConfig) -> float:
+    """Relevance of a raw turn to a query in [0, 1]: dense and keyword evidence fused.
+
+    Reciprocal-rank fusion with a keyword weight: on conversations, exact words (names, places, titles) are the
+    stronger signal, the embedding catches paraphrases. Each ranking contributes w / (k + rank), normalised so a
+    turn ranked first by both scores 1.
+    """
+    k = cfg.episode_rrf_k
+    wd, wk = cfg.episode_dense_weight, cfg.episode_keyword_weight
+    total = 0.0
+    if dense_rank is not None:
+        total += wd / (k + dense_rank)
+    if keyword_rank is not None:
+        total += wk / (k + keyword_rank)
+    return total / ((wd + wk) / (k + 1))

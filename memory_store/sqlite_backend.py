@@ -26,6 +26,7 @@ from filelock import FileLock
 from memory_store.errors import StoreError
 from memory_store.migrations import apply_migrations
 from memory_store.models import Feedback, HistoryEvent, Memory, MemoryKind, MemoryStatus, Source, Turn
+from memory_store.validation import episode_key_of, is_episode_key, user_key, user_key_of
 
 MEMORY_COLUMNS = (
     "id, user_id, agent_id, session_id, kind, text, status, created_at, updated_at, last_confirmed_at, "
@@ -120,6 +121,8 @@ def row_to_turn(row: sqlite3.Row) -> Turn:
         attempts=row["attempts"] or 0,
         last_error=row["last_error"],
         metadata=json.loads(row["metadata"]) if row["metadata"] else {},
+        outdated_by=row["outdated_by"] if "outdated_by" in row.keys() else None,  # noqa: SIM118 (sqlite3.Row)
+        seq=row["seq"] if "seq" in row.keys() else None,  # noqa: SIM118
     )
 
 
@@ -317,24 +320,47 @@ class SQLiteDB:
         db.execute("DELETE FROM memories WHERE id = ?", [memory_id])
 
     def user_vectors(self, key: str) -> tuple[list[str], np.ndarray]:
-        """Every stored embedding of one user (by hashed user key): what the exact index loads."""
+        """Every stored embedding of one vector key (a user's notes or episodes): what the exact index loads."""
+        if is_episode_key(key):
+            return self.turn_vectors(user_key_of(key))
         rows = self.query("SELECT id, embedding FROM memories WHERE user_key = ? AND embedding IS NOT NULL", (key,))
         if not rows:
             return [], np.zeros((0, 0), dtype=np.float32)
         return [r["id"] for r in rows], np.stack([np.frombuffer(r["embedding"], dtype=np.float32) for r in rows])
 
     def all_vector_ids(self) -> dict[str, set[str]]:
+        """Every id the vector index should hold, by key (notes under the user key, turns under the episode key)."""
         out: dict[str, set[str]] = {}
         for r in self.query("SELECT user_key, id FROM memories"):
             out.setdefault(r["user_key"], set()).add(r["id"])
+        for r in self.query("SELECT user_key, id FROM turns WHERE embedding IS NOT NULL"):
+            out.setdefault(episode_key_of(r["user_key"]), set()).add(r["id"])
+        return out
+
+    def vectors_for(self, key: str, ids: list[str]) -> dict[str, np.ndarray]:
+        """Stored vectors of some ids under one vector key (a note's or a turn's, by the key's namespace)."""
+        table, scope = ("turns", user_key_of(key)) if is_episode_key(key) else ("memories", key)
+        out: dict[str, np.ndarray] = {}
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            for r in self.query(
+                f"SELECT id, embedding FROM {table} WHERE user_key = ? AND id IN ({marks}) AND embedding IS NOT NULL",
+                [scope, *chunk],
+            ):
+                out[r["id"]] = np.frombuffer(r["embedding"], dtype=np.float32)
         return out
 
     def iter_vectors(self, batch: int = 2000) -> Iterator[tuple[str, list[str], np.ndarray]]:
-        """(user_key, ids, vectors) in batches, for a rebuild of the vector index."""
+        """(vector key, ids, vectors) in batches, for a rebuild of the vector index: notes, then episodes."""
+        for table in ("memories", "turns"):
+            yield from self._iter_table_vectors(table, batch)
+
+    def _iter_table_vectors(self, table: str, batch: int) -> Iterator[tuple[str, list[str], np.ndarray]]:
         last = 0
         while True:
             rows = self.query(
-                "SELECT seq, user_key, id, embedding FROM memories WHERE seq > ? AND embedding IS NOT NULL "
+                f"SELECT seq, user_key, id, embedding FROM {table} WHERE seq > ? AND embedding IS NOT NULL "
                 "ORDER BY seq LIMIT ?",
                 (last, batch),
             )
@@ -343,7 +369,8 @@ class SQLiteDB:
             last = rows[-1]["seq"]
             groups: dict[str, list[sqlite3.Row]] = {}
             for r in rows:
-                groups.setdefault(r["user_key"], []).append(r)
+                key = episode_key_of(r["user_key"]) if table == "turns" else r["user_key"]
+                groups.setdefault(key, []).append(r)
             for key, group in groups.items():
                 yield (
                     key,
@@ -396,12 +423,19 @@ class SQLiteDB:
             )
         return [row_to_history(r) for r in rows]
 
-    def add_turns(self, db: sqlite_utils.Database, turns: list[Turn]) -> None:
+    def add_turns(
+        self,
+        db: sqlite_utils.Database,
+        turns: list[Turn],
+        vectors: np.ndarray | None = None,
+        embedding_model: str | None = None,
+    ) -> None:
         db["turns"].insert_all(
             [
                 {
                     "id": t.id,
                     "user_id": t.user_id,
+                    "user_key": user_key(t.user_id),
                     "agent_id": t.agent_id,
                     "session_id": t.session_id,
                     "role": t.role,
@@ -411,10 +445,86 @@ class SQLiteDB:
                     "attempts": t.attempts,
                     "last_error": t.last_error,
                     "metadata": _json(t.metadata),
+                    "outdated_by": t.outdated_by,
+                    "embedding": None if vectors is None else np.asarray(vectors[n], dtype=np.float32).tobytes(),
+                    "embedding_model": None if vectors is None else embedding_model,
                 }
-                for t in turns
+                for n, t in enumerate(turns)
             ]
         )
+
+    # -- episodes: the raw turns as searchable memory ------------------------------------------------------
+
+    def episode_keyword_search(self, key: str, text: str, limit: int) -> list[tuple[str, float]]:
+        """BM25 over the user's turns: (turn id, bm25) best first (lower bm25 = better, as SQLite reports it)."""
+        match = fts_query(text)
+        if match is None:
+            return []
+        match = f'user_key:"{key}" AND ({match})'
+        try:
+            rows = self.query(
+                "SELECT t.id AS id, bm25(turns_fts, 1.0, 0.0) AS score FROM turns_fts "
+                "JOIN turns t ON t.seq = turns_fts.rowid "
+                "WHERE turns_fts MATCH ? ORDER BY score LIMIT ?",
+                (match, limit),
+            )
+        except sqlite3.OperationalError:
+            return []
+        return [(r["id"], r["score"]) for r in rows]
+
+    def turns_by_ids(self, user_id: str, ids: Sequence[str]) -> dict[str, tuple[Turn, np.ndarray | None]]:
+        """Turns (with their vectors) by id, only this user's: the scope guard of episode search."""
+        out: dict[str, tuple[Turn, np.ndarray | None]] = {}
+        for start in range(0, len(ids), 500):
+            chunk = list(ids[start : start + 500])
+            for r in self.query(
+                f"SELECT * FROM turns WHERE user_id = ? AND id IN ({','.join('?' * len(chunk))})", [user_id, *chunk]
+            ):
+                emb = np.frombuffer(r["embedding"], dtype=np.float32) if r["embedding"] else None
+                out[r["id"]] = (row_to_turn(r), emb)
+        return out
+
+    def session_window(self, user_id: str, session_id: str | None, seq: int, before: int, after: int) -> list[Turn]:
+        """The turns around one turn in its session, in order (the turn itself included)."""
+        same = "session_id IS ?" if session_id is None else "session_id = ?"
+        older = self.query(
+            f"SELECT * FROM turns WHERE user_id = ? AND {same} AND seq < ? ORDER BY seq DESC LIMIT ?",
+            (user_id, session_id, seq, before),
+        )
+        newer = self.query(
+            f"SELECT * FROM turns WHERE user_id = ? AND {same} AND seq >= ? ORDER BY seq LIMIT ?",
+            (user_id, session_id, seq, after + 1),
+        )
+        return [row_to_turn(r) for r in reversed(older)] + [row_to_turn(r) for r in newer]
+
+    def history_size(self, user_id: str) -> tuple[int, int]:
+        """(turns, characters) of a user's whole conversation history."""
+        row = self.query(
+            "SELECT count(*) AS n, coalesce(sum(length(content)), 0) AS c FROM turns WHERE user_id = ?", (user_id,)
+        )[0]
+        return int(row["n"]), int(row["c"])
+
+    def mark_turns_outdated(self, db: sqlite_utils.Database, user_id: str, ids: Sequence[str], note_id: str) -> None:
+        if ids:
+            db.execute(
+                f"UPDATE turns SET outdated_by = ? WHERE user_id = ? AND id IN ({','.join('?' * len(ids))})",
+                [note_id, user_id, *ids],
+            )
+
+    def turn_vectors(self, key: str) -> tuple[list[str], np.ndarray]:
+        rows = self.query("SELECT id, embedding FROM turns WHERE user_key = ? AND embedding IS NOT NULL", (key,))
+        if not rows:
+            return [], np.zeros((0, 0), dtype=np.float32)
+        return [r["id"] for r in rows], np.stack([np.frombuffer(r["embedding"], dtype=np.float32) for r in rows])
+
+    def missing_turn_embeddings(self, limit: int = 100_000) -> list[tuple[str, str, str]]:
+        """(turn id, user key, content) of turns stored before episodes had vectors, or whose vector was lost."""
+        return [
+            (r["id"], r["user_key"], r["content"])
+            for r in self.query(
+                "SELECT id, user_key, content FROM turns WHERE embedding IS NULL ORDER BY seq LIMIT ?", (limit,)
+            )
+        ]
 
     def turns(
         self,
@@ -518,11 +628,13 @@ class SQLiteDB:
         """After a purge: merge the keyword index (dropping deleted tokens) and empty the WAL file."""
         conn = self._conn()
         conn.execute("INSERT INTO memories_fts(memories_fts) VALUES('optimize')")
+        conn.execute("INSERT INTO turns_fts(turns_fts) VALUES('optimize')")
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def check_fts(self) -> bool:
         try:
-            self._conn().execute("INSERT INTO memories_fts(memories_fts, rank) VALUES('integrity-check', 1)")
+            for table in ("memories_fts", "turns_fts"):
+                self._conn().execute(f"INSERT INTO {table}({table}, rank) VALUES('integrity-check', 1)")
             return True
         except sqlite3.DatabaseError:
             return False

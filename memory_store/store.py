@@ -31,6 +31,7 @@ from memory_store.embeddings import Embedder, get_embedder
 from memory_store.errors import InvalidInput, NotFound, StoreError
 from memory_store.models import (
     CheckReport,
+    EpisodeHit,
     Feedback,
     HistoryEvent,
     Memory,
@@ -49,6 +50,8 @@ from memory_store.validation import (
     check_optional_id,
     check_scope_id,
     check_text,
+    episode_key,
+    episode_key_of,
     user_key,
 )
 from memory_store.vectors import ChromaIndex, ExactIndex, VectorIndex
@@ -196,16 +199,7 @@ class MemoryStore:
                 self.index.upsert(key, list(found), np.stack(list(found.values())))
 
     def _vectors_for(self, key: str, ids: list[str]) -> dict[str, np.ndarray]:
-        out: dict[str, np.ndarray] = {}
-        for start in range(0, len(ids), 500):
-            chunk = ids[start : start + 500]
-            marks = ",".join("?" * len(chunk))
-            for r in self.db.query(
-                f"SELECT id, embedding FROM memories WHERE user_key = ? AND id IN ({marks}) AND embedding IS NOT NULL",
-                [key, *chunk],
-            ):
-                out[r["id"]] = np.frombuffer(r["embedding"], dtype=np.float32)
-        return out
+        return self.db.vectors_for(key, ids)
 
     def _mark_open(self) -> None:
         """Reconcile SQLite and the vector index on open when a process using this home died uncleanly.
@@ -234,16 +228,12 @@ class MemoryStore:
         """Admin: compare every id in SQLite and the vector index, and repair the differences."""
         report = self.check()
         with self._vlock, self._vfile:
+            missing = set(report.missing_vectors)
             missing_by_key: dict[str, list[str]] = {}
-            for r in (
-                self.db.query(
-                    f"SELECT user_key, id FROM memories WHERE id IN ({','.join('?' * len(report.missing_vectors))})",
-                    report.missing_vectors,
-                )
-                if report.missing_vectors
-                else []
-            ):
-                missing_by_key.setdefault(r["user_key"], []).append(r["id"])
+            if missing:
+                for key, ids in self.db.all_vector_ids().items():
+                    if ids & missing:
+                        missing_by_key[key] = sorted(ids & missing)
             for key, ids in missing_by_key.items():
                 found = self._vectors_for(key, ids)
                 if found:
@@ -474,6 +464,8 @@ class MemoryStore:
                 ],
             )
             self.db.enqueue_vectors(w, "upsert", key, [created.id])
+            # The turns the old value came from stay searchable, marked as no longer current.
+            self.db.mark_turns_outdated(w, user_id, old.source.turn_ids, created.id)
         self._maybe_flush_vectors()
         return created
 
@@ -682,6 +674,79 @@ class MemoryStore:
         hits.sort(key=lambda h: (-h.score, h.memory.id))
         return hits[:limit]
 
+    # -- episodes: the raw turns as memory ------------------------------------------------------------------
+
+    def search_episodes(
+        self,
+        query: str,
+        user_id: str,
+        *,
+        limit: int = 20,
+        mode: str = "hybrid",
+        query_embedding: np.ndarray | None = None,
+        exclude_ids: Sequence[str] = (),
+    ) -> list[EpisodeHit]:
+        """Hybrid search over everything the user and the assistant said (raw turns), best first.
+
+        The turns are the episodic layer under the notes: what extraction missed is still found here. Scored by
+        `scoring.episode_score` (dense and keyword fused; no decay: an old statement is as true as a new one
+        unless a note superseded it, which `Turn.outdated_by` says).
+        """
+        check_scope_id(user_id)
+        if not isinstance(query, str) or not query.strip():
+            raise InvalidInput("search query is empty")
+        if mode not in ("hybrid", "dense", "keyword"):
+            raise InvalidInput(f"unknown search mode {mode!r} (hybrid, dense, keyword)")
+        fetch = max(limit * 3, 60)
+        excluded = set(exclude_ids)
+        dense: list[str] = []
+        qv = None
+        if mode != "keyword":
+            qv = query_embedding if query_embedding is not None else self.embed([query.strip()])[0]
+            qv = np.asarray(qv, dtype=np.float32)
+            self._sync_vectors()
+            with self._vlock:
+                dense = [i for i, _ in self.index.query(episode_key(user_id), qv, fetch + len(excluded))]
+        keyword = (
+            [i for i, _ in self.db.episode_keyword_search(user_key(user_id), query, fetch + len(excluded))]
+            if mode != "dense"
+            else []
+        )
+        dense = [i for i in dense if i not in excluded]
+        keyword = [i for i in keyword if i not in excluded]
+        candidates = list(dict.fromkeys(dense + keyword))
+        rows = self.db.turns_by_ids(user_id, candidates)  # the scope guard: only this user's turns
+        dense_rank = {i: n for n, i in enumerate((i for i in dense if i in rows), 1)}
+        keyword_rank = {i: n for n, i in enumerate((i for i in keyword if i in rows), 1)}
+        hits = []
+        for tid in candidates:
+            if tid not in rows:
+                continue
+            turn, emb = rows[tid]
+            cos = float(emb @ qv) if qv is not None and emb is not None and emb.shape == qv.shape else 0.0
+            hits.append(
+                EpisodeHit(
+                    turn=turn,
+                    score=scoring.episode_score(cos, dense_rank.get(tid), keyword_rank.get(tid), self.settings.scoring),
+                    similarity=cos,
+                    dense_rank=dense_rank.get(tid),
+                    keyword_rank=keyword_rank.get(tid),
+                )
+            )
+        hits.sort(key=lambda h: (-h.score, h.turn.seq or 0))
+        return hits[:limit]
+
+    def episode_window(self, turn: Turn, *, before: int = 1, after: int = 1) -> list[Turn]:
+        """A turn with its neighbours in the same session, in order: a short answer keeps what it answers."""
+        if turn.seq is None:
+            raise InvalidInput("the turn has no store position (was it read from this store?)")
+        return self.db.session_window(turn.user_id, turn.session_id, turn.seq, before, after)
+
+    def history_size(self, user_id: str) -> tuple[int, int]:
+        """(turns, characters) of the user's whole conversation history: tells recall whether all of it fits."""
+        check_scope_id(user_id)
+        return self.db.history_size(user_id)
+
     @staticmethod
     def _in(ids: Sequence[str]) -> str:
         return f" AND id IN ({','.join('?' * len(ids))})" if ids else " AND 0"
@@ -748,9 +813,20 @@ class MemoryStore:
                 )
             )
         if out:
-            with self.db.write() as w:
-                self.db.add_turns(w, out)
+            self._store_turns(out)
         return out
+
+    def _store_turns(self, turns: list[Turn]) -> None:
+        """Write turns with their vectors (one embedding pass) and queue them for the episode index."""
+        vectors = self.embed([t.content for t in turns])
+        by_key: dict[str, list[str]] = {}
+        for t in turns:
+            by_key.setdefault(episode_key(t.user_id), []).append(t.id)
+        with self.db.write() as w:
+            self.db.add_turns(w, turns, vectors, self.embedder.model_id)
+            for key, ids in by_key.items():
+                self.db.enqueue_vectors(w, "upsert", key, ids)
+        self._maybe_flush_vectors()
 
     def turns(
         self,
@@ -821,11 +897,12 @@ class MemoryStore:
     def purge_user(self, user_id: str) -> PurgeReport:
         """Remove every trace of a user: memories, raw turns, history, feedback, keyword index, vectors."""
         check_scope_id(user_id)
-        key = user_key(user_id)
+        keys = [user_key(user_id), episode_key(user_id)]
         with self.db.write() as w:
             counts = self.db.purge_user(w, user_id)
-            w.execute("DELETE FROM vector_outbox WHERE user_key = ?", [key])
-            self.db.enqueue_vectors(w, "drop", key, [""])
+            for key in keys:
+                w.execute("DELETE FROM vector_outbox WHERE user_key = ?", [key])
+                self.db.enqueue_vectors(w, "drop", key, [""])
         self._sync_vectors()
         self.db.scrub()
         return PurgeReport(
@@ -947,6 +1024,7 @@ class MemoryStore:
                 f"{name}: {len(existing)} memories already exist (e.g. {sorted(existing)[0]}); "
                 "use replace to overwrite them"
             )
+        turn_vectors = self.embed([t.content for t in turns]) if turns else None
         by_key: dict[str, list[str]] = {}
         with self.db.write() as w:
             for mid in existing:
@@ -959,7 +1037,9 @@ class MemoryStore:
                 self.db.add_history(w, events)
             if turns:
                 w.execute(f"DELETE FROM turns WHERE id IN ({','.join('?' * len(turns))})", [t.id for t in turns])
-                self.db.add_turns(w, turns)
+                self.db.add_turns(w, turns, turn_vectors, self.embedder.model_id)
+                for t in turns:
+                    by_key.setdefault(episode_key(t.user_id), []).append(t.id)
             for f in feedback:
                 w.execute("DELETE FROM feedback WHERE id = ?", [f.id])
                 self.db.add_feedback(w, f)
@@ -1001,6 +1081,27 @@ class MemoryStore:
             problems=problems,
         )
 
+    def embed_missing_turns(self, batch: int = 256) -> int:
+        """Give turns stored before episodes had vectors (or whose vector is missing) one; returns how many."""
+        done = 0
+        while True:
+            missing = self.db.missing_turn_embeddings(limit=batch)
+            if not missing:
+                return done
+            vecs = self.embed([t for _, _, t in missing])
+            with self.db.write() as w:
+                for (tid, _, _), v in zip(missing, vecs, strict=True):
+                    w.execute(
+                        "UPDATE turns SET embedding = ?, embedding_model = ? WHERE id = ?",
+                        [v.tobytes(), self.embedder.model_id, tid],
+                    )
+                by_key: dict[str, list[str]] = {}
+                for tid, key, _ in missing:
+                    by_key.setdefault(episode_key_of(key), []).append(tid)
+                for key, ids in by_key.items():
+                    self.db.enqueue_vectors(w, "upsert", key, ids)
+            done += len(missing)
+
     def rebuild(self, progress: Callable[[int], None] | None = None) -> int:
         """Admin: rebuild the vector and keyword indexes from SQLite (re-embedding rows that lack a vector)."""
         missing = self.db.missing_embeddings()
@@ -1013,6 +1114,7 @@ class MemoryStore:
                         "UPDATE memories SET embedding = ?, embedding_model = ? WHERE id = ?",
                         [v.tobytes(), self.embedder.model_id, mid],
                     )
+        self.embed_missing_turns()
         n = 0
         with self._vlock, self._vfile:
             self.index.reset()
@@ -1024,5 +1126,6 @@ class MemoryStore:
             with self.db.write() as w:
                 w.execute("DELETE FROM vector_outbox")
                 w.execute("INSERT INTO memories_fts(memories_fts) VALUES('rebuild')")
+                w.execute("INSERT INTO turns_fts(turns_fts) VALUES('rebuild')")
                 self._epoch = self.db.bump_vector_epoch(w)
         return n

@@ -54,3 +54,26 @@ def check_text(value: object, what: str = "memory text", limit: int = MAX_MEMORY
 def user_key(user_id: str) -> str:
     """A fixed-length, path-safe name for a user (vector collections): never the id itself."""
     return "u" + hashlib.sha256(user_id.encode("utf-8")).hexdigest()[:40]
+
+
+#: Prefix of a user's episode (raw turn) vectors in the vector index, beside the notes' ``u...`` key.
+EPISODE_KEY_PREFIX = "e"
+
+
+def episode_key(user_id: str) -> str:
+    """The vector-index key of a user's episodes: the same hash as `user_key`, another namespace."""
+    return EPISODE_KEY_PREFIX + user_key(user_id)[1:]
+
+
+def is_episode_key(key: str) -> bool:
+    return key.startswith(EPISODE_KEY_PREFIX)
+
+
+def episode_key_of(key: str) -> str:
+    """The episode key that belongs to a user key (purge drops both)."""
+    return EPISODE_KEY_PREFIX + key[1:]
+
+
+def user_key_of(key: str) -> str:
+    """The user key that an episode key belongs to."""
+    return "u" + key[1:]

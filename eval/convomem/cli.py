@@ -131,6 +131,13 @@ def convomem_command(
     retrieval_only: Annotated[
         bool, typer.Option("--retrieval-only", help="No LLM call: measure evidence recall and prompt sizes only.")
     ] = False,
+    mark_extraction: Annotated[
+        str,
+        typer.Option(
+            "--mark-extraction",
+            help="mark's notes: llm (the MARK builder extracts notes first) or off (the stored turns only, no LLM).",
+        ),
+    ] = "llm",
     judge: Annotated[
         str,
         typer.Option(
@@ -165,6 +172,7 @@ def convomem_command(
     method_list = resolve_methods(methods or (SAMPLE_METHODS if sample else DEFAULT_METHODS))
     _choice(retrieval, ("dense", "keyword", "hybrid"), "--retrieval")
     _choice(judge, ("llm", "exact", "auto"), "--judge")
+    _choice(mark_extraction, ("llm", "off"), "--mark-extraction")
     _choice(mix, ("standard", "batched"), "--mix")
     categories = {resolve_category(c) for c in category.split(",") if c.strip()} if category else None
     size_list = parse_sizes(sizes if sizes is not None else (SAMPLE_SIZES if sample else None))
@@ -195,6 +203,7 @@ def convomem_command(
         "retrieval": retrieval,
         "retrieval_only": retrieval_only,
         "judge": judge_kind,
+        "mark_extraction": mark_extraction,
     }
     check_fingerprint(out_dir, fingerprint)
 
@@ -232,6 +241,7 @@ def convomem_command(
                 embedder_factory=_embedder_factory(settings),
                 settings=settings,
                 work_dir=out_dir.resolve(),
+                mark_extraction=mark_extraction,
             )
             report = await run_benchmark(mixed.cases, options, answer_ctx, run_judge, console=err)
             leniency = None

@@ -137,7 +137,7 @@ async def run_benchmark(
     methods = list(options.methods)
     skipped_methods: list[str] = []
     if options.retrieval_only:
-        skipped_methods = [m for m in methods if needs_llm_to_select(m)]
+        skipped_methods = [m for m in methods if needs_llm_to_select(m, ctx)]
         methods = [m for m in methods if m not in skipped_methods]
     answerers = {m: create(m, ctx) for m in methods}
 

@@ -133,5 +133,5 @@ async def test_a_user_fact_echoed_by_the_assistant_is_kept_with_scripted_fake_ll
     )
     turns = exchange(store, "I moved from Denver to Lisbon last month.", "I moved from Denver to Lisbon last month.")
     report = await MemoryBuilder(store, llm.client()).build(turns)
-    assert [store.get(i, "alice").text for i in report.added] == ["I moved from Denver to Lisbon last month."]
+    assert [store.get(i, "alice").text for i in report.added] == ["The user moved from Denver to Lisbon last month."]
     assert report.skipped == ["Congratulations on the move! (not grounded in the exchange)"]

@@ -21,7 +21,7 @@ register("rag", Rag)
 register("rag_dense", lambda ctx: Rag(ctx, mode="dense"))
 register("rag_keyword", lambda ctx: Rag(ctx, mode="keyword"))
 register("hybrid", Hybrid)
-register("mark", MarkMemory, needs_llm_to_select=True)
+register("mark", MarkMemory, needs_llm_to_select=lambda ctx: ctx.mark_extraction == "llm")
 register("extracted_context", ExtractedContext, needs_llm_to_select=True)
 register("block_based", BlockBased, needs_llm_to_select=True)
 

@@ -69,6 +69,8 @@ class AnswererContext(BaseModel):
     embedder_factory: Callable[[], Embedder] | None = None
     settings: Any | None = None
     work_dir: Any | None = None
+    #: The ``mark`` method: "off" recalls the stored turns only (no LLM), "llm" builds MARK notes first.
+    mark_extraction: str = "llm"
 
     @cached_property
     def embedder(self) -> Embedder | None:

@@ -1,12 +1,16 @@
-"""``mark``: memories built from the haystack by the MARK memory builder, then recall and answer.
+"""``mark``: the product's own memory, measured. Each haystack is remembered by a `MemoryAgent`, each question
+answered from exactly what `MemoryAgent.arecall` returns (the one recall pipeline of the product).
 
-Each haystack gets its own user scope in a store under the run's output directory (never the user's own
-memories): every conversation is remembered as a session (memory building is indexing: excluded from
-latency as in ConvoMem, its LLM tokens reported apart as ``index_tokens``). Each question then recalls
-into the token budget and is answered with the shared prompt.
+Every haystack gets its own user scope in a store under the run's output directory (never the user's own
+memories); each conversation is remembered as a session. Remembering is indexing: excluded from latency as in
+ConvoMem, its LLM tokens reported apart as ``index_tokens``.
 
-Evidence recall: a memory records the turns it was extracted from, so an evidence message "reached the
-prompt" when a recalled memory was extracted from it (at the granularity of ``CHUNK_MESSAGES``).
+``mark_extraction``:
+- ``off``: the turns are stored and recalled as episodes; no LLM call at all (``--retrieval-only`` works);
+- ``llm``: the MARK builder also extracts notes with the configured memory model first.
+
+Evidence recall: an evidence message reached the prompt when its turn is in the block directly, or is a source
+turn of a note in it (`Recall.turn_ids`).
 """
 
 from __future__ import annotations
@@ -15,26 +19,18 @@ import asyncio
 import time
 from typing import Any
 
+from mark_agents import MemoryAgent
 from mark_agents.llm import Usage
 from mark_eval.convomem.answerers.base import Answerer, AnswererContext, Selection, selection
 from mark_eval.convomem.prompts import ContextKind, answer_messages
-from mark_eval.convomem.schema import Haystack
+from mark_eval.convomem.schema import Haystack, HaystackMessage
 from mark_eval.convomem.tokens import messages_tokens
+from memory_store import CachedEmbedder, MemoryStore
 from memory_store.errors import MarkError
 
-#: Messages per extraction call while building memories (MARK's unit is 2 = one exchange; 6 costs a third
-#: of the calls on long haystacks, which matters on a small local model).
+#: Messages per extraction call while building notes (MARK's unit is 2 = one exchange; 6 costs a third of the
+#: calls on long haystacks, which matters on a small local model).
 CHUNK_MESSAGES = 6
-
-
-def _agent_class() -> Any:
-    try:
-        from mark_agents import MemoryAgent
-    except ImportError:
-        raise MarkError(
-            "method 'mark' is not available yet: mark_agents.MemoryAgent is missing in this installation"
-        ) from None
-    return MemoryAgent
 
 
 class _Borrowed:
@@ -51,7 +47,7 @@ class _Borrowed:
 
 
 class _Built:
-    """What building a haystack's memories produced: turn id -> message id, usage, failures."""
+    """What remembering a haystack produced: turn id -> message id, usage, failures."""
 
     def __init__(self) -> None:
         self.turn_to_mid: dict[str, str] = {}
@@ -59,26 +55,46 @@ class _Built:
         self.failures = 0
 
 
+def turn_message(msg: HaystackMessage) -> dict[str, Any]:
+    """A haystack message as a message for `MemoryAgent.aremember`: ConvoMem's User/Assistant become roles;
+    real names (LoCoMo's speakers) are kept as the turn's speaker, with the first speaker as the user."""
+    speaker = msg.speaker.strip()
+    role = "assistant" if speaker.lower() == "assistant" else "user"
+    out: dict[str, Any] = {"role": role, "content": msg.text}
+    if speaker.lower() not in ("user", "assistant"):
+        out["speaker"] = speaker
+    when = getattr(msg, "time", None)
+    if when is not None:
+        out["created_at"] = when
+    return out
+
+
 class MarkMemory(Answerer):
     name = "mark"
-    needs_llm_to_select = True
 
     def __init__(self, ctx: AnswererContext) -> None:
         super().__init__(ctx)
-        self._agent: Any | None = None
+        if ctx.mark_extraction not in ("off", "llm"):
+            raise MarkError(f"unknown mark extraction {ctx.mark_extraction!r} (off, llm)")
+        self._agent: MemoryAgent | None = None
         self._built: dict[str, asyncio.Task[_Built]] = {}
 
-    def _get_agent(self) -> Any:
+    def _get_agent(self) -> MemoryAgent:
         if self._agent is None:
-            cls = _agent_class()
-            if self.ctx.settings is None or self.ctx.llm is None:
-                raise MarkError("method 'mark' needs the settings and an LLM client")
+            if self.ctx.settings is None:
+                raise MarkError("method 'mark' needs the run's settings")
+            if self.ctx.mark_extraction == "llm" and self.ctx.llm is None:
+                raise MarkError("method 'mark' with --mark-extraction llm needs an LLM (or use off)")
             settings = self.ctx.settings
             if self.ctx.work_dir is not None:
                 home = self.ctx.work_dir / "mark-home"
                 home.mkdir(parents=True, exist_ok=True)
                 settings = settings.model_copy(update={"home": home})
-            self._agent = cls(settings, llm=_Borrowed(self.ctx.llm))
+            embedder = self.ctx.embedder
+            store = MemoryStore(settings, embedder=CachedEmbedder(embedder) if embedder is not None else None)
+            llm = _Borrowed(self.ctx.llm) if self.ctx.llm is not None else None
+            self._agent = MemoryAgent(settings, llm=llm, store=store)  # type: ignore[arg-type]
+            self._owned_store = store
         return self._agent
 
     @staticmethod
@@ -88,12 +104,16 @@ class MarkMemory(Answerer):
     async def _build(self, haystack: Haystack) -> _Built:
         agent = self._get_agent()
         built = _Built()
+        extract = self.ctx.mark_extraction == "llm"
         for i, conv in enumerate(haystack.conversations):
             if not conv:
                 continue
-            messages = [{"role": m.speaker, "content": m.text} for m in conv]
             result = await agent.aremember(
-                messages, user_id=self.user_id(haystack), session_id=f"c{i + 1}", chunk_messages=CHUNK_MESSAGES
+                [turn_message(m) for m in conv],
+                user_id=self.user_id(haystack),
+                session_id=f"c{i + 1}",
+                chunk_messages=CHUNK_MESSAGES,
+                extract=extract,
             )
             for turn_id, msg in zip(result.turn_ids, conv, strict=False):
                 built.turn_to_mid[turn_id] = msg.mid
@@ -115,35 +135,22 @@ class MarkMemory(Answerer):
         """Finish background extraction and close the agent's databases (its threads keep a process alive)."""
         if self._agent is not None:
             await self._agent.aclose()
+            await asyncio.to_thread(self._owned_store.close)
             self._agent = None
 
     async def select(self, haystack: Haystack, question: str) -> Selection:
         await self.prepare(haystack)
         built = self._built[haystack.hid].result()
         agent = self._get_agent()
-        user = self.user_id(haystack)
         skeleton = messages_tokens(answer_messages(question, "", ContextKind.MEMORIES))
         started = time.perf_counter()
-        recall = await agent.arecall(question, user_id=user, budget_tokens=max(64, self.ctx.budget_tokens - skeleton))
+        recall = await agent.arecall(
+            question, user_id=self.user_id(haystack), budget_tokens=max(64, self.ctx.budget_tokens - skeleton)
+        )
         retrieval_ms = (time.perf_counter() - started) * 1000.0
-        mids = await asyncio.to_thread(_source_mids, agent, user, recall, built.turn_to_mid)
-        messages = answer_messages(question, str(getattr(recall, "text", "") or ""), ContextKind.MEMORIES)
-        route = f"mark:{len(getattr(recall, 'memories', []) or [])} memories"
+        mids = list(dict.fromkeys(built.turn_to_mid[t] for t in recall.turn_ids if t in built.turn_to_mid))
+        messages = answer_messages(question, recall.text, ContextKind.MEMORIES)
+        route = f"mark:{recall.mode}:{len(recall.memories)} notes,{len(recall.turns)} turns"
         if built.failures:
             route += f", {built.failures} failed builds"
         return selection(messages, mids, retrieval_ms=retrieval_ms, route=route, index_usage=built.usage)
-
-
-def _source_mids(agent: Any, user: str, recall: Any, turn_to_mid: dict[str, str]) -> list[str]:
-    """Haystack messages the recalled memories were extracted from."""
-    mids: list[str] = []
-    for hit in getattr(recall, "memories", []) or []:
-        try:
-            memory = agent.store.get(hit.id, user)
-        except Exception:  # a memory purged meanwhile: nothing to attribute
-            continue
-        for turn_id in memory.source.turn_ids:
-            mid = turn_to_mid.get(turn_id)
-            if mid is not None and mid not in mids:
-                mids.append(mid)
-    return mids

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Union
 
 from mark_eval.convomem.answerers.base import Answerer, AnswererContext
 from memory_store.errors import InvalidInput
 
 Factory = Callable[[AnswererContext], Answerer]
 _REGISTRY: dict[str, Factory] = {}
-_NEEDS_LLM: dict[str, bool] = {}
+#: A method needs an LLM to choose its context always (True), never (False), or depending on the run's context.
+NeedsLLM = Union[bool, Callable[[AnswererContext], bool]]  # noqa: UP007 (a runtime alias)
+_NEEDS_LLM: dict[str, NeedsLLM] = {}
 
 
-def register(name: str, factory: Factory, *, needs_llm_to_select: bool = False) -> None:
+def register(name: str, factory: Factory, *, needs_llm_to_select: NeedsLLM = False) -> None:
     _REGISTRY[name] = factory
     _NEEDS_LLM[name] = needs_llm_to_select
 
@@ -21,8 +24,11 @@ def method_names() -> list[str]:
     return list(_REGISTRY)
 
 
-def needs_llm_to_select(name: str) -> bool:
-    return _NEEDS_LLM[name]
+def needs_llm_to_select(name: str, ctx: AnswererContext | None = None) -> bool:
+    need = _NEEDS_LLM[name]
+    if callable(need):
+        return need(ctx if ctx is not None else AnswererContext())
+    return need
 
 
 def resolve_methods(text: str | list[str]) -> list[str]:
