@@ -19,7 +19,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -202,8 +202,14 @@ class MemoryAgent:
     async def _recall_node(self, state: ChatState, config: RunnableConfig) -> dict:
         c = config["configurable"]
         t = time.perf_counter()
+        # The current message and the session's recent messages are in the prompt already (chat history).
         found = await asyncio.to_thread(
-            self._recall_for_turn, c["message"], state["user_id"], state["session_id"], c["user_turn"].id
+            self._recall,
+            c["message"],
+            state["user_id"],
+            state["session_id"],
+            self.config.recall_budget_tokens,
+            [c["user_turn"].id],
         )
         c["timing"]["memory_ms"] = (time.perf_counter() - t) * 1000
         return {
@@ -211,21 +217,6 @@ class MemoryAgent:
             "recalled": [m.model_dump() for m in found.memories],
             "recalled_turns": [x.model_dump() for x in found.turns],
         }
-
-    def _recall_for_turn(self, message: str, user_id: str, session_id: str, turn_id: str) -> Recall:
-        """Recall for a chat turn: the current message and the session's recent messages (already in the prompt
-        as chat history) are not repeated in the memory block."""
-        recent = self.store.turns(
-            user_id, session_id=session_id, limit=self.config.history_messages + 1, newest_first=True
-        )
-        return recall(
-            self.store,
-            message,
-            user_id,
-            budget_tokens=self.config.recall_budget_tokens,
-            limit=self.config.recall_limit,
-            exclude_turn_ids=[turn_id, *(t.id for t in recent)],
-        )
 
     async def _respond_node(self, state: ChatState, config: RunnableConfig) -> dict:
         c = config["configurable"]
@@ -414,10 +405,28 @@ class MemoryAgent:
     async def arecall(
         self, query: str, user_id: str, budget_tokens: int | None = None, *, session_id: str | None = None
     ) -> Recall:
-        """A ready context block of the user's memories for a query, within a token budget."""
+        """A ready context block of the user's memories for a query, within a token budget.
+
+        With `session_id`, the session's most recent messages (which a chat prompt shows as history) are left out.
+        """
+        check_scope_id(user_id)
         budget = budget_tokens if budget_tokens is not None else self.config.recall_budget_tokens
-        return await asyncio.to_thread(
-            recall, self.store, query, user_id, budget_tokens=budget, limit=self.config.recall_limit
+        return await asyncio.to_thread(self._recall, query, user_id, session_id, budget, ())
+
+    def _recall(self, query: str, user_id: str, session_id: str | None, budget: int, exclude: Sequence[str]) -> Recall:
+        recent = (
+            self.store.turns(user_id, session_id=session_id, limit=self.config.history_messages, newest_first=True)
+            if session_id is not None
+            else []
+        )
+        return recall(
+            self.store,
+            query,
+            user_id,
+            budget_tokens=budget,
+            limit=self.config.recall_limit,
+            exclude_turn_ids=[*exclude, *(t.id for t in recent)],
+            episode_mode=self.config.recall_episode_mode,
         )
 
     async def afeedback(self, user_id: str, response_id: str, good: bool, comment: str = "") -> list[str]:

@@ -122,6 +122,8 @@ class AgentConfig(BaseModel):
     #: Tokens of memory (notes and earlier turns) put into each reply's prompt; a history this small is given whole.
     recall_budget_tokens: int = 1500
     recall_limit: int = 12
+    #: How episodes (raw turns) are searched: hybrid, or one ranker alone (to measure the fusion against).
+    recall_episode_mode: Literal["hybrid", "dense", "keyword"] = "hybrid"
     #: Earlier messages of the session sent with each reply.
     history_messages: int = 8
     max_tokens_reply: int = 400

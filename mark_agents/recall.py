@@ -34,7 +34,9 @@ NOTE_SHARE = 0.35
 EPISODE_CANDIDATES = 80
 #: A turn shorter than this (characters) is shown with the turn before it: "Yes, on Thursdays" needs its question.
 SHORT_TURN_CHARS = 80
-#: Diversity: a hit from a session already represented k times counts score / (1 + SESSION_PENALTY * k).
+#: Diversity: a hit from a session that already gave k > SESSION_FREE excerpts counts
+#: score / (1 + SESSION_PENALTY * (k - SESSION_FREE)).
+SESSION_FREE = 5
 SESSION_PENALTY = 0.5
 
 
@@ -179,6 +181,13 @@ def _hit_why(hit: EpisodeHit) -> str:
     return f"episode hit score {hit.score:.2f} ({ranks})"
 
 
+def _diverse(hit: EpisodeHit, per_session: dict[str | None, int]) -> float:
+    """A hit's score, lowered once its session already gave `SESSION_FREE` excerpts: evidence spread over several
+    sessions gets each piece a chance, while a session that holds many relevant turns is not cut off early."""
+    extra = max(0, per_session.get(hit.turn.session_id, 0) - SESSION_FREE)
+    return hit.score / (1 + SESSION_PENALTY * extra)
+
+
 def _window(store: MemoryStore, hit: Turn, excluded: set[str]) -> list[Turn]:
     """The hit, with the turn before it when the hit is short (an answer keeps its question) and the turn after
     it when the hit asks something (a question keeps its answer)."""
@@ -208,10 +217,12 @@ def recall(
     limit: int = 12,
     exclude_turn_ids: Sequence[str] = (),
     note_share: float = NOTE_SHARE,
+    episode_mode: str = "hybrid",
 ) -> Recall:
     """The user's memory for a query as one block within `budget_tokens`: whole history if it fits, else the best
     notes and episode excerpts. `exclude_turn_ids`: turns the caller already shows (the current message, the
-    session's recent messages), never repeated in the block."""
+    session's recent messages), never repeated in the block. `episode_mode`: how episodes are searched (hybrid,
+    dense or keyword; the single rankers are there to measure the fusion against)."""
     excluded = set(exclude_turn_ids)
     notes = store.search(query, user_id, limit=limit, explain=True)
     n_turns, chars = store.history_size(user_id)
@@ -231,14 +242,16 @@ def recall(
     if not n_turns:
         return _result(format_block(chosen), "retrieval" if chosen else "empty", chosen, [], budget_tokens)
 
-    hits = store.search_episodes(query, user_id, limit=EPISODE_CANDIDATES, exclude_ids=list(excluded))
+    hits = store.search_episodes(
+        query, user_id, limit=EPISODE_CANDIDATES, exclude_ids=list(excluded), mode=episode_mode
+    )
     picked: dict[str, tuple[Turn, str, float, str]] = {}
     per_session: dict[str | None, int] = {}
     remaining = list(hits)
     overhead = estimate_tokens(EPISODES_TITLE) + 1 + (0 if chosen else estimate_tokens(MEMORY_BLOCK_INTRO) + 6)
     used += overhead
     while remaining:
-        best = max(remaining, key=lambda h: h.score / (1 + SESSION_PENALTY * per_session.get(h.turn.session_id, 0)))
+        best = max(remaining, key=lambda h: _diverse(h, per_session))
         remaining.remove(best)
         if best.turn.id in picked:
             continue

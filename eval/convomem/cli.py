@@ -126,7 +126,7 @@ def convomem_command(
         typer.Option("--budget-tokens", min=256, help="Input-token budget of an answer prompt for rag/hybrid/mark."),
     ] = 4000,
     retrieval: Annotated[
-        str, typer.Option("--retrieval", help="rag's retrieval: dense, keyword or hybrid.")
+        str, typer.Option("--retrieval", help="Retrieval of rag and of mark's episodes: dense, keyword or hybrid.")
     ] = "hybrid",
     retrieval_only: Annotated[
         bool, typer.Option("--retrieval-only", help="No LLM call: measure evidence recall and prompt sizes only.")

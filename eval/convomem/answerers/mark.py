@@ -57,7 +57,7 @@ class _Built:
 
 def turn_message(msg: HaystackMessage) -> dict[str, Any]:
     """A haystack message as a message for `MemoryAgent.aremember`: ConvoMem's User/Assistant become roles;
-    real names (LoCoMo's speakers) are kept as the turn's speaker, with the first speaker as the user."""
+    real names (LoCoMo's speakers) are kept as the turn's speaker (role user)."""
     speaker = msg.speaker.strip()
     role = "assistant" if speaker.lower() == "assistant" else "user"
     out: dict[str, Any] = {"role": role, "content": msg.text}
@@ -86,6 +86,8 @@ class MarkMemory(Answerer):
             if self.ctx.mark_extraction == "llm" and self.ctx.llm is None:
                 raise MarkError("method 'mark' with --mark-extraction llm needs an LLM (or use off)")
             settings = self.ctx.settings
+            agent_config = settings.agent.model_copy(update={"recall_episode_mode": self.ctx.retrieval})
+            settings = settings.model_copy(update={"agent": agent_config})
             if self.ctx.work_dir is not None:
                 home = self.ctx.work_dir / "mark-home"
                 home.mkdir(parents=True, exist_ok=True)
@@ -129,7 +131,9 @@ class MarkMemory(Answerer):
         await task
 
     def release(self, haystack: Haystack) -> None:
-        self._built.pop(haystack.hid, None)
+        """Kept: the haystack's memory lives in the store, and a later case with the same haystack (another
+        category over the same conversations) must reuse it, not remember every turn a second time."""
+        return None
 
     async def aclose(self) -> None:
         """Finish background extraction and close the agent's databases (its threads keep a process alive)."""
