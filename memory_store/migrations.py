@@ -121,6 +121,17 @@ def m001_initial(db: sqlite_utils.Database) -> None:
     db["meta"].insert_all([{"key": "vector_epoch", "value": "0"}])
 
 
+@migration
+def m002_vector_quarantine(db: sqlite_utils.Database) -> None:
+    """Vector writes the index refused, set aside so they never block other users (see MemoryStore.reconcile)."""
+    db["vector_quarantine"].create(
+        {"seq": int, "op": str, "user_key": str, "memory_id": str, "error": str, "created_at": float},
+        pk="seq",
+        not_null={"op", "user_key"},
+    )
+    db["vector_quarantine"].create_index(["user_key"])
+
+
 def apply_migrations(db: sqlite_utils.Database) -> list[str]:
     """Apply pending migrations in order; returns the names applied. The caller holds a write lock."""
     if "_migrations" not in db.table_names():
