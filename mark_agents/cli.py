@@ -117,6 +117,7 @@ def memory_rebuild(
     import asyncio
 
     from rich.console import Console
+    from rich.markup import escape
 
     from mark_agents.agent import MemoryAgent
     from memory_store.validation import check_scope_id
@@ -132,7 +133,7 @@ def memory_rebuild(
             agent.store.close()
 
     console = Console(stderr=True)
-    with console.status(f"rebuilding the memories of {user!r} from their raw turns…"):
+    with console.status(f"rebuilding the memories of {escape(repr(user))} from their raw turns…"):
         result = asyncio.run(run())
     if as_json:
         typer.echo(result.model_dump_json())

@@ -29,7 +29,7 @@ another model"). Explicit constructor arguments always win over the environment 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -101,6 +101,23 @@ def llm_env_values(prefix: str, environ: Mapping[str, str], *, openai_fallback: 
                 if value is not None:
                     found[field] = value
     return found
+
+
+def env_variable(loc: Sequence[object], environ: Mapping[str, str] | None = None) -> str:
+    """The environment variable behind a settings field (a pydantic error location), to name it in an error.
+
+    Of several spellings of an LLM field, the one actually set in ``environ`` is named.
+    """
+    environ = os.environ if environ is None else environ
+    head = str(loc[0]) if loc else ""
+    field = str(loc[1]) if len(loc) > 1 else ""
+    if head in ("llm", "judge_llm") and field in _ENV_FIELDS:
+        prefix = "MARK_LLM_" if head == "llm" else "MARK_JUDGE_"
+        names = [prefix + suffix for suffix in _ENV_FIELDS[field]]
+        if head == "llm" and field in _OPENAI_FALLBACKS:
+            names.append(_OPENAI_FALLBACKS[field])
+        return next((n for n in names if _env(n, environ) is not None), names[0])
+    return "MARK_" + head.upper()
 
 
 class AgentConfig(BaseModel):

@@ -29,6 +29,7 @@ from rich.text import Text
 from mark_agents.agent import DEFAULT_SESSION, ChatReply, MemoryAgent
 from mark_agents.config import Settings
 from memory_store import InvalidInput, MarkError
+from memory_store.files import private_output
 from memory_store.validation import check_optional_id, check_scope_id
 
 log = logging.getLogger(__name__)
@@ -361,17 +362,12 @@ class ChatREPL:
     async def _export(self, arg: str) -> None:
         await self._wait_background("finishing memory extraction…")
         path = Path(arg).expanduser() if arg else Path(f"mark-export-{_safe_name(self.user_id)}.jsonl")
-        tmp = path.with_name(path.name + ".tmp")
 
         def export() -> int:
-            n = self.store.export_jsonl(tmp, user_id=self.user_id)
-            tmp.replace(path)
-            return n
+            with private_output(path) as fh:  # written whole or not at all, no temporary file left behind
+                return self.store.export_jsonl(fh, user_id=self.user_id)
 
-        try:
-            n = await asyncio.to_thread(export)
-        finally:
-            tmp.unlink(missing_ok=True)
+        n = await asyncio.to_thread(export)
         self._info(f"exported {n} records to {path}")
 
     # -- output ---------------------------------------------------------------------------------------------

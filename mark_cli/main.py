@@ -2,22 +2,62 @@
 
 Each package owns its sub-commands (``memory_store.cli``, ``mark_agents.cli``, ``mark_eval.convomem.cli``);
 this module composes them, builds the one settings object from ``--home`` and the environment, and turns
-every :class:`~memory_store.errors.MarkError` into one clear line on stderr and a non-zero exit code.
+every :class:`~memory_store.errors.MarkError` into one clear line on stderr and its exit code. An error nobody
+foresaw is one line too, with a hint: ``MARK_DEBUG=1`` shows its traceback.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import sqlite3
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, NoReturn
 
 import typer
+from typer.core import TyperGroup
 
 from memory_store.errors import MarkError
 
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    typer.secho(f"error: {_one_line(message)}", err=True, fg="red")
+    raise typer.Exit(code)
+
+
+def _describe_os_error(err: OSError) -> str:
+    """An environment problem (disk full, read-only, no permission) in words, with the file it concerns."""
+    what = err.strerror or str(err) or type(err).__name__
+    where = f": {err.filename}" if err.filename else ""
+    return f"{what[:1].lower()}{what[1:]}{where}"
+
+
+class _Root(TyperGroup):
+    """The root command: whatever a sub-command raises ends as one line on stderr and an exit code."""
+
+    def invoke(self, ctx: typer.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (typer.Exit, typer.Abort, typer.TyperException):  # typer's own: usage errors, exits, Ctrl-C
+            raise
+        except MarkError as err:
+            _fail(str(err) or type(err).__name__, err.exit_code)
+        except OSError as err:  # the machine, not the input: a full disk, a read-only or missing directory
+            _fail(_describe_os_error(err), 1)
+        except Exception as err:
+            if os.environ.get("MARK_DEBUG", "") not in ("", "0"):
+                raise
+            kind = "database error" if isinstance(err, sqlite3.Error) else f"unexpected {type(err).__name__}"
+            _fail(f"{kind}: {str(err) or 'no details'} (set MARK_DEBUG=1 to see the traceback)", 1)
+
+
 app = typer.Typer(
+    cls=_Root,
     name="mark",
     help="Long-term memory for chatbots: MARK agents, a vector+SQL memory store, a ConvoMem evaluator.",
     no_args_is_help=True,
@@ -49,12 +89,9 @@ def _settings_factory(home: Path | None):
 
     def build():
         if "s" not in cache:
-            try:
-                from mark_agents.config import Settings
-            except ImportError:  # the agents package is optional for store-only users
-                from memory_store.config import StoreSettings as Settings
-            kwargs = {"home": home} if home is not None else {}
-            cache["s"] = Settings(**kwargs)
+            from mark_cli.settings import build_settings
+
+            cache["s"] = build_settings(home)
         return cache["s"]
 
     return build

@@ -1,4 +1,8 @@
-"""`mark memory ...` and `mark bench store`: a thin shell over MemoryStore. Every command takes --json."""
+"""`mark memory ...` and `mark bench store`: a thin shell over MemoryStore. Every command takes --json.
+
+Whatever a user or a model wrote is shown literally: escaped before rich sees it (``[/]`` in a memory is text,
+not markup), and emoji codes are not replaced.
+"""
 
 from __future__ import annotations
 
@@ -10,9 +14,11 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from memory_store.errors import InvalidInput, StoreError
+from memory_store.files import private_output
 from memory_store.models import MemoryKind
 from memory_store.store import MemoryStore
 
@@ -22,7 +28,7 @@ memory_app = typer.Typer(no_args_is_help=True)
 #: user's turns can still be read. Packages append to it from their CLI registration.
 PURGE_HOOKS: list[Callable[[MemoryStore, str], None]] = []
 bench_app = typer.Typer(no_args_is_help=True)
-console = Console()
+console = Console(emoji=False)
 
 User = Annotated[str, typer.Option("--user", "-u", help="The user whose memories to use (required).")]
 Json = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
@@ -61,7 +67,7 @@ def add(
     if as_json:
         emit(m.model_dump(mode="json"))
     else:
-        console.print(f"added [bold]{_short(m.id)}[/]  {m.text}")
+        console.print(f"added [bold]{_short(m.id)}[/]  {escape(m.text)}")
 
 
 @memory_app.command("search")
@@ -111,7 +117,9 @@ def search(
             e = h.explain
             extra = [f"{e.similarity:.2f}", f"{e.recency:.2f}", f"{e.frequency:.2f}", f"{e.trust:.2f}"]
         status = "" if h.memory.status == "active" else f" [dim]({h.memory.status})[/]"
-        table.add_row(_short(h.memory.id), f"{h.score:.3f}", h.memory.kind.value, h.memory.text + status, *extra)
+        table.add_row(
+            _short(h.memory.id), f"{h.score:.3f}", h.memory.kind.value, escape(h.memory.text) + status, *extra
+        )
     console.print(table)
 
 
@@ -142,7 +150,12 @@ def list_(
     for m in page.items:
         status = "" if m.status == "active" else f" [dim]({m.status})[/]"
         table.add_row(
-            _short(m.id), m.kind.value, m.text + status, str(m.confirm_count), str(m.recall_count), f"{m.trust:.2f}"
+            _short(m.id),
+            m.kind.value,
+            escape(m.text) + status,
+            str(m.confirm_count),
+            str(m.recall_count),
+            f"{m.trust:.2f}",
         )
     console.print(table)
     if page.next_offset is not None:
@@ -167,11 +180,11 @@ def history(
     for e in events:
         table.add_row(
             e.created_at.strftime("%Y-%m-%d %H:%M:%S"),
-            _short(e.memory_id),
-            e.event,
-            e.old_text or "",
-            e.new_text or "",
-            e.reason,
+            escape(_short(e.memory_id)),
+            escape(e.event),
+            escape(e.old_text or ""),
+            escape(e.new_text or ""),
+            escape(e.reason),
         )
     console.print(table)
 
@@ -191,7 +204,7 @@ def forget(
     if as_json:
         emit({"deleted": mid})
     else:
-        console.print(f"forgot {_short(mid)}")
+        console.print(f"forgot {escape(_short(mid))}")
 
 
 @memory_app.command("purge")
@@ -214,7 +227,7 @@ def purge(
         emit(report.model_dump())
     else:
         console.print(
-            f"purged {user!r}: {report.memories} memories, {report.turns} turns, "
+            f"purged {escape(repr(user))}: {report.memories} memories, {report.turns} turns, "
             f"{report.history} history events, {report.feedback} feedback"
         )
 
@@ -230,18 +243,19 @@ def export(
     """Export memories, history, raw turns and feedback as JSON lines (import restores them exactly)."""
     if (user is None) == (not all_users):
         raise InvalidInput("give either --user U or --all")
+    if output is not None and output.is_dir():
+        raise InvalidInput(f"--output {output} is a directory; give the name of a file to write")
     with open_store(ctx) as store:
         if output is None:
             n = store.export_jsonl(sys.stdout, user_id=user)
         else:
-            tmp = output.with_name(output.name + ".tmp")
-            n = store.export_jsonl(tmp, user_id=user)
-            tmp.replace(output)
+            with private_output(output) as fh:  # written whole or not at all, no temporary file left behind
+                n = store.export_jsonl(fh, user_id=user)
     if output is not None:
         if as_json:
             emit({"records": n, "output": str(output)})
         else:
-            console.print(f"exported {n} records to {output}")
+            console.print(f"exported {n} records to {escape(str(output))}")
 
 
 @memory_app.command("import")
@@ -279,7 +293,7 @@ def check(
         state = "[green]ok[/]" if report.ok else "[red]inconsistent[/]"
         console.print(f"{state}: {report.memories} memories, {report.vectors} vectors, {report.pending_outbox} pending")
         for p in report.problems:
-            console.print(f"  - {p}")
+            console.print(f"  - {escape(p)}")
     if not report.ok:
         raise typer.Exit(1)
 

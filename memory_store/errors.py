@@ -28,3 +28,13 @@ class StoreError(MarkError):
     """The store is unusable: a locked, corrupt or inconsistent data directory."""
 
     exit_code = 1
+
+
+def first_error(exc: Exception) -> str:
+    """One line from a pydantic ValidationError (or any error): field and message."""
+    errors = getattr(exc, "errors", None)
+    if callable(errors):
+        first = errors()[0]
+        loc = ".".join(str(p) for p in first.get("loc", ()))
+        return f"{loc}: {first.get('msg')}" if loc else str(first.get("msg"))
+    return str(exc).splitlines()[0]

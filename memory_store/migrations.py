@@ -122,7 +122,18 @@ def m001_initial(db: sqlite_utils.Database) -> None:
 
 
 @migration
-def m002_episodes(db: sqlite_utils.Database) -> None:
+def m002_vector_quarantine(db: sqlite_utils.Database) -> None:
+    """Vector writes the index refused, set aside so they never block other users (see MemoryStore.reconcile)."""
+    db["vector_quarantine"].create(
+        {"seq": int, "op": str, "user_key": str, "memory_id": str, "error": str, "created_at": float},
+        pk="seq",
+        not_null={"op", "user_key"},
+    )
+    db["vector_quarantine"].create_index(["user_key"])
+
+
+@migration
+def m003_episodes(db: sqlite_utils.Database) -> None:
     """Raw turns become the episodic memory layer: searchable by keyword (FTS5) and by vector, in the user's scope.
 
     ``user_key`` scopes the keyword index as it does for memories; ``embedding`` is the turn's vector (the source

@@ -173,6 +173,8 @@ class CheckReport(BaseModel):
     missing_vectors: list[str] = Field(default_factory=list)  # in SQLite, not in the vector index
     orphan_vectors: list[str] = Field(default_factory=list)  # in the vector index, not in SQLite
     pending_outbox: int = 0
+    set_aside: int = 0  # vector writes the index refused, waiting for `check --repair` (never blocking others)
+    unusable_embeddings: list[str] = Field(default_factory=list)  # stored vector missing or not the model's size
     fts_ok: bool = True
     problems: list[str] = Field(default_factory=list)
 

@@ -2,7 +2,8 @@
 
 One connection per thread (sqlite3 objects are not shared across threads), WAL journal, a long busy
 timeout, and ``BEGIN IMMEDIATE`` for every write so that concurrent writers queue instead of failing
-with "database is locked".
+with "database is locked". A write the disk refuses (full, failing, read-only) is rolled back and reported as
+one StoreError; a data directory that cannot be written is opened read-only (``mode=ro``) for reading.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import re
 import sqlite3
 import threading
 import time
+import urllib.parse
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -42,6 +44,24 @@ STOPWORDS = frozenset(
     "with you your user users".split()
 )
 _BUSY_RETRIES = 8
+#: What SQLite says when the disk, not the statement, is the problem.
+_DISK_FULL = ("database or disk is full",)
+_DISK_FAILED = ("disk i/o error",)
+_READ_ONLY = ("readonly database", "read-only")
+
+
+def environment_error(exc: sqlite3.Error, path: Path, *, writing: bool = True) -> StoreError | None:
+    """A StoreError in words for an error of the disk under ``path`` (full, failing, read-only), else None."""
+    text = str(exc).lower()
+    where = path.parent
+    outcome = "nothing was written" if writing else "the database cannot be opened"
+    if any(k in text for k in _DISK_FULL):
+        return StoreError(f"the disk holding {where} is full: {outcome} (free some space and retry)")
+    if any(k in text for k in _DISK_FAILED):
+        return StoreError(f"the disk holding {where} failed (disk I/O error: full or failing?): {outcome}")
+    if any(k in text for k in _READ_ONLY):
+        return StoreError(f"the data directory {where} is read-only: {outcome}")
+    return None
 
 
 def ts(dt: datetime | None) -> float | None:
@@ -169,12 +189,18 @@ def fts_query(text: str, max_terms: int = 24) -> str | None:
 class SQLiteDB:
     """The SQL side of the store. Thread-safe: each thread gets its own connection."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, read_only: bool = False) -> None:
         self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
+        self.read_only = read_only
         self._local = threading.local()
         self._all: list[sqlite3.Connection] = []
         self._all_lock = threading.Lock()
+        self._ro_uri: str | None = None
+        if read_only:
+            if not path.is_file():
+                raise StoreError(f"the data directory {path.parent} is read-only and holds no memory store")
+            return  # migrations need a writable file; reads of the tables they created still work
+        path.parent.mkdir(parents=True, exist_ok=True)
         # Migrations run under a cross-process lock so two processes opening a new home don't race.
         with FileLock(str(path) + ".migrate.lock", timeout=60), self.write() as db:
             apply_migrations(db)
@@ -184,21 +210,42 @@ class SQLiteDB:
     def _conn(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
         if conn is None:
-            try:
-                conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
-            except sqlite3.Error as exc:
-                raise StoreError(f"cannot open {self.path}: {exc}") from exc
+            if self.read_only:
+                conn = self._connect_read_only()
+            else:
+                try:
+                    conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
+                    conn.execute("PRAGMA busy_timeout=30000")
+                    conn.execute("PRAGMA journal_mode=WAL")
+                except sqlite3.Error as exc:
+                    env = environment_error(exc, self.path, writing=False)
+                    raise env or StoreError(f"cannot open {self.path}: {exc}") from exc
+                conn.execute("PRAGMA synchronous=NORMAL")
+                conn.execute("PRAGMA foreign_keys=ON")
+                # Deleted content is overwritten with zeros: a purged user leaves no readable trace.
+                conn.execute("PRAGMA secure_delete=ON")
             conn.row_factory = sqlite3.Row
-            conn.execute("PRAGMA busy_timeout=30000")
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            conn.execute("PRAGMA foreign_keys=ON")
-            # Deleted content is overwritten with zeros: a purged user leaves no readable trace.
-            conn.execute("PRAGMA secure_delete=ON")
             self._local.conn = conn
             with self._all_lock:
                 self._all.append(conn)
         return conn
+
+    def _connect_read_only(self) -> sqlite3.Connection:
+        """Open for reading only. A WAL database needs its -shm file: when none exists and none can be created
+        (a read-only directory after a clean close), the file is opened as immutable, which is exact then."""
+        base = "file:" + urllib.parse.quote(str(self.path))
+        uris = [self._ro_uri] if self._ro_uri else [base + "?mode=ro", base + "?mode=ro&immutable=1"]
+        last: sqlite3.Error | None = None
+        for uri in uris:
+            try:
+                conn = sqlite3.connect(uri, uri=True, timeout=30.0, isolation_level=None, check_same_thread=False)
+                conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            except sqlite3.Error as exc:
+                last = exc
+                continue
+            self._ro_uri = uri
+            return conn
+        raise StoreError(f"cannot read {self.path} (read-only data directory): {last}")
 
     @property
     def conn(self) -> sqlite3.Connection:
@@ -206,7 +253,13 @@ class SQLiteDB:
 
     @contextlib.contextmanager
     def write(self) -> Iterator[sqlite_utils.Database]:
-        """A write transaction (BEGIN IMMEDIATE), retried if the database stays busy."""
+        """A write transaction (BEGIN IMMEDIATE), retried if the database stays busy.
+
+        All or nothing: if the disk refuses any part (full, I/O error, read-only), even the COMMIT, the
+        transaction is rolled back and one StoreError says so; nothing was acknowledged, nothing is lost.
+        """
+        if self.read_only:
+            raise StoreError(f"the data directory {self.path.parent} is read-only: nothing can be written")
         conn = self._conn()
         for attempt in range(_BUSY_RETRIES):
             try:
@@ -214,18 +267,25 @@ class SQLiteDB:
                 break
             except sqlite3.OperationalError as exc:
                 if "locked" not in str(exc) and "busy" not in str(exc):
-                    raise
+                    env = environment_error(exc, self.path)
+                    if env is None:
+                        raise
+                    raise env from exc
                 if attempt == _BUSY_RETRIES - 1:
                     raise StoreError(f"the database at {self.path} stayed locked; another process holds it") from exc
                 time.sleep(0.05 * (2**attempt) * random.uniform(0.5, 1.5))
         try:
             yield sqlite_utils.Database(conn)
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
-        else:
             conn.execute("COMMIT")
+        except BaseException as exc:
+            if conn.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.Error):
+                env = environment_error(exc, self.path)
+                if env is not None:
+                    raise env from exc
+            raise
 
     def query(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[sqlite3.Row]:
         return self._conn().execute(sql, params).fetchall()
@@ -378,10 +438,14 @@ class SQLiteDB:
                     np.stack([np.frombuffer(r["embedding"], dtype=np.float32) for r in group]),
                 )
 
-    def missing_embeddings(self) -> list[tuple[str, str, str]]:
+    def missing_embeddings(self, dim: int) -> list[tuple[str, str, str]]:
+        """(id, user_key, text) of memories without a usable embedding: none, or not ``dim`` float32 values."""
         return [
             (r["id"], r["user_key"], r["text"])
-            for r in self.query("SELECT id, user_key, text FROM memories WHERE embedding IS NULL")
+            for r in self.query(
+                "SELECT id, user_key, text FROM memories WHERE embedding IS NULL OR length(embedding) != ?",
+                (4 * dim,),
+            )
         ]
 
     def users(self) -> list[str]:
@@ -497,8 +561,15 @@ class SQLiteDB:
         )
         return [row_to_turn(r) for r in reversed(older)] + [row_to_turn(r) for r in newer]
 
-    def history_size(self, user_id: str) -> tuple[int, int]:
-        """(turns, characters) of a user's whole conversation history."""
+    def history_size(self, user_id: str, cap: int | None = None) -> tuple[int, int]:
+        """(turns, characters) of a user's conversation history, counting at most `cap` turns (cheap on long ones)."""
+        if cap is not None:
+            row = self.query(
+                "SELECT count(*) AS n, coalesce(sum(length(content)), 0) AS c FROM "
+                "(SELECT content FROM turns WHERE user_id = ? LIMIT ?)",
+                (user_id, cap),
+            )[0]
+            return int(row["n"]), int(row["c"])
         row = self.query(
             "SELECT count(*) AS n, coalesce(sum(length(content)), 0) AS c FROM turns WHERE user_id = ?", (user_id,)
         )[0]
@@ -608,6 +679,30 @@ class SQLiteDB:
 
     def clear_outbox(self, db: sqlite_utils.Database, upto_seq: int) -> None:
         db.execute("DELETE FROM vector_outbox WHERE seq <= ?", [upto_seq])
+
+    def quarantine(self, db: sqlite_utils.Database, failed: Sequence[tuple[Any, str]], now: float) -> None:
+        """Set aside outbox ops the vector index refused, with the reason (reported by check, fixed by repair)."""
+        db["vector_quarantine"].insert_all(
+            [
+                {
+                    "op": op["op"],
+                    "user_key": op["user_key"],
+                    "memory_id": op["memory_id"],
+                    "error": err,
+                    "created_at": now,
+                }
+                for op, err in failed
+            ]
+        )
+
+    def quarantined(self) -> list[sqlite3.Row]:
+        return self.query("SELECT seq, op, user_key, memory_id, error FROM vector_quarantine ORDER BY seq")
+
+    def clear_quarantine(self, db: sqlite_utils.Database, user_key: str | None = None) -> None:
+        if user_key is None:
+            db.execute("DELETE FROM vector_quarantine")
+        else:
+            db.execute("DELETE FROM vector_quarantine WHERE user_key = ?", [user_key])
 
     def vector_epoch(self) -> int:
         return int(self.query("SELECT value FROM meta WHERE key = 'vector_epoch'")[0]["value"])

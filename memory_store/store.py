@@ -15,7 +15,9 @@ import contextlib
 import json
 import logging
 import os
+import sqlite3
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
@@ -29,6 +31,8 @@ from memory_store import scoring
 from memory_store.config import StoreSettings
 from memory_store.embeddings import Embedder, get_embedder
 from memory_store.errors import InvalidInput, NotFound, StoreError
+from memory_store.errors import first_error as _first_error
+from memory_store.importing import EXPORT_FORMAT, EXPORT_VERSION, embedding_problem, read_export
 from memory_store.models import (
     CheckReport,
     EpisodeHit,
@@ -46,18 +50,16 @@ from memory_store.models import (
 )
 from memory_store.sqlite_backend import SQLiteDB, memory_to_row, ts
 from memory_store.validation import (
-    MAX_TURN_CHARS,
     check_optional_id,
     check_scope_id,
     check_text,
+    check_turn,
     episode_key,
     episode_key_of,
     user_key,
 )
 from memory_store.vectors import ChromaIndex, ExactIndex, VectorIndex
 
-EXPORT_FORMAT = "mark-memory-export"
-EXPORT_VERSION = 1
 #: With a filter (kind, session, time), scopes up to this size are searched exactly from SQLite.
 EXACT_FILTER_LIMIT = 5000
 #: Vector writes wait in the (durable) outbox until this many are pending, or until the next search, check
@@ -83,14 +85,9 @@ def new_id() -> str:
     return uuid.uuid4().hex
 
 
-def _first_error(exc: Exception) -> str:
-    """One line from a pydantic ValidationError (or any error): field and message."""
-    errors = getattr(exc, "errors", None)
-    if callable(errors):
-        first = errors()[0]
-        loc = ".".join(str(p) for p in first.get("loc", ()))
-        return f"{loc}: {first.get('msg')}" if loc else str(first.get("msg"))
-    return str(exc).splitlines()[0]
+def _writable(home: Path, db_path: Path) -> bool:
+    """Can this process write the data directory (and its database file)? If not, the store opens read-only."""
+    return os.access(home, os.W_OK) and (not db_path.exists() or os.access(db_path, os.W_OK))
 
 
 class MemoryStore:
@@ -118,16 +115,24 @@ class MemoryStore:
             raise StoreError(f"cannot create the data directory {self.home}: {exc}") from exc
         self.clock = clock
         self._embedder = embedder
-        self.db = SQLiteDB(settings.db_path)
+        #: A data directory this process cannot write is opened for reading: list, search, history and export
+        #: work, every write raises StoreError.
+        self.read_only = not _writable(self.home, settings.db_path)
+        self.db = SQLiteDB(settings.db_path, read_only=self.read_only)
         if vector_index is None:
-            if settings.vector_backend == "chroma":
+            if settings.vector_backend == "chroma" and not self.read_only:
                 vector_index = ChromaIndex(settings.vectors_path)
             else:
+                # Exact search over the embeddings in SQLite; also the read-only fallback (chroma writes on open).
                 vector_index = ExactIndex(loader=lambda key: self.db.user_vectors(key))
         self.index = vector_index
         self._vlock = threading.RLock()
         self._vfile = FileLock(str(self.home / "vectors.lock"), timeout=120, thread_local=False)
         self._epoch = self.db.vector_epoch()
+        self._marker: Path | None = None
+        if self.read_only:
+            log.info("%s is read-only: opened for reading, with exact vector search", self.home)
+            return
         self._sync_vectors(force=True)
         self._mark_open()
 
@@ -143,7 +148,14 @@ class MemoryStore:
         return self.embedder.embed(texts)
 
     def _sync_vectors(self, force: bool = False) -> None:
-        """Bring the vector index up to date: pick up other processes' writes, apply pending outbox ops."""
+        """Bring the vector index up to date: pick up other processes' writes, apply pending outbox ops.
+
+        Ops the index refuses are set aside (`vector_quarantine`), so one bad write never blocks other users, a
+        read or a repair. If the outbox cannot be cleared (a full disk), the ops stay pending and are applied
+        again later (they are idempotent); the caller's read goes on.
+        """
+        if self.read_only:
+            return  # nothing can be applied; the exact index reads SQLite, the truth, directly
         if not force:
             row = self.db.query(
                 "SELECT (SELECT value FROM meta WHERE key='vector_epoch') AS e, "
@@ -160,10 +172,16 @@ class MemoryStore:
                 ops = self.db.outbox()
                 if not ops:
                     return
-                self._apply_ops(ops)
-                with self.db.write() as w:
-                    self.db.clear_outbox(w, ops[-1]["seq"])
-                    self._epoch = self.db.bump_vector_epoch(w)
+                failed = self._apply_ops(ops)
+                try:
+                    with self.db.write() as w:
+                        if failed:
+                            self.db.quarantine(w, failed, time.time())
+                        self.db.clear_outbox(w, ops[-1]["seq"])
+                        self._epoch = self.db.bump_vector_epoch(w)
+                except StoreError as exc:
+                    log.warning("pending vector writes stay pending: %s", exc)
+                    return
 
     def _maybe_flush_vectors(self) -> None:
         if self.db.outbox_count() >= VECTOR_FLUSH_OPS:
@@ -173,30 +191,46 @@ class MemoryStore:
         """Apply every pending vector write now (searches, `check` and `close` do it anyway)."""
         self._sync_vectors(force=True)
 
-    def _apply_ops(self, ops: Sequence[Any]) -> None:
+    def _apply_ops(self, ops: Sequence[Any]) -> list[tuple[Any, str]]:
         """Apply outbox ops, one upsert and one delete call per user at most (chroma's cost is per call).
 
         Users are independent; within a user a `drop` erases what came before it, and for each memory the
-        last op wins (an upsert reads the memory's current embedding from SQLite).
+        last op wins (an upsert reads the memory's current embedding from SQLite). Returns the ops of users
+        whose writes the index refused, each with the error: they are set aside, the other users' applied.
         """
         by_user: dict[str, list[Any]] = {}
         for op in ops:
             by_user.setdefault(op["user_key"], []).append(op)
+        failed: list[tuple[Any, str]] = []
         for key, user_ops in by_user.items():
-            drops = [i for i, op in enumerate(user_ops) if op["op"] == "drop"]
-            if drops:
-                self.index.drop_user(key)
-                user_ops = user_ops[drops[-1] + 1 :]
-            final: dict[str, str] = {}
-            for op in user_ops:
-                final[op["memory_id"]] = op["op"]
-            deletes = [i for i, op in final.items() if op == "delete"]
-            if deletes:
-                self.index.delete(key, deletes)
-            upserts = [i for i, op in final.items() if op == "upsert"]
-            found = self._vectors_for(key, upserts) if upserts else {}
-            if found:
-                self.index.upsert(key, list(found), np.stack(list(found.values())))
+            try:
+                self._apply_user_ops(key, user_ops)
+            except Exception as exc:  # whatever the index raises: this user's writes wait for a repair
+                error = _first_error(exc) if str(exc) else type(exc).__name__
+                log.warning(
+                    "the vector index refused %d writes (set aside; `mark memory check --repair` applies them): %s",
+                    len(user_ops),
+                    error,
+                )
+                failed += [(op, error) for op in user_ops]
+        return failed
+
+    def _apply_user_ops(self, key: str, user_ops: list[Any]) -> None:
+        """One user's ops in order: a drop first if any, then one delete call and one upsert call."""
+        drops = [i for i, op in enumerate(user_ops) if op["op"] == "drop"]
+        if drops:
+            self.index.drop_user(key)
+            user_ops = user_ops[drops[-1] + 1 :]
+        final: dict[str, str] = {}
+        for op in user_ops:
+            final[op["memory_id"]] = op["op"]
+        deletes = [i for i, op in final.items() if op == "delete"]
+        if deletes:
+            self.index.delete(key, deletes)
+        upserts = [i for i, op in final.items() if op == "upsert"]
+        found = self._vectors_for(key, upserts) if upserts else {}
+        if found:
+            self.index.upsert(key, list(found), np.stack(list(found.values())))
 
     def _vectors_for(self, key: str, ids: list[str]) -> dict[str, np.ndarray]:
         return self.db.vectors_for(key, ids)
@@ -225,19 +259,31 @@ class MemoryStore:
         self._marker.touch()
 
     def reconcile(self) -> CheckReport:
-        """Admin: compare every id in SQLite and the vector index, and repair the differences."""
+        """Admin: compare every id in SQLite and the vector index, and repair the differences.
+
+        Memories without a usable embedding (none, or not the model's size) are re-embedded from their text,
+        and the vector group of every user with set-aside writes (or such memories) is refilled from SQLite.
+        Returns the report of what was found before the repair.
+        """
         report = self.check()
+        refill = self._reembed_unusable()
         with self._vlock, self._vfile:
+            refill |= {r["user_key"] for r in self.db.quarantined()}
+            for key in sorted(refill):
+                self._refill_user(key)
             missing = set(report.missing_vectors)
             missing_by_key: dict[str, list[str]] = {}
             if missing:
                 for key, ids in self.db.all_vector_ids().items():
-                    if ids & missing:
+                    if key not in refill and ids & missing:
                         missing_by_key[key] = sorted(ids & missing)
             for key, ids in missing_by_key.items():
                 found = self._vectors_for(key, ids)
-                if found:
-                    self.index.upsert(key, list(found), np.stack(list(found.values())))
+                try:
+                    if found:
+                        self.index.upsert(key, list(found), np.stack(list(found.values())))
+                except Exception:  # the group itself is broken (another dimension): rebuild it from SQLite
+                    self._refill_user(key)
             if report.orphan_vectors:
                 orphans = set(report.orphan_vectors)
                 for key in self.index.user_keys():
@@ -246,6 +292,42 @@ class MemoryStore:
                         self.index.delete(key, stray)
         return report
 
+    def _reembed_unusable(self) -> set[str]:
+        """Embed again, from their text, the memories whose stored embedding is missing or not the model's size.
+
+        Returns the user keys concerned. Cheap when there are none: one SQL query (and the model's size).
+        """
+        if not self.db.query("SELECT 1 FROM memories LIMIT 1"):
+            return set()
+        rows = self.db.missing_embeddings(self.embedder.dim)
+        keys: set[str] = set()
+        for start in range(0, len(rows), 256):
+            chunk = rows[start : start + 256]
+            vecs = self.embed([t for _, _, t in chunk])
+            with self.db.write() as w:
+                for (mid, key, _), v in zip(chunk, vecs, strict=True):
+                    w.execute(
+                        "UPDATE memories SET embedding = ?, embedding_model = ? WHERE id = ?",
+                        [v.tobytes(), self.embedder.model_id, mid],
+                    )
+                    keys.add(key)
+        return keys
+
+    def _refill_user(self, key: str) -> bool:
+        """Rebuild one user's vector group from SQLite (the truth); on success their set-aside writes are done."""
+        try:
+            self.index.drop_user(key)
+            ids, vectors = self.db.user_vectors(key)
+            if ids:
+                self.index.upsert(key, ids, vectors)
+        except Exception as exc:
+            log.warning("could not rebuild the vectors of one user: %s", _first_error(exc))
+            return False
+        with self.db.write() as w:
+            self.db.clear_quarantine(w, key)
+            self._epoch = self.db.bump_vector_epoch(w)
+        return True
+
     def close(self) -> None:
         with contextlib.suppress(Exception):  # best effort: pending writes are durable and applied on next open
             self._sync_vectors()
@@ -253,7 +335,8 @@ class MemoryStore:
         self.db.close()
         marker = getattr(self, "_marker", None)
         if marker is not None:
-            marker.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                marker.unlink(missing_ok=True)
 
     def __enter__(self) -> MemoryStore:
         return self
@@ -742,10 +825,11 @@ class MemoryStore:
             raise InvalidInput("the turn has no store position (was it read from this store?)")
         return self.db.session_window(turn.user_id, turn.session_id, turn.seq, before, after)
 
-    def history_size(self, user_id: str) -> tuple[int, int]:
-        """(turns, characters) of the user's whole conversation history: tells recall whether all of it fits."""
+    def history_size(self, user_id: str, *, cap: int | None = None) -> tuple[int, int]:
+        """(turns, characters) of the user's conversation history: tells recall whether all of it fits. With
+        `cap`, at most that many turns are counted (recall only needs to know whether the history is small)."""
         check_scope_id(user_id)
-        return self.db.history_size(user_id)
+        return self.db.history_size(user_id, cap)
 
     @staticmethod
     def _in(ids: Sequence[str]) -> str:
@@ -789,26 +873,20 @@ class MemoryStore:
         out = []
         now = self.clock()
         for n, t in enumerate(turns):
-            data = t.model_dump() if isinstance(t, Turn) else dict(t)
             try:
-                uid = check_scope_id(data.get("user_id"))
-                check_optional_id(data.get("session_id"), "session id")
-                content = check_text(data.get("content"), "message", limit=MAX_TURN_CHARS)
+                data = check_turn(t.model_dump() if isinstance(t, Turn) else dict(t))
             except InvalidInput as exc:
                 raise InvalidInput(f"turn {n}: {exc}") from None
-            role = str(data.get("role", "user")).lower()
-            if role not in ("user", "assistant", "system"):
-                raise InvalidInput(f"turn {n}: role must be user, assistant or system, not {role!r}")
             out.append(
                 Turn(
                     id=data.get("id") or new_id(),
-                    user_id=uid,
+                    user_id=data["user_id"],
                     agent_id=data.get("agent_id"),
                     session_id=data.get("session_id"),
-                    role=role,
-                    content=content,
+                    role=data["role"],
+                    content=data["content"],
                     created_at=data.get("created_at") or now,
-                    extraction_status=data.get("extraction_status", "pending"),
+                    extraction_status=data["extraction_status"],
                     metadata=data.get("metadata") or {},
                 )
             )
@@ -902,9 +980,20 @@ class MemoryStore:
             counts = self.db.purge_user(w, user_id)
             for key in keys:
                 w.execute("DELETE FROM vector_outbox WHERE user_key = ?", [key])
+                self.db.clear_quarantine(w, key)
                 self.db.enqueue_vectors(w, "drop", key, [""])
         self._sync_vectors()
         self.db.scrub()
+        left = self.db.query(
+            "SELECT EXISTS(SELECT 1 FROM vector_quarantine WHERE user_key = ?) "
+            "OR EXISTS(SELECT 1 FROM vector_outbox WHERE user_key = ?) AS n",
+            [key, key],
+        )[0]["n"]
+        if left:
+            raise StoreError(
+                "the user's data is gone from the database, but the vector index has not dropped their vectors "
+                "yet: run `mark memory check --repair`"
+            )
         return PurgeReport(
             user_id=user_id,
             memories=counts["memories"],
@@ -961,7 +1050,11 @@ class MemoryStore:
         return n
 
     def import_jsonl(self, src: IO[str] | str | Path, *, replace: bool = False) -> int:
-        """Load an export. Every line is validated before anything is written; the import is one transaction."""
+        """Load an export. Every line is validated before anything is written; the import is one transaction.
+
+        Embeddings of the store's model must have its size (a vector of another size would wedge the index for
+        every user); embeddings of another model, or none, are computed again so the index stays one space.
+        """
         name = str(src) if isinstance(src, str | Path) else getattr(src, "name", "<stream>")
         if isinstance(src, str | Path):
             try:
@@ -969,55 +1062,32 @@ class MemoryStore:
                     return self.import_jsonl(fh, replace=replace)
             except (OSError, UnicodeDecodeError) as exc:
                 raise InvalidInput(f"{name}: cannot read: {exc}") from None
-        memories: list[tuple[Memory, np.ndarray | None]] = []
-        events: list[HistoryEvent] = []
-        turns: list[Turn] = []
-        feedback: list[Feedback] = []
-        seen_header = False
-        for lineno, line in enumerate(src, 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-                kind = rec.pop("type")
-                if kind == "header":
-                    if rec.get("format") != EXPORT_FORMAT:
-                        raise ValueError(f"not a {EXPORT_FORMAT} file")
-                    seen_header = True
-                elif kind == "memory":
-                    emb = rec.pop("embedding", None)
-                    m = Memory.model_validate(rec)
-                    check_scope_id(m.user_id)
-                    check_text(m.text)
-                    vec = np.frombuffer(base64.b64decode(emb), dtype=np.float32) if emb else None
-                    memories.append((m, vec))
-                elif kind == "history":
-                    events.append(HistoryEvent.model_validate(rec))
-                elif kind == "turn":
-                    turns.append(Turn.model_validate(rec))
-                elif kind == "feedback":
-                    feedback.append(Feedback.model_validate(rec))
-                else:
-                    raise ValueError(f"unknown record type {kind!r}")
-            except (ValueError, KeyError, TypeError, AttributeError) as exc:
-                msg = _first_error(exc) if str(exc) else type(exc).__name__
-                raise InvalidInput(f"{name}, line {lineno}: {msg}") from None
-        if not seen_header:
-            raise InvalidInput(f"{name}: missing the {EXPORT_FORMAT} header line")
-        # Embeddings from another model (or missing) are recomputed so the index stays one vector space.
-        model_id = self.embedder.model_id
+        parsed = read_export(src, name)
+        events, turns, feedback = parsed.events, parsed.turns, parsed.feedback
+        model_id, dim = self.embedder.model_id, self.embedder.dim
+        for item in parsed.memories:
+            if item.vector is not None and item.memory.embedding_model == model_id:
+                problem = embedding_problem(item.vector, dim)
+                if problem:
+                    raise InvalidInput(
+                        f"{name}, line {item.line}: {problem}, but {model_id} makes {dim}-dimensional unit vectors; "
+                        "nothing was imported"
+                    )
+        memories = [(i.memory, i.vector) for i in parsed.memories]
         redo = [i for i, (m, v) in enumerate(memories) if v is None or m.embedding_model != model_id]
         if redo:
             fresh = self.embed([memories[i][0].text for i in redo])
             for i, v in zip(redo, fresh, strict=True):
                 memories[i] = (memories[i][0].model_copy(update={"embedding_model": model_id}), v)
         ids = [m.id for m, _ in memories]
-        existing = set()
+        existing: dict[str, str] = {}
         for start in range(0, len(ids), 500):
             chunk = ids[start : start + 500]
             existing |= {
-                r["id"]
-                for r in self.db.query(f"SELECT id FROM memories WHERE id IN ({','.join('?' * len(chunk))})", chunk)
+                r["id"]: r["user_key"]
+                for r in self.db.query(
+                    f"SELECT id, user_key FROM memories WHERE id IN ({','.join('?' * len(chunk))})", chunk
+                )
             }
         if existing and not replace:
             raise InvalidInput(
@@ -1026,30 +1096,41 @@ class MemoryStore:
             )
         turn_vectors = self.embed([t.content for t in turns]) if turns else None
         by_key: dict[str, list[str]] = {}
-        with self.db.write() as w:
-            for mid in existing:
-                self.db.delete_memory(w, mid)
-            self.db.insert_memories(w, [memory_to_row(m, user_key(m.user_id), v) for m, v in memories])
-            for m, _ in memories:
-                by_key.setdefault(user_key(m.user_id), []).append(m.id)
-            if events:
-                w.execute(f"DELETE FROM history WHERE id IN ({','.join('?' * len(events))})", [e.id for e in events])
-                self.db.add_history(w, events)
-            if turns:
-                w.execute(f"DELETE FROM turns WHERE id IN ({','.join('?' * len(turns))})", [t.id for t in turns])
-                self.db.add_turns(w, turns, turn_vectors, self.embedder.model_id)
-                for t in turns:
-                    by_key.setdefault(episode_key(t.user_id), []).append(t.id)
-            for f in feedback:
-                w.execute("DELETE FROM feedback WHERE id = ?", [f.id])
-                self.db.add_feedback(w, f)
-            for key, mids in by_key.items():
-                self.db.enqueue_vectors(w, "upsert", key, mids)
+        try:
+            with self.db.write() as w:
+                for mid, key in existing.items():
+                    self.db.delete_memory(w, mid)
+                    self.db.enqueue_vectors(w, "delete", key, [mid])
+                self.db.insert_memories(w, [memory_to_row(m, user_key(m.user_id), v) for m, v in memories])
+                for m, _ in memories:
+                    by_key.setdefault(user_key(m.user_id), []).append(m.id)
+                if events:
+                    w.execute(
+                        f"DELETE FROM history WHERE id IN ({','.join('?' * len(events))})", [e.id for e in events]
+                    )
+                    self.db.add_history(w, events)
+                if turns:
+                    w.execute(f"DELETE FROM turns WHERE id IN ({','.join('?' * len(turns))})", [t.id for t in turns])
+                    self.db.add_turns(w, turns, turn_vectors, self.embedder.model_id)
+                    for t in turns:
+                        by_key.setdefault(episode_key(t.user_id), []).append(t.id)
+                for f in feedback:
+                    w.execute("DELETE FROM feedback WHERE id = ?", [f.id])
+                    self.db.add_feedback(w, f)
+                for key, mids in by_key.items():
+                    self.db.enqueue_vectors(w, "upsert", key, mids)
+        except sqlite3.IntegrityError as exc:
+            raise InvalidInput(f"{name}: conflicts with what is stored ({exc}); nothing was imported") from None
         self._maybe_flush_vectors()
         return len(memories) + len(events) + len(turns) + len(feedback)
 
     def check(self) -> CheckReport:
         """Admin: are SQLite and the vector index consistent? (Pending outbox ops are applied first.)"""
+        if self.read_only:
+            raise StoreError(
+                f"the data directory {self.home} is read-only: a check applies pending writes and tests the keyword "
+                "index, which needs writing (list, search, history and export work)"
+            )
         self._sync_vectors(force=True)
         with self._vlock:
             expected = self.db.all_vector_ids()
@@ -1061,14 +1142,24 @@ class MemoryStore:
                 want = expected.get(key, set())
                 missing += sorted(want - have)
                 orphans += sorted(have - want)
+        repair = "run `mark memory check --repair` or `mark memory rebuild-index`"
         problems = []
+        quarantined = self.db.quarantined()
+        if quarantined:
+            problems.append(
+                f"{len(quarantined)} vector writes were refused by the index and set aside "
+                f"({quarantined[-1]['error']}) ({repair})"
+            )
+        unusable = [mid for mid, _, _ in self.db.missing_embeddings(self.embedder.dim)] if expected else []
+        if unusable:
+            problems.append(f"{len(unusable)} memories have no usable embedding ({repair})")
         if missing:
-            problems.append(f"{len(missing)} memories have no vector (run `mark memory rebuild`)")
+            problems.append(f"{len(missing)} memories have no vector ({repair})")
         if orphans:
-            problems.append(f"{len(orphans)} vectors have no memory (run `mark memory rebuild`)")
+            problems.append(f"{len(orphans)} vectors have no memory ({repair})")
         fts_ok = self.db.check_fts()
         if not fts_ok:
-            problems.append("the keyword index is inconsistent (run `mark memory rebuild`)")
+            problems.append("the keyword index is inconsistent (run `mark memory rebuild-index`)")
         pending = self.db.outbox_count()
         return CheckReport(
             ok=not problems and pending == 0,
@@ -1077,6 +1168,8 @@ class MemoryStore:
             missing_vectors=missing,
             orphan_vectors=orphans,
             pending_outbox=pending,
+            set_aside=len(quarantined),
+            unusable_embeddings=unusable,
             fts_ok=fts_ok,
             problems=problems,
         )
@@ -1103,17 +1196,11 @@ class MemoryStore:
             done += len(missing)
 
     def rebuild(self, progress: Callable[[int], None] | None = None) -> int:
-        """Admin: rebuild the vector and keyword indexes from SQLite (re-embedding rows that lack a vector)."""
-        missing = self.db.missing_embeddings()
-        for start in range(0, len(missing), 256):
-            chunk = missing[start : start + 256]
-            vecs = self.embed([t for _, _, t in chunk])
-            with self.db.write() as w:
-                for (mid, _, _), v in zip(chunk, vecs, strict=True):
-                    w.execute(
-                        "UPDATE memories SET embedding = ?, embedding_model = ? WHERE id = ?",
-                        [v.tobytes(), self.embedder.model_id, mid],
-                    )
+        """Admin: rebuild the vector and keyword indexes from SQLite (re-embedding rows without a usable vector).
+
+        Set-aside vector writes are moot afterwards: the index holds exactly what SQLite holds.
+        """
+        self._reembed_unusable()
         self.embed_missing_turns()
         n = 0
         with self._vlock, self._vfile:
@@ -1125,6 +1212,7 @@ class MemoryStore:
                     progress(len(ids))
             with self.db.write() as w:
                 w.execute("DELETE FROM vector_outbox")
+                self.db.clear_quarantine(w)
                 w.execute("INSERT INTO memories_fts(memories_fts) VALUES('rebuild')")
                 w.execute("INSERT INTO turns_fts(turns_fts) VALUES('rebuild')")
                 self._epoch = self.db.bump_vector_epoch(w)

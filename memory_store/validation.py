@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import hashlib
 import unicodedata
+from collections.abc import Mapping
+from typing import Any
 
 from memory_store.errors import InvalidInput
 
 MAX_USER_ID_CHARS = 256
 MAX_MEMORY_CHARS = 20_000
 MAX_TURN_CHARS = 200_000
+TURN_ROLES = ("user", "assistant", "system")
+TURN_STATUSES = ("pending", "done", "failed", "skipped")
 
 
 def _check_unicode(value: str, what: str) -> None:
@@ -49,6 +53,29 @@ def check_text(value: object, what: str = "memory text", limit: int = MAX_MEMORY
     if "\x00" in text:
         raise InvalidInput(f"{what} contains a NUL character")
     return text
+
+
+def check_turn(data: Mapping[str, Any]) -> dict[str, Any]:
+    """A raw turn's fields, checked as every write checks them (`add_turns` and `import_jsonl` share this).
+
+    Returns a copy with the user id, the message (stripped), the role (lower case) and the status normalised.
+    """
+    out = dict(data)
+    if out.get("id") is not None:
+        check_scope_id(out["id"], "turn id")
+    out["user_id"] = check_scope_id(out.get("user_id"))
+    check_optional_id(out.get("agent_id"), "agent id")
+    check_optional_id(out.get("session_id"), "session id")
+    out["content"] = check_text(out.get("content"), "message", limit=MAX_TURN_CHARS)
+    role = str(out.get("role", "user")).lower()
+    if role not in TURN_ROLES:
+        raise InvalidInput(f"role must be user, assistant or system, not {role!r}")
+    out["role"] = role
+    status = out.get("extraction_status") or "pending"
+    if status not in TURN_STATUSES:
+        raise InvalidInput(f"extraction status must be one of {', '.join(TURN_STATUSES)}, not {status!r}")
+    out["extraction_status"] = status
+    return out
 
 
 def user_key(user_id: str) -> str:

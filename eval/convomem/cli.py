@@ -14,6 +14,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from memory_store.errors import InvalidInput, MarkError
 
@@ -191,7 +192,7 @@ def convomem_command(
         raise InvalidInput(f"no test cases for the selected questions and sizes{': ' + detail if detail else ''}")
     err = Console(stderr=True)
     for warning in [f"skipped {reason}" for reason in loaded.skipped] + mixed.warnings:
-        err.print(f"[yellow]warning:[/] {warning}")
+        err.print(f"[yellow]warning:[/] {escape(warning)}")
 
     settings = ctx.obj() if callable(ctx.obj) else ctx.obj
     judge_kind = "none" if retrieval_only else _judge_choice(settings, judge)
@@ -263,7 +264,7 @@ def convomem_command(
 
         write_text_atomic(out_dir / "judge_leniency.json", leniency.model_dump_json(indent=2) + "\n")
         console.print(
-            f"judge leniency ({leniency.judge}): {leniency.false_accepts}/{leniency.total} known-wrong answers "
+            f"judge leniency ({escape(leniency.judge)}): {leniency.false_accepts}/{leniency.total} known-wrong answers "
             f"accepted = {leniency.rate_percent}% false-accept rate"
         )
 

@@ -17,6 +17,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from mark_eval.convomem.answerers import Answer, Answerer, AnswererContext, create, needs_llm_to_select
@@ -218,10 +219,11 @@ async def run_benchmark(
 def report_to_console(report: RunReport, console: Console | None = None) -> None:
     console = console or Console()
     print_table(report.summary, console)
-    console.print(f"results: {report.results_path}  ({report.asked} asked now, {report.skipped_done} already done)")
-    console.print(f"summary: {report.summary_path}")
+    done = f"{report.asked} asked now, {report.skipped_done} already done"
+    console.print(f"results: {escape(str(report.results_path))}  ({done})")
+    console.print(f"summary: {escape(str(report.summary_path))}")
     for plot in report.plots:
-        console.print(f"plot:    {plot}")
+        console.print(f"plot:    {escape(str(plot))}")
     if report.skipped_methods:
         skipped = ", ".join(report.skipped_methods)
         console.print(f"skipped with --retrieval-only (they need LLM calls to choose context): {skipped}")

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from mark_eval.convomem.atomic import write_text_atomic
@@ -162,8 +163,8 @@ def console_table(summary: list[SummaryRow], title: str = "ConvoMem") -> Table:
     for r in summary:
         acc = _fmt(r.success_rate_percent) + ("~" if r.approximate else "")
         table.add_row(
-            r.method,
-            r.category,
+            escape(r.method),
+            escape(r.category),
             str(r.evidence_count),
             str(r.context_size),
             acc,

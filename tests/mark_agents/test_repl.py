@@ -174,3 +174,28 @@ async def test_repl_sessions_resume_from_checkpoint_with_scripted_fake_llm(home,
     replies = brain.calls("reply")
     # The second agent sent the first exchange as history: the session resumed from the SQLite checkpoint.
     assert [m["content"] for m in replies[-1]["messages"][1:]] == ["Hello there.", "Noted.", "Second message."]
+
+
+async def test_repl_shows_markup_in_memories_literally_with_scripted_fake_llm(home, brain, embedder, monkeypatch):
+    """Issue 8.2: a memory holding rich markup (a user or a model may write one) is text on a terminal too."""
+    agent = make_agent(home, brain, embedder)
+    texts = ["I like brackets [/] and [bold]x", "[red]red[/red] and [link=https://e.x]a link[/link] :smile:"]
+    user = "[/]alice[bold]"
+    ids = [agent.store.add(t, user).id for t in texts]
+    monkeypatch.setattr("sys.stdin", io.StringIO(f"/memories\n/search brackets\n/forget {ids[1][:8]}\n"))
+    out, err = io.StringIO(), io.StringIO()
+    code = await run_repl(
+        agent,
+        user,
+        stdin=None,
+        out=Console(file=out, width=200),
+        err=Console(file=err, width=200),
+        interactive=True,
+    )
+    assert code == 0, err.getvalue()
+    shown = out.getvalue()
+    assert shown.count(texts[0]) == 2  # /memories and /search
+    assert shown.count(texts[1]) >= 2  # /memories and /forget (and /search if it ranks)
+    assert f"forgot {ids[1][:10]}: {texts[1]}" in shown
+    assert f"user {user}" in err.getvalue()  # the banner
+    assert "Traceback" not in err.getvalue() and "error" not in err.getvalue()
