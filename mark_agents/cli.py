@@ -167,6 +167,9 @@ def _purge_chat_state(store, user_id: str) -> None:
 def bench_chat(
     ctx: typer.Context,
     memories: Annotated[int, typer.Option("--memories", min=1, help="Memories of the user for (a).")] = 10_000,
+    history_turns: Annotated[
+        int, typer.Option("--history-turns", min=0, help="Earlier turns (episodes) of the user for (a).")
+    ] = 50_000,
     queries: Annotated[int, typer.Option("--queries", min=1, help="Chat turns timed for (a).")] = 200,
     turns: Annotated[int, typer.Option("--turns", min=1, help="Turns of the scripted conversation (c).")] = 60,
     session_turns: Annotated[int, typer.Option("--session-turns", min=1, help="Turns per session in (c).")] = 10,
@@ -188,6 +191,7 @@ def bench_chat(
     result = run_chat_bench(
         ctx.obj(),
         memories=memories,
+        history_turns=history_turns,
         queries=queries,
         turns=turns,
         session_turns=session_turns,

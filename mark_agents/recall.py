@@ -28,6 +28,8 @@ from memory_store import EpisodeHit, MemoryStore, ScoreBreakdown, SearchHit, Tur
 
 Layer = Literal["note", "episode", "history"]
 
+#: Tokens a history line costs beside its words (speaker, newline), a floor used to tell a small history early.
+HISTORY_LINE_TOKENS = 4
 #: Share of the budget the notes may take when the history does not fit (the rest goes to episodes).
 NOTE_SHARE = 0.35
 #: Episode candidates considered per query.
@@ -225,9 +227,10 @@ def recall(
     dense or keyword; the single rankers are there to measure the fusion against)."""
     excluded = set(exclude_turn_ids)
     notes = store.search(query, user_id, limit=limit, explain=True)
-    n_turns, chars = store.history_size(user_id)
+    # A turn costs at least HISTORY_LINE_TOKENS: more turns than the budget allows cannot fit, so stop counting.
+    n_turns, chars = store.history_size(user_id, cap=budget_tokens // HISTORY_LINE_TOKENS + 1)
 
-    if n_turns and estimate_tokens("x" * chars) + 12 * n_turns <= budget_tokens:
+    if n_turns and estimate_tokens("x" * chars) + HISTORY_LINE_TOKENS * n_turns <= budget_tokens:
         history = [t for t in store.turns(user_id, limit=n_turns + 1) if t.id not in excluded]
         outdated = _outdated_notes(store, user_id, history)
         chosen = _fit_notes(notes, history, outdated, budget_tokens)

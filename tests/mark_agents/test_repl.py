@@ -160,7 +160,8 @@ async def test_repl_no_stream_bad_input_and_isolation_with_scripted_fake_llm(hom
     assert code == 0
     lines = out.splitlines()
     assert lines[0] == "Noted." and lines[-1] == "You told me: The user's dog is called Biscuit."
-    (error,) = err.splitlines()
+    # Status lines ("loading the embedding model…") appear when the machine is slow: only the error counts.
+    (error,) = [line for line in err.splitlines() if not line.endswith("…")]
     assert error == f"error: message is {MAX_TURN_CHARS + 10:,} characters; the limit is {MAX_TURN_CHARS:,}"
     # Bob shares the store and sees nothing of Alice's.
     code, out, err = await chat(make_agent(home, brain, embedder), "What is my dog's name?", "/memories", user="bob")
