@@ -147,7 +147,7 @@ def memory_rebuild(
             f"({result.usage.calls} LLM calls, {result.usage.total_tokens} tokens)"
         )
     if result.error:
-        typer.secho(f"error: {result.error} - the rest stays pending and is retried later", err=True, fg="red")
+        typer.secho(f"error: {result.error} - those turns are kept and retried later", err=True, fg="red")
         raise typer.Exit(1)
 
 

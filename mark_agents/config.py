@@ -115,6 +115,9 @@ class AgentConfig(BaseModel):
     related_similarity: float = 0.5
     max_related: int = 2
     max_notes_per_turn: int = 8
+    #: Characters of conversation one extraction call sees at most (less when the model's window is smaller):
+    #: longer turns are cut, keeping their beginning and end, and the cut is recorded in the memory history.
+    extract_max_chars: int = Field(default=24_000, ge=1000)
     #: Trust of a new note by kind: what the user said beats what was inferred.
     trust_by_kind: dict[str, float] = Field(
         default_factory=lambda: {"user_question": 0.7, "llm_response": 0.6, "residual": 0.5}
