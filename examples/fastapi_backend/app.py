@@ -31,7 +31,7 @@ from pydantic import BaseModel, Field
 
 from mark_agents.agent import MemoryAgent
 from mark_agents.config import Settings
-from mark_agents.llm import LLMContextExceeded, LLMError, LLMUnavailable, Usage
+from mark_agents.llm import LLMContextExceeded, LLMError, LLMUnavailable, LocalModelMissing, Usage
 from memory_store import InvalidInput, MarkError, NotFound
 from memory_store.validation import check_scope_id
 
@@ -187,7 +187,7 @@ def _status_of(exc: MarkError) -> int:
         return 404
     if isinstance(exc, LLMContextExceeded):
         return 413
-    if isinstance(exc, LLMUnavailable):
+    if isinstance(exc, LLMUnavailable | LocalModelMissing):  # down, or not installed on this server
         return 503
     if isinstance(exc, LLMError):
         return 502
