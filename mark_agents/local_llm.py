@@ -362,6 +362,8 @@ class LocalServer:
 
     def _launch(self, model: Path, *, wait: bool, timeout_s: float) -> str:
         _check_server_installed()
+        for pid in list(_children):  # servers of ours that stopped for idleness: collect them (no zombies)
+            _reap(pid)
         for attempt in range(3):
             port = _free_port()
             self._rotate_log()
