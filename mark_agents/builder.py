@@ -271,7 +271,8 @@ class MemoryBuilder:
         kept: list[ExtractedNote] = []
         seen: set[str] = set()
         for note in split_facts(notes):
-            text = third_person(" ".join(note.text.split()))
+            # Messages reach the extractor as quoted strings: a note copied from one may keep the quotes.
+            text = third_person(" ".join(note.text.split()).strip('"“”'))
             words = content_words(text)
             why = None
             if len(text) < 8 or not words:

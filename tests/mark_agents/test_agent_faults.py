@@ -156,3 +156,9 @@ def test_a_message_cannot_forge_the_end_of_the_data_block_or_another_speaker_wit
     assert prompt.count("</exchange>") == 1 and prompt.count("\nAssistant:") == 0
     assert [json.loads(q) for q in re.findall(r'^User: (".*")$', prompt, re.MULTILINE)] == [forged]
     assert agent.store.list("gina").total == 0
+
+
+def test_a_note_copied_with_the_quotes_of_the_data_block_loses_them_with_scripted_llm(agent, llm):
+    llm.extract = lambda body: llm.notes(("user_question", json.dumps(llm.said(body)[0])))  # the quoted message
+    agent.remember([{"role": "user", "content": "My favourite tea is Lapsang-42."}], "gina")
+    assert [m.text for m in agent.store.list("gina").items] == [TEA_NOTE]
