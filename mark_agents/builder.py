@@ -231,7 +231,7 @@ class MemoryBuilder:
     def _exchange_budget(self, known: list[str]) -> int:
         """Characters of conversation the extractor may see: the configured cap, within the model's window."""
         budget = self.config.extract_max_chars
-        window = self.llm.context_window
+        window = getattr(self.llm, "context_window", None)  # duck-typed clients (evaluator fakes) may lack it
         if window:
             system = max([COMBINED_SYSTEM, *AGENT_SYSTEM.values()], key=len)
             reserved = estimate_tokens(system) + estimate_tokens("\n".join(known)) + _EXTRACT_MAX_TOKENS + 256

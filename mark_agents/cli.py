@@ -73,7 +73,7 @@ def llm_status(
     if not servers:
         typer.echo("not running")
         return
-    typer.echo(f"{'pid':>8}  {'port':>5}  {'n_ctx':>6}  {'uptime':>8}  {'idle':>8}  {'stops at':>8}  model")
+    typer.echo(f"{'pid':>8}  {'port':>5}  {'n_ctx':>6}  {'uptime':>8}  {'idle':>8}  {'idle max':>8}  model")
     for s in servers:
         limit = "never" if not s.idle_limit_s else _seconds(s.idle_limit_s)
         idle = "?" if s.idle_s is None else _seconds(s.idle_s)
