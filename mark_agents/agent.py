@@ -12,6 +12,7 @@ retried (`process_pending`), never dropped: the raw turns stay in the store.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import functools
 import inspect
@@ -31,7 +32,7 @@ from pydantic import BaseModel, Field
 from mark_agents.builder import BuildReport, MemoryBuilder
 from mark_agents.config import Settings
 from mark_agents.graph import ChatState, build_messages, make_graph
-from mark_agents.llm import LLMClient, LLMError, LLMUnavailable, Usage, UsageMeter, connect
+from mark_agents.llm import LLMClient, LLMContextExceeded, LLMError, LLMUnavailable, Usage, UsageMeter, connect
 from mark_agents.recall import Recall, RecalledMemory, RecalledTurn, recall
 from memory_store import InvalidInput, MarkError, MemoryStore, PurgeReport, Turn
 from memory_store.validation import MAX_TURN_CHARS, check_optional_id, check_scope_id, check_text, user_key
@@ -57,7 +58,7 @@ class ChatReply(BaseModel):
 
 class RememberResult(BaseModel):
     turn_ids: list[str]
-    status: str  # done | scheduled | failed | stored (extract=False)
+    status: str  # done | scheduled | partial (some turns failed, the rest done) | failed | stored (extract=False)
     reports: list[BuildReport] = Field(default_factory=list)
     error: str | None = None
     usage: Usage = Field(default_factory=Usage)
@@ -186,6 +187,10 @@ class MemoryAgent:
             raise LLMUnavailable(
                 f"{exc} - your message was saved; its memories will be extracted when the model is back"
             ) from exc
+        except LLMContextExceeded as exc:
+            raise LLMContextExceeded(
+                f"your message is too long for the model to answer ({exc}) - it was saved; send a shorter one"
+            ) from exc
         timing = config["configurable"]["timing"]
         return ChatReply(
             reply=state["reply"],
@@ -307,14 +312,19 @@ class MemoryAgent:
             return RememberResult(turn_ids=ids, status="scheduled")
         await self._ready()
         reports, error, usage = await self._process_user(user_id, chunk_messages=chunk_messages, complete=True)
-        status = "failed" if error else "done"
-        return RememberResult(turn_ids=ids, status=status, reports=reports, error=error, usage=usage)
+        return RememberResult(turn_ids=ids, status=_status(reports, error), reports=reports, error=error, usage=usage)
 
     async def _process_user(
         self, user_id: str, *, chunk_messages: int = 2, raise_errors: bool = False, complete: bool = False
     ) -> tuple[list[BuildReport], str | None, Usage]:
-        """Build memories from the user's pending (or retryable failed) turns, one exchange at a time."""
+        """Build memories from the user's pending (or retryable failed) turns, one exchange at a time.
+
+        A turn that cannot be extracted fails alone: when a group of turns fails, its exchanges (then its
+        turns) are retried one by one, so good turns are never held back by a poisoned one. Only an endpoint
+        that is down stops the pass (every later call would fail too); the turns wait for the next one.
+        """
         reports: list[BuildReport] = []
+        failures: list[str] = []
         meter = UsageMeter()
         async with self._lock_for(user_id):
             try:
@@ -324,18 +334,38 @@ class MemoryAgent:
                 return reports, str(exc), meter.total
             builder = MemoryBuilder(self.store, self.llm, self.config)
             pending = await asyncio.to_thread(self.store.retryable_turns, user_id, self.config.max_attempts)
-            for chunk in self._exchanges(pending, chunk_messages, hold_open=not complete):
+            queue = collections.deque(self._exchanges(pending, chunk_messages, hold_open=not complete))
+            while queue:
+                chunk = queue.popleft()
                 ids = [t.id for t in chunk]
                 try:
                     reports.append(await builder.build(chunk, meter=meter))
                 except LLMError as exc:
+                    if len(chunk) > 1 and not isinstance(exc, LLMUnavailable):
+                        log.warning("extraction of %d turns failed; retrying them apart: %s", len(chunk), exc)
+                        queue.extendleft(reversed(self._apart(chunk)))
+                        continue
                     await asyncio.to_thread(self.store.set_turns_status, ids, "failed", error=str(exc))
                     log.warning("memory extraction failed (will retry): %s", exc)
                     if raise_errors:
                         raise
-                    return reports, str(exc), meter.total
+                    failures.append(str(exc))
+                    if isinstance(exc, LLMUnavailable):
+                        break
+                    continue
                 await asyncio.to_thread(self.store.set_turns_status, ids, "done")
-        return reports, None, meter.total
+        return reports, _failure_summary(failures), meter.total
+
+    @staticmethod
+    def _apart(chunk: list[Turn]) -> list[list[Turn]]:
+        """A failed group split finer: one exchange per user turn, or single turns if it held one exchange."""
+        exchanges: list[list[Turn]] = []
+        for t in chunk:
+            if t.role == "user" or not exchanges:
+                exchanges.append([t])
+            else:
+                exchanges[-1].append(t)
+        return exchanges if len(exchanges) > 1 else [[t] for t in chunk]
 
     @staticmethod
     def _exchanges(turns: list[Turn], size: int, hold_open: bool = True) -> list[list[Turn]]:
@@ -391,9 +421,7 @@ class MemoryAgent:
 
         ids = await asyncio.to_thread(reset)
         reports, error, usage = await self._process_user(user_id, complete=True)
-        return RememberResult(
-            turn_ids=ids, status="failed" if error else "done", reports=reports, error=error, usage=usage
-        )
+        return RememberResult(turn_ids=ids, status=_status(reports, error), reports=reports, error=error, usage=usage)
 
     async def aflush(self) -> None:
         """Wait until every background extraction has finished."""
@@ -482,6 +510,21 @@ class MemoryAgent:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _status(reports: list[BuildReport], error: str | None) -> str:
+    if error is None:
+        return "done"
+    return "partial" if reports else "failed"
+
+
+def _failure_summary(failures: list[str]) -> str | None:
+    """One line for the caller: the first error, and how many groups of turns failed when several did."""
+    if not failures:
+        return None
+    if len(failures) == 1:
+        return failures[0]
+    return f"{len(failures)} groups of turns could not be extracted (kept, retried later); first: {failures[0]}"
 
 
 async def purge_chat_state(home: Path, user_id: str, conn: aiosqlite.Connection | None = None) -> None:

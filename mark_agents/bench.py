@@ -42,7 +42,7 @@ from mark_agents.agent import MemoryAgent
 from mark_agents.config import LLMSettings, Settings
 from mark_agents.graph import build_messages
 from mark_agents.llm import LLMClient, LLMError, estimate_message_tokens, estimate_tokens
-from mark_agents.prompts import ANSWER_SYSTEM, COMBINED_SYSTEM, RELATION_SYSTEM
+from mark_agents.prompts import ANSWER_SYSTEM, COMBINED_SYSTEM, RELATION_SYSTEM, quote_message
 from mark_agents.recall import recall
 from memory_store import MemoryKind, MemoryStore, NewMemory
 from memory_store.bench import OBJECTS, SUBJECTS, sentence
@@ -133,7 +133,8 @@ class ScriptedBrain:
         messages = body.get("messages", [])
         system = messages[0]["content"] if messages and messages[0].get("role") == "system" else ""
         if system.startswith(COMBINED_SYSTEM):
-            step = next((s for u, s in self.by_message.items() if f"User: {u}" in messages[-1]["content"]), None)
+            prompt = messages[-1]["content"]
+            step = next((s for u, s in self.by_message.items() if f"User: {quote_message(u)}" in prompt), None)
             notes = step.notes if step else []
             text = json.dumps({"memories": [{"kind": "user_question", "text": n} for n in notes]})
         elif system.startswith(RELATION_SYSTEM):

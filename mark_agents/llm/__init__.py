@@ -6,7 +6,7 @@ pydantic objects on every supported backend.
 """
 
 from mark_agents.llm.client import ChatResult, LLMClient, connect, connect_judge
-from mark_agents.llm.errors import LLMError, LLMOutputError, LLMUnavailable, LocalModelMissing
+from mark_agents.llm.errors import LLMContextExceeded, LLMError, LLMOutputError, LLMUnavailable, LocalModelMissing
 from mark_agents.llm.parsing import extract_json
 from mark_agents.llm.usage import (
     PRICES_PER_MTOK,
@@ -22,6 +22,7 @@ __all__ = [
     "PRICES_PER_MTOK",
     "ChatResult",
     "LLMClient",
+    "LLMContextExceeded",
     "LLMError",
     "LLMOutputError",
     "LLMUnavailable",

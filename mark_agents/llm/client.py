@@ -9,6 +9,7 @@ embedded llama.cpp server alike (which rejects ``json_schema`` but constrains ``
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import json
 import logging
@@ -24,7 +25,7 @@ import openai
 from pydantic import BaseModel, ValidationError
 
 from mark_agents.config import LLMSettings
-from mark_agents.llm.errors import LLMError, LLMUnavailable
+from mark_agents.llm.errors import LLMContextExceeded, LLMError, LLMUnavailable
 from mark_agents.llm.parsing import describe_validation_error, extract_json
 from mark_agents.llm.prompts import repair_prompt, schema_instruction
 from mark_agents.llm.usage import (
@@ -115,6 +116,8 @@ class LLMClient:
         self.meter = UsageMeter()
         self._format_index = 0
         self._stream_usage_supported = True
+        #: Set for the embedded local server: makes sure it runs (it stops itself when idle) and returns its URL.
+        self.reconnect: Callable[[], Awaitable[str]] | None = None
         self._prices = _resolve_prices(settings)
 
     # -- public API ------------------------------------------------------------------------------------
@@ -151,6 +154,10 @@ class LLMClient:
         started = time.perf_counter()
         kwargs = self._request(messages, max_tokens=max_tokens, temperature=temperature)
         kwargs["stream"] = True
+
+        async def open_stream() -> Any:
+            return await _checked_stream(await self._client.chat.completions.create(**kwargs))
+
         while True:
             if self._stream_usage_supported:
                 kwargs["stream_options"] = {"include_usage": True}
@@ -158,7 +165,7 @@ class LLMClient:
                 kwargs.pop("stream_options", None)
             try:
                 response, retries = await self._with_retries(
-                    lambda: self._client.chat.completions.create(**kwargs),
+                    open_stream,
                     label=label,
                     give_up=_rejects_stream_options if self._stream_usage_supported else None,
                 )
@@ -292,9 +299,11 @@ class LLMClient:
         kwargs = self._request(messages, max_tokens=max_tokens, temperature=temperature)
         if response_format is not None:
             kwargs["response_format"] = response_format
-        response, retries = await self._with_retries(
-            lambda: self._client.chat.completions.create(**kwargs), label=label, give_up=give_up
-        )
+
+        async def call() -> Any:
+            return _checked_completion(await self._client.chat.completions.create(**kwargs))
+
+        response, retries = await self._with_retries(call, label=label, give_up=give_up)
         if not response.choices:
             raise LLMError(f"LLM endpoint {self.base_url} returned no choices")
         choice = response.choices[0]
@@ -367,6 +376,7 @@ class LLMClient:
         attempts = self.settings.max_retries + 1
         started = time.monotonic()
         last: Exception | None = None
+        reconnected = False
         for attempt in range(1, attempts + 1):
             try:
                 return await call(), attempt - 1
@@ -374,6 +384,8 @@ class LLMClient:
                 if give_up is not None and give_up(err):
                     raise
                 if not _retryable_status(err.status_code):
+                    if _exceeds_context(err):
+                        raise LLMContextExceeded(self._rejected_message(err)) from err
                     raise LLMError(self._rejected_message(err)) from err
                 last = err
                 delay = self._backoff(attempt, self.retry_base_s, _retry_after(err))
@@ -383,6 +395,13 @@ class LLMClient:
             except openai.APIConnectionError as err:
                 last = err
                 delay = self._backoff(attempt, self.connect_retry_base_s)
+                if self.reconnect is not None and not reconnected:
+                    reconnected = True  # the local server may have stopped for idleness: start it again
+                    self._use_base_url(await self.reconnect())
+                    delay = 0.0
+            except _NotACompletion as err:  # a proxy's error page or a half-configured server: a fault, retried
+                last = err
+                delay = self._backoff(attempt, self.retry_base_s)
             if attempt == attempts or delay is None:
                 break
             logger.warning(
@@ -401,6 +420,12 @@ class LLMClient:
             f"LLM endpoint {self.base_url} unavailable after {attempt} attempt{'s' if attempt > 1 else ''} "
             f"in {elapsed:.1f} s: {_describe_error(last, self.settings)}"
         ) from last
+
+    def _use_base_url(self, url: str) -> None:
+        if url.rstrip("/") != self.base_url:
+            logger.info("LLM endpoint moved from %s to %s", self.base_url, url)
+            self._client = self._client.with_options(base_url=url)
+            self.base_url = url.rstrip("/")
 
     def _backoff(self, attempt: int, base: float, retry_after: float | None = None) -> float | None:
         """Exponential back-off with jitter; None when the server asks to wait longer than we would."""
@@ -436,7 +461,10 @@ class LLMClient:
 
     def _rejected_message(self, err: openai.APIStatusError) -> str:
         hint = ""
-        if err.status_code in (401, 403):
+        if _exceeds_context(err):
+            window = f" of {self.context_window:,} tokens" if self.context_window else ""
+            hint = f" (the request does not fit the model's context window{window}: send less text)"
+        elif err.status_code in (401, 403):
             hint = " (check MARK_LLM_API_KEY / OPENAI_API_KEY)"
         elif err.status_code == 404:
             hint = f" (check the base URL and the model name {self.model!r}: MARK_LLM_BASE_URL, MARK_LLM_MODEL)"
@@ -467,6 +495,7 @@ async def _connect_llm(settings: Settings, llm: LLMSettings) -> LLMClient:
     base_url = await asyncio.to_thread(server.ensure_running)
     client = LLMClient(llm, base_url=base_url)
     client.context_window = llm.local_n_ctx
+    client.reconnect = lambda: asyncio.to_thread(server.ensure_running)
     return client
 
 
@@ -532,6 +561,54 @@ def _rejects_response_format(err: openai.APIStatusError) -> bool:
         return False
     text = _body_text(err).lower()
     return any(s in text for s in ("response_format", "json_schema", "json_object", "'text'"))
+
+
+#: How endpoints word "the prompt is longer than the context window" (OpenAI and llama-cpp-python,
+#: llama.cpp's own server, vLLM, Gemini, Anthropic-style proxies).
+_CONTEXT_OVERFLOW = re.compile(
+    r"context_length_exceeded|maximum context length|exceed_context_size|exceeds? the (available )?context"
+    r"|context (window|size|length)|prompt is too long|too many (input )?tokens|input token count",
+    re.IGNORECASE,
+)
+
+
+def _exceeds_context(err: openai.APIStatusError) -> bool:
+    """True when the endpoint refused the request because the prompt does not fit the model's context."""
+    return err.status_code in (400, 413, 422) and bool(_CONTEXT_OVERFLOW.search(_body_text(err)))
+
+
+class _NotACompletion(Exception):
+    """The endpoint answered 2xx with something that is not a chat completion (an HTML page, plain text)."""
+
+
+def _checked_completion(response: Any) -> Any:
+    """``response`` if it is shaped like a chat completion, else _NotACompletion saying what came instead.
+
+    The SDK returns the body as a plain string when it is not JSON (a proxy's error page with status 200).
+    """
+    choices = getattr(response, "choices", None)
+    if isinstance(choices, list) and all(getattr(c, "message", None) is not None for c in choices):
+        return response
+    if isinstance(response, str):
+        snippet = " ".join(response.split())[:80]
+        what = f"a body that is not JSON (it begins {snippet!r})" if snippet else "an empty body"
+    else:
+        what = f"JSON that is not a chat completion ({type(response).__name__} without choices)"
+    raise _NotACompletion(f"the endpoint answered with {what}")
+
+
+async def _checked_stream(stream: Any) -> Any:
+    """``stream`` if the endpoint answered with server-sent events, else _NotACompletion (the SDK would read an
+    HTML page as a stream of no events: an empty reply instead of an error)."""
+    response = getattr(stream, "response", None)
+    content_type = response.headers.get("content-type", "") if response is not None else ""
+    if not content_type or "event-stream" in content_type:
+        return stream
+    snippet = ""
+    with contextlib.suppress(Exception):
+        snippet = " ".join((await response.aread()).decode("utf-8", "replace").split())[:80]
+    await stream.close()
+    raise _NotACompletion(f"the endpoint answered a stream request with {content_type} (it begins {snippet!r})")
 
 
 def _rejects_stream_options(err: openai.APIStatusError) -> bool:

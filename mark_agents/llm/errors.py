@@ -18,6 +18,12 @@ class LLMUnavailable(LLMError):
     """The endpoint is down, timed out or kept failing after all retries; the message names the URL."""
 
 
+class LLMContextExceeded(LLMError):
+    """The request does not fit the model's context window: too long to send as it is (bad input, exit 2)."""
+
+    exit_code = 2
+
+
 class LLMOutputError(LLMError):
     """Structured output was still invalid after the repair attempts; ``raw`` is the last reply's text."""
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -44,8 +46,7 @@ class ScriptedFakeLLM:
     async def structured(self, messages, schema, *, max_tokens=None, meter=None, label="extract"):  # type: ignore[no-untyped-def]
         """Enough of MARK's extraction for the ``mark`` method: one note per user message of the exchange."""
         self.calls.append((label, messages))
-        exchange = messages[-1]["content"].split("Exchange:", 1)[-1]
-        said = [line[len("User: ") :] for line in exchange.splitlines() if line.startswith("User: ")]
+        said = [json.loads(q) for q in re.findall(r'^User: (".*")$', messages[-1]["content"], re.MULTILINE)]
         fields = schema.model_fields
         if "memories" in fields:
             data = {"memories": [{"kind": "user_question", "text": f"The user said: {t}"} for t in said]}

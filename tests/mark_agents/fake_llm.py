@@ -62,6 +62,11 @@ class RoleLLM:
     def user_text(body: dict) -> str:
         return body["messages"][-1]["content"]
 
+    @classmethod
+    def said(cls, body: dict, speaker: str = "User") -> list[str]:
+        """The messages of one speaker in an extraction prompt (each quoted there as a JSON string)."""
+        return [json.loads(q) for q in re.findall(rf"^{speaker}: (\".*\")$", cls.user_text(body), re.MULTILINE)]
+
 
 FACT = re.compile(r"my (\w+) is called (\w+)", re.IGNORECASE)
 
@@ -76,7 +81,7 @@ class Brain(RoleLLM):
         self.reply = self._quote
 
     def _facts(self, body: dict) -> str:
-        users = re.findall(r"^User: (.*)$", self.user_text(body), re.MULTILINE)
+        users = self.said(body)
         return self.notes(
             *[("user_question", f"The user's {m[1]} is called {m[2]}.") for u in users if (m := FACT.search(u))]
         )

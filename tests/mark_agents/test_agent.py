@@ -17,11 +17,7 @@ from tests.mark_agents.fake_llm import RoleLLM
 def llm() -> RoleLLM:
     fake = RoleLLM()
     fake.extract = lambda body: fake.notes(
-        *[
-            ("user_question", line.split("User: ", 1)[1].replace("My ", "The user's ").replace("I ", "The user "))
-            for line in fake.user_text(body).splitlines()
-            if line.startswith("User: ")
-        ]
+        *[("user_question", said.replace("My ", "The user's ").replace("I ", "The user ")) for said in fake.said(body)]
     )
     return fake
 

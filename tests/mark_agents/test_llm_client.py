@@ -12,7 +12,7 @@ import pytest
 from pydantic import BaseModel
 
 from mark_agents.config import LLMSettings
-from mark_agents.llm import LLMClient, LLMError, LLMOutputError, LLMUnavailable, UsageMeter
+from mark_agents.llm import LLMClient, LLMContextExceeded, LLMError, LLMOutputError, LLMUnavailable, UsageMeter
 from tests.llm_fixtures import ScriptedLLM, completion, error, stream
 
 
@@ -223,3 +223,62 @@ async def test_stream_options_rejected_is_remembered_with_scripted_fake_llm() ->
 async def test_no_base_url_without_client_is_a_clear_error() -> None:
     with pytest.raises(LLMError, match="connect"):
         LLMClient(LLMSettings())
+
+
+HTML_200 = httpx.Response(200, text="<html><body>Bad gateway</body></html>", headers={"content-type": "text/html"})
+LLAMA_CPP_TOO_LONG = (
+    "This model's maximum context length is 8192 tokens. However, you requested 100412 tokens "
+    "(100012 in the messages, 400 in the completion). Please reduce the length of the messages or completion."
+)
+
+
+async def test_html_with_status_200_is_an_endpoint_fault_retried_then_unavailable_with_scripted_fake_llm() -> None:
+    fake = ScriptedLLM(HTML_200, completion("fine"))
+    assert (await fake.client(max_retries=2).chat(USER)).text == "fine"  # retried like a 502
+    assert fake.calls == 2
+    fake = ScriptedLLM(HTML_200)
+    with pytest.raises(LLMUnavailable) as info:
+        await fake.client(max_retries=2).chat(USER)
+    message = str(info.value)
+    assert "not JSON" in message and "Bad gateway" in message and "3 attempts" in message and "\n" not in message
+    fake = ScriptedLLM(HTML_200)
+    with pytest.raises(LLMUnavailable, match="stream request with text/html"):
+        [d async for d in fake.client(max_retries=1).stream(USER)]
+    assert fake.calls == 2
+    fake = ScriptedLLM(httpx.Response(200, json={"status": "ok"}))
+    with pytest.raises(LLMUnavailable, match="not a chat completion"):
+        await fake.client(max_retries=0).chat(USER)
+
+
+async def test_prompt_too_long_for_the_context_is_its_own_error_not_retried_with_scripted_fake_llm() -> None:
+    body = {"message": LLAMA_CPP_TOO_LONG, "type": "invalid_request_error", "code": "context_length_exceeded"}
+    fake = ScriptedLLM(httpx.Response(400, json={"error": body}))
+    llm = fake.client(max_retries=3)
+    llm.context_window = 8192
+    with pytest.raises(LLMContextExceeded) as info:
+        await llm.chat(USER)
+    assert fake.calls == 1 and info.value.exit_code == 2
+    assert "maximum context length is 8192" in str(info.value) and "context window of 8,192 tokens" in str(info.value)
+    fake = ScriptedLLM(error(400, "unknown field 'foo'"))
+    with pytest.raises(LLMError) as info:
+        await fake.client().chat(USER)
+    assert not isinstance(info.value, LLMContextExceeded)
+
+
+async def test_a_refused_connection_asks_the_local_server_to_run_again_once_with_scripted_fake_llm() -> None:
+    """The embedded server stops itself when idle: the client starts it again (it may come back on a new port)."""
+    fake = ScriptedLLM(httpx.ConnectError("connection refused"), completion("back"))
+    seen: list[str] = []
+    original = fake.handler
+    fake.handler = lambda request: (seen.append(str(request.url)), original(request))[1]  # type: ignore[method-assign]
+    llm = fake.client(max_retries=2)
+    restarts: list[str] = []
+
+    async def reconnect() -> str:
+        restarts.append("started")
+        return "http://fake-llm.test:4242/v1"
+
+    llm.reconnect = reconnect
+    assert (await llm.chat(USER)).text == "back"
+    assert restarts == ["started"] and llm.base_url == "http://fake-llm.test:4242/v1"
+    assert seen[0].startswith("http://fake-llm.test/v1") and seen[1].startswith("http://fake-llm.test:4242/v1")

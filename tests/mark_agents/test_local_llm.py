@@ -5,6 +5,7 @@ Prompts stay tiny: on 2 CPU cores the 0.5B model pre-fills ~110 tokens/s and gen
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -18,7 +19,7 @@ from pydantic import BaseModel
 
 from mark_agents.config import LLMSettings, Settings
 from mark_agents.llm import LLMUnavailable, UsageMeter, connect
-from mark_agents.local_llm import MODEL_SIZE, LocalServer, ensure_model
+from mark_agents.local_llm import MODEL_SIZE, LocalServer, ensure_model, running_servers, stop_all
 
 pytestmark = pytest.mark.llm
 
@@ -85,9 +86,9 @@ def test_start_and_stop_a_server(tmp_path: Path, local_llm_model: Path) -> None:
     url = server.start()
     status = server.status()
     assert status.running and status.base_url == url and status.n_ctx == 2048
-    state = json.loads((tmp_path / "llm" / "server.json").read_text())
+    state = json.loads(server.state_path.read_text())
     assert (state["pid"], state["port"], state["n_ctx"]) == (status.pid, status.port, 2048)
-    assert (tmp_path / "llm" / "server.log").exists()
+    assert server.log_path.exists() and not (tmp_path / "llm").exists()  # nothing in the data directory
     assert server.stop() is True
     assert not server.status().running
     with pytest.raises(ProcessLookupError):
@@ -95,26 +96,32 @@ def test_start_and_stop_a_server(tmp_path: Path, local_llm_model: Path) -> None:
     assert server.stop() is False
 
 
-def test_two_processes_starting_at_once_share_one_server(tmp_path: Path, local_llm_model: Path) -> None:
+def test_two_processes_of_two_data_directories_starting_at_once_share_one_server(
+    tmp_path: Path, local_llm_model: Path
+) -> None:
     code = (
         "import sys; from pathlib import Path; from mark_agents.config import Settings, LLMSettings;"
         "from mark_agents.local_llm import LocalServer;"
         "s = Settings(home=Path(sys.argv[1]), llm=LLMSettings(local_model_path=Path(sys.argv[2]), local_n_ctx=2048));"
         "print(LocalServer(s).ensure_running())"
     )
+    server = LocalServer(Settings(home=tmp_path, llm=LLMSettings(local_model_path=local_llm_model, local_n_ctx=2048)))
+    for log in (server.log_path, server.log_path.with_suffix(".log.1")):  # earlier tests' runs of this server
+        log.unlink(missing_ok=True)
     procs = [
         subprocess.Popen(
-            [sys.executable, "-c", code, str(tmp_path), str(local_llm_model)], stdout=subprocess.PIPE, text=True
+            [sys.executable, "-c", code, str(tmp_path / f"home{i}"), str(local_llm_model)],
+            stdout=subprocess.PIPE,
+            text=True,
         )
-        for _ in range(2)
+        for i in range(2)
     ]
     urls = {p.communicate(timeout=180)[0].strip() for p in procs}
-    server = LocalServer(Settings(home=tmp_path, llm=LLMSettings(local_model_path=local_llm_model, local_n_ctx=2048)))
     try:
         assert all(p.returncode == 0 for p in procs)
         assert len(urls) == 1 and server.status().base_url in urls
-        log = (tmp_path / "llm" / "server.log").read_text(errors="replace")
-        assert log.count("# mark:") == 1 and not (tmp_path / "llm" / "server.log.1").exists()  # launched once
+        log = server.log_path.read_text(errors="replace")
+        assert log.count("# mark:") == 1 and not server.log_path.with_suffix(".log.1").exists()  # launched once
     finally:
         server.stop()
 
@@ -126,6 +133,73 @@ def test_a_server_dying_at_start_quotes_its_log(tmp_path: Path) -> None:
     with pytest.raises(LLMUnavailable) as info:
         server.start(timeout_s=60)
     message = str(info.value)
-    assert "exited with code" in message and "Failed to load model" in message and "server.log" in message
+    assert "exited with code" in message and "Failed to load model" in message and server.log_path.name in message
     assert "\n" not in message
     assert not server.status().running
+
+
+async def test_an_idle_server_stops_by_itself_and_a_client_starts_it_again(
+    tmp_path: Path, local_llm_model: Path
+) -> None:
+    """MARK_LLM_IDLE_SECONDS=1: the server leaves the registry and exits; the next request brings it back."""
+    llm_settings = LLMSettings(local_model_path=local_llm_model, local_n_ctx=1024, local_idle_s=1)
+    settings = Settings(home=tmp_path / "a", llm=llm_settings)
+    llm = await connect(settings)
+    try:
+        first = LocalServer(settings).status()
+        assert first.running and first.idle_limit_s == 1 and first.idle_s is not None
+        assert LocalServer(Settings(home=tmp_path / "b", llm=llm_settings)).status().pid == first.pid  # shared
+        assert first.pid in [s.pid for s in running_servers(settings)]  # with the session's server
+        deadline = time.monotonic() + 120
+        while _alive(first.pid):
+            assert time.monotonic() < deadline, "the idle server did not stop"
+            await asyncio.sleep(0.2)
+        assert not LocalServer(settings).state_path.exists()
+        assert first.pid not in [s.pid for s in running_servers(settings)]
+        assert "no request for 1 s, stopping" in LocalServer(settings).log_path.read_text(errors="replace")
+
+        result = await llm.chat([{"role": "user", "content": "Say OK."}], max_tokens=4)  # restarts it
+        assert result.usage.calls == 1
+        second = LocalServer(settings).status()
+        assert second.running and second.pid != first.pid and llm.base_url == second.base_url
+    finally:
+        await llm.aclose()
+        stop_all(settings)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    stat = Path(f"/proc/{pid}/stat")
+    return not (stat.exists() and stat.read_text().rsplit(")", 1)[1].split()[0] == "Z")
+
+
+def test_cli_lists_and_stops_the_servers_of_every_data_directory(
+    tmp_path: Path, local_llm_model: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from mark_cli.main import app
+
+    monkeypatch.setenv("MARK_LLM_SERVER_DIR", str(tmp_path / "registry"))  # apart from the session's server
+    monkeypatch.setenv("MARK_LLM_MODEL_PATH", str(local_llm_model))
+    monkeypatch.setenv("MARK_LLM_N_CTX", "1024")
+    runner = CliRunner()
+    assert runner.invoke(app, ["--home", str(tmp_path / "a"), "llm", "status"]).output.strip() == "not running"
+    url = runner.invoke(app, ["--home", str(tmp_path / "a"), "llm", "serve"], catch_exceptions=False).output.strip()
+    assert url.startswith("http://127.0.0.1:")
+
+    listed = runner.invoke(app, ["--home", str(tmp_path / "b"), "llm", "status", "--json"], catch_exceptions=False)
+    (server,) = json.loads(listed.output)
+    assert server["base_url"] == url and server["n_ctx"] == 1024 and server["idle_limit_s"] == 900
+    assert server["idle_s"] is not None and server["model_path"] == str(local_llm_model)
+    table = runner.invoke(app, ["--home", str(tmp_path / "b"), "llm", "status"], catch_exceptions=False).output
+    assert str(server["pid"]) in table and "idle" in table and "15m00s" in table
+
+    stopped = runner.invoke(app, ["--home", str(tmp_path / "c"), "llm", "stop"], catch_exceptions=False)
+    assert stopped.exit_code == 0 and f"stopped pid {server['pid']}" in stopped.output
+    with pytest.raises(ProcessLookupError):
+        os.kill(server["pid"], 0)
+    assert runner.invoke(app, ["--home", str(tmp_path / "a"), "llm", "status"]).output.strip() == "not running"

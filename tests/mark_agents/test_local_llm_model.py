@@ -14,7 +14,14 @@ import pytest
 from mark_agents import local_llm
 from mark_agents.config import LLMSettings, Settings
 from mark_agents.llm import LLMError, LocalModelMissing
-from mark_agents.local_llm import LocalServer, ensure_model, resolve_model_path
+from mark_agents.local_llm import (
+    LocalServer,
+    ensure_model,
+    registry_dir,
+    resolve_model_path,
+    running_servers,
+    stop_all,
+)
 
 PARTS = [b"GGUF" + b"a" * 1000, b"b" * 1000, b"c" * 10]
 
@@ -103,18 +110,50 @@ def test_configured_model_must_exist(tmp_path: Path) -> None:
 
 
 def test_status_and_stop_without_a_server(tmp_path: Path) -> None:
-    server = LocalServer(Settings(home=tmp_path, llm=LLMSettings()))
+    settings = Settings(home=tmp_path, llm=LLMSettings(local_server_dir=tmp_path / "servers"))
+    server = LocalServer(settings)
     assert not server.status().running
     assert server.stop() is False
+    assert running_servers(settings) == [] and stop_all(settings) == []
 
 
 def test_stale_state_is_not_running(tmp_path: Path) -> None:
-    server = LocalServer(Settings(home=tmp_path, llm=LLMSettings()))
+    settings = Settings(home=tmp_path, llm=LLMSettings(local_server_dir=tmp_path / "servers"))
+    server = LocalServer(settings)
     server.dir.mkdir(parents=True)
-    # our own pid is alive but is not a llama_cpp.server: it must be neither reported nor killed
+    # our own pid is alive but is not a local model server: it must be neither reported nor killed
     state = {"pid": os.getpid(), "port": 9, "model": "m.gguf", "n_ctx": 8192, "started_at": 0}
     server.state_path.write_text(json.dumps(state))
     status = server.status()
     assert not status.running and status.pid == os.getpid() and status.base_url is None
     assert server.stop() is False
     assert not server.state_path.exists()
+    server.state_path.write_text(json.dumps(state))
+    assert running_servers(settings) == [] and not server.state_path.exists()  # listing drops stale entries
+
+
+def test_one_registry_entry_per_model_file_and_n_ctx_whatever_the_data_directory(tmp_path: Path) -> None:
+    model = tmp_path / "mine.gguf"
+    model.write_bytes(b"GGUF")
+    registry = tmp_path / "servers"
+
+    def server(home: str, **llm: object) -> LocalServer:
+        return LocalServer(Settings(home=tmp_path / home, llm=LLMSettings(local_server_dir=registry, **llm)))
+
+    bundled_a, bundled_b = server("a"), server("b")
+    assert bundled_a.state_path == bundled_b.state_path and bundled_a.dir == registry
+    mine_a, mine_b = server("a", local_model_path=model), server("b", local_model_path=model)
+    assert mine_a.key == mine_b.key and mine_a.key.startswith("mine-8192-") and mine_a.key != bundled_a.key
+    assert server("a", local_model_path=model, local_n_ctx=2048).key != mine_a.key
+    assert not (tmp_path / "a").exists()  # nothing is written to a data directory
+
+
+def test_registry_dir_comes_from_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MARK_LLM_SERVER_DIR", str(tmp_path / "reg"))
+    monkeypatch.setenv("MARK_LLM_IDLE_SECONDS", "5")
+    settings = Settings(home=tmp_path)
+    assert registry_dir(settings) == tmp_path / "reg" and settings.llm.local_idle_s == 5
+    monkeypatch.delenv("MARK_LLM_SERVER_DIR")
+    monkeypatch.delenv("MARK_LLM_IDLE_SECONDS")
+    settings = Settings(home=tmp_path)
+    assert registry_dir(settings).parts[-2:] == ("mark", "llm-servers") and settings.llm.local_idle_s == 900
