@@ -36,6 +36,8 @@ EXTRA_COLUMNS = [
     "method",
     "category",
     "evidence_count",
+    "ci95_low_percent",
+    "ci95_high_percent",
     "evidence_recall_percent",
     "questions",
     "context_overflow",
@@ -52,6 +54,9 @@ class GroupStats(BaseModel):
     """What every benchmark reports for a group of result rows (ConvoMem's measures and ours)."""
 
     success_rate_percent: float | None
+    #: 95% Wilson interval of the success rate (None when nothing was judged)
+    ci95_low_percent: float | None
+    ci95_high_percent: float | None
     correct_answers: int
     total_processed: int
     avg_response_time_ms: float
@@ -86,6 +91,18 @@ def percentile(sorted_values: list[float], p: float) -> float:
     return sorted_values[math.floor(p / 100.0 * (len(sorted_values) - 1))]
 
 
+def wilson_interval(correct: int, total: int, z: float = 1.959964) -> tuple[float, float] | None:
+    """95% Wilson score interval of a binomial proportion, in percent: unlike the normal approximation it
+    stays inside 0-100 and is honest at the small counts of one category or one size."""
+    if total <= 0:
+        return None
+    p = correct / total
+    denom = 1 + z * z / total
+    centre = (p + z * z / (2 * total)) / denom
+    half = z * math.sqrt(p * (1 - p) / total + z * z / (4 * total * total)) / denom
+    return round(100 * max(0.0, centre - half), 1), round(100 * min(1.0, centre + half), 1)
+
+
 def mean(values: list[float]) -> float:
     return sum(values) / len(values) if values else 0.0
 
@@ -98,8 +115,11 @@ def group_stats(group: list[ResultRow]) -> dict[str, Any]:
     correct = sum(1 for r in judged if r.correct)
     latencies = sorted(r.latency_ms for r in ok)
     recalls = [r.evidence_recall for r in ok if r.evidence_recall is not None]
+    ci = wilson_interval(correct, len(judged))
     return {
         "success_rate_percent": round(100.0 * correct / len(judged), 1) if judged else None,
+        "ci95_low_percent": ci[0] if ci else None,
+        "ci95_high_percent": ci[1] if ci else None,
         "correct_answers": correct,
         "total_processed": len(judged),
         "avg_response_time_ms": round(mean(latencies), 1),
@@ -157,6 +177,7 @@ def console_table(summary: list[SummaryRow], title: str = "ConvoMem") -> Table:
         ("ev", "right"),
         ("convs", "right"),
         ("acc %", "right"),
+        ("95% CI", "right"),
         ("n", "right"),
         ("recall %", "right"),
         ("in tok", "right"),
@@ -168,12 +189,14 @@ def console_table(summary: list[SummaryRow], title: str = "ConvoMem") -> Table:
         table.add_column(name, justify=justify)  # type: ignore[arg-type]
     for r in summary:
         acc = _fmt(r.success_rate_percent) + ("~" if r.approximate else "")
+        ci = f"{r.ci95_low_percent:.0f}-{r.ci95_high_percent:.0f}" if r.ci95_low_percent is not None else "-"
         table.add_row(
             r.method,
             r.category,
             str(r.evidence_count),
             str(r.context_size),
             acc,
+            ci,
             str(r.total_processed),
             _fmt(r.evidence_recall_percent),
             _fmt(r.avg_input_tokens, ".0f"),

@@ -13,6 +13,10 @@ from mark_eval.locomo.summary import LocomoSummaryRow
 _PANEL_ORDER = (OVERALL, *HEADLINE, ADVERSARIAL)
 
 
+def _label(category: str) -> str:
+    return "overall (1-4)" if category == OVERALL else category.replace("_", " ")
+
+
 def write_plot(summary: list[LocomoSummaryRow], out_dir: Path) -> Path | None:
     if not summary:
         return None
@@ -39,16 +43,16 @@ def write_plot(summary: list[LocomoSummaryRow], out_dir: Path) -> Path | None:
                 continue
             xs.append(c + (m - (len(methods) - 1) / 2) * width)
             ys.append(value)
-            low = row.j_ci95_low if judged and row.j_ci95_low is not None else value
-            high = row.j_ci95_high if judged and row.j_ci95_high is not None else value
+            low = row.ci95_low_percent if judged and row.ci95_low_percent is not None else value
+            high = row.ci95_high_percent if judged and row.ci95_high_percent is not None else value
             lo.append(value - low)
             hi.append(high - value)
         ax.bar(xs, ys, width=width, label=method, yerr=[lo, hi] if judged else None, capsize=3)
     ax.set_xticks(range(len(categories)))
-    ax.set_xticklabels([c.replace("_", " ") for c in categories], fontsize=8)
+    ax.set_xticklabels([_label(c) for c in categories], fontsize=8)
     ax.set_ylim(0, 105)
     ax.set_ylabel(metric)
-    ax.set_title(f"ours by category ({metric}; 'overall 1 4' = headline)", fontsize=9)
+    ax.set_title(f"ours by category: {metric}", fontsize=9)
     ax.grid(True, axis="y", alpha=0.3)
     ax.legend(fontsize=7)
     if judged:
@@ -66,8 +70,8 @@ def _anchor_panel(ax, summary: list[LocomoSummaryRow]) -> None:  # type: ignore[
     for r in summary:
         if r.category == OVERALL and r.j_percent is not None:
             judge = r.judge.split(":", 1)[-1] if ":" in r.judge else r.judge
-            low = r.j_ci95_low if r.j_ci95_low is not None else r.j_percent
-            high = r.j_ci95_high if r.j_ci95_high is not None else r.j_percent
+            low = r.ci95_low_percent if r.ci95_low_percent is not None else r.j_percent
+            high = r.ci95_high_percent if r.ci95_high_percent is not None else r.j_percent
             label = f"ours: {r.method} ({r.answer_model or 'answer model ?'}; judge {judge})"
             bars.append((label, r.j_percent, low, high, True))
     for a in j_anchors():

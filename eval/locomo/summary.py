@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import csv
 import io
-import math
 from collections import defaultdict
 from collections.abc import Iterable
 from pathlib import Path
@@ -27,8 +26,8 @@ COLUMNS = [
     "category_id",
     "questions",
     "j_percent",
-    "j_ci95_low",
-    "j_ci95_high",
+    "ci95_low_percent",
+    "ci95_high_percent",
     "correct_answers",
     "total_processed",
     "f1_percent",
@@ -58,8 +57,6 @@ class LocomoSummaryRow(GroupStats):
     category: str
     #: LoCoMo's category number ("1-4" for the headline row)
     category_id: str
-    j_ci95_low: float | None
-    j_ci95_high: float | None
     f1_percent: float | None
     bleu1_percent: float | None
     dialogues: int
@@ -70,30 +67,15 @@ class LocomoSummaryRow(GroupStats):
         return self.success_rate_percent
 
 
-def wilson_interval(correct: int, total: int, z: float = 1.959964) -> tuple[float, float] | None:
-    """95% Wilson score interval of a binomial proportion, in percent (better than the normal
-    approximation at the small counts of one dialogue's categories)."""
-    if total <= 0:
-        return None
-    p = correct / total
-    denom = 1 + z * z / total
-    centre = (p + z * z / (2 * total)) / denom
-    half = z * math.sqrt(p * (1 - p) / total + z * z / (4 * total * total)) / denom
-    return round(100 * max(0.0, centre - half), 1), round(100 * min(1.0, centre + half), 1)
-
-
 def _row(method: str, category: str, group: list[ResultRow]) -> LocomoSummaryRow:
     stats = group_stats(group)
     ok = [r for r in group if r.error is None]
     f1 = [r.metrics["f1"] for r in ok if "f1" in r.metrics]
     bleu = [r.metrics["bleu1"] for r in ok if "bleu1" in r.metrics]
-    ci = wilson_interval(stats["correct_answers"], stats["total_processed"])
     return LocomoSummaryRow(
         method=method,
         category=category,
         category_id="1-4" if category == OVERALL else str(category_number(category)),
-        j_ci95_low=ci[0] if ci else None,
-        j_ci95_high=ci[1] if ci else None,
         f1_percent=round(100 * mean(f1), 1) if f1 else None,
         bleu1_percent=round(100 * mean(bleu), 1) if bleu else None,
         dialogues=len({r.haystack_id for r in group}),
@@ -138,7 +120,7 @@ def console_table(summary: list[LocomoSummaryRow]) -> Table:
     for name in ["method", "category", "n", "J %", "95% CI", "F1 %", "BLEU-1 %", "recall %", "in tok", "p50 ms"]:
         table.add_column(name, justify="left" if name in {"method", "category"} else "right")
     for r in summary:
-        ci = f"{r.j_ci95_low:.0f}-{r.j_ci95_high:.0f}" if r.j_ci95_low is not None else "-"
+        ci = f"{r.ci95_low_percent:.0f}-{r.ci95_high_percent:.0f}" if r.ci95_low_percent is not None else "-"
         table.add_row(
             r.method,
             r.category,
