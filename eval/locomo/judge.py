@@ -47,7 +47,7 @@ def judge_prompt(question: Question, response: str) -> str:
 class JJudge:
     """The LLM judge of LoCoMo runs (``settings.judge_llm`` via ``connect_judge``, else the answering model)."""
 
-    def __init__(self, client: Any, retries: int = 5, max_tokens: int = 160) -> None:
+    def __init__(self, client: Any, retries: int = 5, max_tokens: int = 256) -> None:
         self.client = client
         self.retries = retries
         self.max_tokens = max_tokens
@@ -74,14 +74,16 @@ class JJudge:
 def known_wrong_answers(questions: list[Question]) -> list[tuple[Question, str]]:
     """For each question an answer the judge must call WRONG: for an adversarial question LoCoMo's own trap
     answer stated as fact (unless the trap is itself an abstention, as "Not mentioned" sometimes is);
-    otherwise another question's gold answer of the same category (on topic, wrong)."""
+    otherwise another question's gold answer, of the same category when there is one (on topic, wrong)."""
     out: list[tuple[Question, str]] = []
     for i, q in enumerate(questions):
         if q.category == ADVERSARIAL:
             if q.distractor and not is_abstention(q.distractor):
                 out.append((q, f"{q.distractor}."))
             continue
-        others = [o.answer for o in questions if o.category == q.category and _norm(o.answer) != _norm(q.answer)]
+        pool = [o for o in questions if o.category != ADVERSARIAL and _norm(o.answer) != _norm(q.answer)]
+        # same category first (a date for a date); any other gold answer when the selection has none
+        others = [o.answer for o in pool if o.category == q.category] or [o.answer for o in pool]
         if others:
             out.append((q, others[i % len(others)]))
     return out

@@ -59,12 +59,6 @@ class LocomoData(BaseModel):
     dialogues: list[Dialogue]
     warnings: list[str] = Field(default_factory=list)
 
-    def cases(self) -> list[TestCase]:
-        return [d.to_case() for d in self.dialogues]
-
-    def questions(self) -> list[Question]:
-        return [q for d in self.dialogues for q in d.questions]
-
 
 def parse_date(text: str | None) -> datetime | None:
     """LoCoMo writes "4:04 pm on 20 January, 2023"; anything else is kept as text only."""
@@ -142,6 +136,7 @@ def _dialogue(sample: dict[str, Any], default_id: str, where: str, warnings: lis
         raise InvalidInput(f"{where}: no sessions (expected keys session_1, session_2, ...)")
     conversations: list[Conversation] = []
     positions: dict[tuple[int, int], str] = {}  # (session, turn) from the dia_id -> message id
+    texts: dict[str, str] = {}  # message id -> text
     for ci, n in enumerate(numbers):
         turns = conv[f"session_{n}"]
         if not isinstance(turns, list):
@@ -162,6 +157,7 @@ def _dialogue(sample: dict[str, Any], default_id: str, where: str, warnings: lis
                 warnings.append(f"{where}: dia_id {turn['dia_id']} appears twice; the first is used")
             else:
                 positions[key] = f"{ci}:{mi}"
+                texts[f"{ci}:{mi}"] = messages[-1].text
         conversations.append(
             Conversation(messages=messages, id=f"{sample_id}:session_{n}", date=date, started_at=parse_date(date))
         )
@@ -173,9 +169,6 @@ def _dialogue(sample: dict[str, Any], default_id: str, where: str, warnings: lis
     dialogue = Dialogue(
         sample_id=sample_id, speaker_a=speaker_a, speaker_b=speaker_b, conversations=conversations, questions=[]
     )
-    texts = {
-        mid: conversations[int(mid.split(":")[0])].messages[int(mid.split(":")[1])].text for mid in positions.values()
-    }
     for i, entry in enumerate(qa):
         _add_question(dialogue, entry, i, positions, texts, f"{where}: qa[{i}]", warnings)
     return dialogue

@@ -30,7 +30,10 @@ def write_plot(summary: list[LocomoSummaryRow], out_dir: Path) -> Path | None:
     methods = sorted({r.method for r in summary})
     categories = [c for c in _PANEL_ORDER if any(r.category == c for r in summary)]
     panels = 2 if judged else 1
-    fig, axes = plt.subplots(1, panels, figsize=(7.5 * panels, 4.6), squeeze=False)
+    ratios = [1.0, 1.3] if judged else [1.0]
+    fig, axes = plt.subplots(
+        1, panels, figsize=(7.5 * sum(ratios), 4.8), squeeze=False, gridspec_kw={"width_ratios": ratios}
+    )
     ax = axes[0][0]
     width = 0.8 / max(1, len(methods))
     for m, method in enumerate(methods):
@@ -78,13 +81,14 @@ def _anchor_panel(ax, summary: list[LocomoSummaryRow]) -> None:  # type: ignore[
         bars.append((f"{a.system} ({a.model_label})", a.score, a.score, a.score, False))
     bars.sort(key=lambda b: b[1])
     ys = range(len(bars))
-    ax.barh(
-        list(ys),
-        [b[1] for b in bars],
-        xerr=[[b[1] - b[2] for b in bars], [b[3] - b[1] for b in bars]],
-        color=["tab:red" if b[4] else "tab:gray" for b in bars],
-        capsize=3,
-    )
+    for y, (_, value, low, high, ours) in zip(ys, bars, strict=True):
+        ax.barh(
+            y,
+            value,
+            xerr=[[value - low], [high - value]] if ours else None,
+            color="tab:red" if ours else "tab:gray",
+            capsize=3,
+        )
     ax.set_yticks(list(ys))
     ax.set_yticklabels([b[0] for b in bars], fontsize=7)
     ax.set_xlim(0, 100)

@@ -65,6 +65,10 @@ def test_known_wrong_answers_use_the_adversarial_trap_and_other_gold_answers() -
             assert wrong == f"{q.distractor}."
         else:
             assert wrong != q.answer
+    # one question per category: no same-category answer, so another category's gold answer stands in
+    [small] = select(load_locomo(CONV30), {"temporal", "single_hop"}, limit=1)
+    temporal, single = small.questions
+    assert known_wrong_answers(small.questions) == [(temporal, single.answer), (single, temporal.answer)]
 
 
 async def test_leniency_check_scripted_llm_counts_false_accepts() -> None:
