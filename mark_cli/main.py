@@ -1,6 +1,6 @@
 """Root of the `mark` CLI.
 
-Each package owns its sub-commands (``memory_store.cli``, ``mark_agents.cli``, ``mark_eval.convomem.cli``);
+Each package owns its sub-commands (``memory_store.cli``, ``mark_agents.cli``, ``mark_eval.cli``);
 this module composes them, builds the one settings object from ``--home`` and the environment, and turns
 every :class:`~memory_store.errors.MarkError` into one clear line on stderr and its exit code. An error nobody
 foresaw is one line too, with a hint: ``MARK_DEBUG=1`` shows its traceback.
@@ -109,7 +109,7 @@ def _register() -> None:
     else:
         register_agents(app, bench_app)
     try:
-        from mark_eval.convomem.cli import register as register_eval
+        from mark_eval.cli import register as register_eval
     except ImportError:
         pass
     else:

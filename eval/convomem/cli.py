@@ -1,4 +1,5 @@
-"""``mark eval convomem`` and ``mark bench convomem``: thin shells over the library.
+"""``mark eval convomem`` and ``mark bench convomem``: thin shells over the library (composed into the root
+CLI by ``mark_eval.cli``; the helpers below are shared with ``mark eval locomo``).
 
 Everything the user typed is checked and the data is loaded before the output directory is touched, so bad
 input leaves nothing half-written; errors are :class:`~memory_store.errors.InvalidInput` (exit code 2),
@@ -37,13 +38,13 @@ def parse_sizes(text: str | None) -> tuple[int, ...] | None:
     return sizes
 
 
-def _choice(value: str, allowed: tuple[str, ...], option: str) -> str:
+def choice(value: str, allowed: tuple[str, ...], option: str) -> str:
     if value not in allowed:
         raise InvalidInput(f"{option} must be one of {', '.join(allowed)}, got {value!r}")
     return value
 
 
-def _judge_choice(settings: Any, judge: str) -> str:
+def judge_choice(settings: Any, judge: str) -> str:
     """``auto``: the LLM judge when a judge model is configured apart from the answering model."""
     if judge != "auto":
         return judge
@@ -53,7 +54,7 @@ def _judge_choice(settings: Any, judge: str) -> str:
     return "llm"
 
 
-async def _connect(settings: Any, judge_kind: str, need_answerer: bool) -> tuple[Any, Any]:
+async def connect_clients(settings: Any, judge_kind: str, need_answerer: bool) -> tuple[Any, Any]:
     """The answering client and the judge's (``connect_judge``: settings.judge_llm, else the same model)."""
     if not need_answerer and judge_kind != "llm":
         return None, None
@@ -68,7 +69,7 @@ async def _connect(settings: Any, judge_kind: str, need_answerer: bool) -> tuple
     return client, judge_client
 
 
-def _embedder_factory(settings: Any) -> Any:
+def embedder_factory(settings: Any) -> Any:
     def factory() -> Any:
         from memory_store.embeddings import CachedEmbedder, get_embedder
 
@@ -82,7 +83,7 @@ def _embedder_factory(settings: Any) -> Any:
     return factory
 
 
-def _console() -> Console:
+def console_out() -> Console:
     console = Console()
     return console if console.is_terminal else Console(width=150)
 
@@ -171,10 +172,10 @@ def convomem_command(
     if not sample and data is None:
         raise InvalidInput("give --data PATH (a ConvoMem file or directory) or --sample")
     method_list = resolve_methods(methods or (SAMPLE_METHODS if sample else DEFAULT_METHODS))
-    _choice(retrieval, ("dense", "keyword", "hybrid"), "--retrieval")
-    _choice(judge, ("llm", "exact", "auto"), "--judge")
-    _choice(mark_extraction, ("llm", "off"), "--mark-extraction")
-    _choice(mix, ("standard", "batched"), "--mix")
+    choice(retrieval, ("dense", "keyword", "hybrid"), "--retrieval")
+    choice(judge, ("llm", "exact", "auto"), "--judge")
+    choice(mark_extraction, ("llm", "off"), "--mark-extraction")
+    choice(mix, ("standard", "batched"), "--mix")
     categories = {resolve_category(c) for c in category.split(",") if c.strip()} if category else None
     size_list = parse_sizes(sizes if sizes is not None else (SAMPLE_SIZES if sample else None))
     if sample and limit is None:
@@ -195,7 +196,7 @@ def convomem_command(
         err.print(f"[yellow]warning:[/] {escape(warning)}")
 
     settings = ctx.obj() if callable(ctx.obj) else ctx.obj
-    judge_kind = "none" if retrieval_only else _judge_choice(settings, judge)
+    judge_kind = "none" if retrieval_only else judge_choice(settings, judge)
     fingerprint = {
         "data": "sample" if sample else str(data),
         "seed": seed,
@@ -216,7 +217,7 @@ def convomem_command(
         fingerprint=fingerprint,
         progress=not no_progress,
     )
-    console = _console()
+    console = console_out()
     n_questions = len({(q.qid, c.context_size) for c in mixed.cases for q in c.questions})
     err.print(
         f"convomem: {n_questions} question x size pairs, {len(mixed.cases)} haystacks, methods "
@@ -224,7 +225,7 @@ def convomem_command(
     )
 
     async def main() -> Any:
-        client, judge_client = await _connect(settings, judge_kind, need_answerer=not retrieval_only)
+        client, judge_client = await connect_clients(settings, judge_kind, need_answerer=not retrieval_only)
         try:
             run_judge: Any = None
             if judge_kind == "llm":
@@ -239,7 +240,7 @@ def convomem_command(
                 llm=client,
                 budget_tokens=budget_tokens,
                 retrieval=retrieval,  # type: ignore[arg-type]
-                embedder_factory=_embedder_factory(settings),
+                embedder_factory=embedder_factory(settings),
                 settings=settings,
                 work_dir=out_dir.resolve(),
                 mark_extraction=mark_extraction,
@@ -300,17 +301,9 @@ def bench_command(
         budget_tokens=budget_tokens,
         seed=seed,
     )
-    result = run_bench(config, _embedder_factory(settings))
-    print_bench(result, _console())
+    result = run_bench(config, embedder_factory(settings))
+    print_bench(result, console_out())
     if json_out is not None:
         from mark_eval.convomem.atomic import write_text_atomic
 
         write_text_atomic(json_out, json.dumps(result.model_dump(), indent=2) + "\n")
-
-
-def register(app: typer.Typer, bench_app: typer.Typer) -> None:
-    """Add ``mark eval convomem`` and ``mark bench convomem`` to the root CLI."""
-    eval_app = typer.Typer(help="Evaluate memory quality (ConvoMem).", no_args_is_help=True)
-    eval_app.command("convomem")(convomem_command)
-    app.add_typer(eval_app, name="eval", help="Evaluate memory quality (ConvoMem benchmark).")
-    bench_app.command("convomem")(bench_command)

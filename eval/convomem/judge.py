@@ -10,6 +10,7 @@ approximate, because a rubric really needs a reader).
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from pydantic import BaseModel, Field
@@ -228,12 +229,18 @@ def known_wrong_answers(questions: list[Question]) -> list[tuple[Question, str]]
     return out
 
 
-async def leniency_check(judge: Judge, questions: list[Question], max_examples: int = 5) -> LeniencyReport:
-    """Feed known-wrong answers to a judge; a good judge accepts none of them."""
+async def leniency_check(
+    judge: Judge,
+    questions: list[Question],
+    max_examples: int = 5,
+    wrong_answers: Callable[[list[Question]], list[tuple[Question, str]]] = known_wrong_answers,
+) -> LeniencyReport:
+    """Feed known-wrong answers to a judge; a good judge accepts none of them. ``wrong_answers`` makes them
+    (ConvoMem's by default; LoCoMo passes its own)."""
     by: dict[str, list[int]] = {}
     examples: list[dict[str, str]] = []
     name = judge.name
-    for question, response in known_wrong_answers(questions):
+    for question, response in wrong_answers(questions):
         verdict = await judge.judge(question, response)
         name = verdict.judge
         counts = by.setdefault(question.category, [0, 0])

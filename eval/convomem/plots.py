@@ -1,5 +1,5 @@
-"""PNG plots: accuracy and input tokens against conversation count, one line per method, one panel per
-(category, evidence count), with ConvoMem's published figures (Gemini 2.5 Flash) dashed beside ours."""
+"""PNG plots: accuracy (with 95% error bars) and input tokens against conversation count, one line per method,
+one panel per (category, evidence count), with ConvoMem's published figures (Gemini 2.5 Flash) dashed beside ours."""
 
 from __future__ import annotations
 
@@ -30,6 +30,13 @@ def _figure(panels: int):  # type: ignore[no-untyped-def]
     return plt, fig, [ax for line in axes for ax in line]
 
 
+def _error_bars(ax, xs: list[int], ys: list, rows: list[SummaryRow], color: str) -> None:  # type: ignore[no-untyped-def]
+    """95% Wilson intervals of the accuracy at each size (ConvoMem's CSVs give none; ours do)."""
+    low = [y - (r.ci95_low_percent if r.ci95_low_percent is not None else y) for y, r in zip(ys, rows, strict=True)]
+    high = [(r.ci95_high_percent if r.ci95_high_percent is not None else y) - y for y, r in zip(ys, rows, strict=True)]
+    ax.errorbar(xs, ys, yerr=[low, high], fmt="none", ecolor=color, capsize=3, alpha=0.6)
+
+
 def plot_metric(summary: list[SummaryRow], path: Path, metric: str) -> Path | None:
     """``metric`` is ``accuracy`` or ``input_tokens``. Returns the path written, or None if nothing to plot."""
     panels: dict[tuple[str, int], list[SummaryRow]] = defaultdict(list)
@@ -49,8 +56,9 @@ def plot_metric(summary: list[SummaryRow], path: Path, metric: str) -> Path | No
         for n, (method, mrows) in enumerate(sorted(by_method.items())):
             mrows.sort(key=lambda r: r.context_size)
             ys = [r.success_rate_percent if metric == "accuracy" else r.avg_input_tokens for r in mrows]
-            ax.plot(
-                [r.context_size for r in mrows],
+            xs = [r.context_size for r in mrows]
+            (drawn,) = ax.plot(
+                xs,
                 ys,
                 marker=_MARKERS[n % len(_MARKERS)],
                 linewidth=max(1.0, 4.0 - n * 0.7),
@@ -58,6 +66,8 @@ def plot_metric(summary: list[SummaryRow], path: Path, metric: str) -> Path | No
                 alpha=0.85,
                 label=f"ours: {method}",
             )
+            if metric == "accuracy":
+                _error_bars(ax, xs, ys, mrows, drawn.get_color())
         sizes = {r.context_size for r in rows}
         anchors: dict[str, list[tuple[int, float]]] = defaultdict(list)
         for a in matching(category, ev, sizes):

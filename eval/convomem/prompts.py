@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from enum import StrEnum
 
+from pydantic import BaseModel, ConfigDict
+
 PROMPT_VERSION = "convomem-py-1"
 
 SYSTEM = (
@@ -37,6 +39,23 @@ class ContextKind(StrEnum):
     EXTRACTED = "extracted"
 
 
+class PromptProfile(BaseModel):
+    """The wording of the answer prompt for one benchmark. Every method of a run uses the same profile
+    (``AnswererContext.prompts``): ConvoMem's is a user talking to an assistant about themselves, LoCoMo's a
+    reader answering about two people from their dated conversations."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    version: str
+    system: str
+    #: what follows each kind's introduction (self-reference note, how to read dates ...)
+    note: str
+    grading: str
+    intro: dict[ContextKind, tuple[str, str]]
+    ask: str = "Based on all the information above, answer the question completely."
+
+
 _INTRO: dict[ContextKind, tuple[str, str]] = {
     ContextKind.HISTORY: (
         "Below is the complete history of your conversations with the user, oldest first. Use all "
@@ -58,19 +77,30 @@ _INTRO: dict[ContextKind, tuple[str, str]] = {
     ),
 }
 
+CONVOMEM_PROMPTS = PromptProfile(
+    name="convomem",
+    version=PROMPT_VERSION,
+    system=SYSTEM,
+    note=SELF_REFERENCE,
+    grading=GRADING_BLOCK,
+    intro=_INTRO,
+)
+
 EMPTY_CONTEXT = "(nothing was found)"
 
 
-def answer_messages(question: str, context: str, kind: ContextKind) -> list[dict[str, str]]:
+def answer_messages(
+    question: str, context: str, kind: ContextKind, profile: PromptProfile = CONVOMEM_PROMPTS
+) -> list[dict[str, str]]:
     """The answer prompt: same skeleton for every method, only the context block differs."""
-    intro, header = _INTRO[kind]
+    intro, header = profile.intro[kind]
     body = (
-        f"{intro}\n{SELF_REFERENCE}\n\n{GRADING_BLOCK}\n\n"
+        f"{intro}\n{profile.note}\n\n{profile.grading}\n\n"
         f"=== {header} ===\n{context.strip() or EMPTY_CONTEXT}\n=== END OF {header} ===\n\n"
-        f"Based on all the information above, answer the question completely.\n"
+        f"{profile.ask}\n"
         f"Question: {question}\nAnswer:"
     )
-    return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": body}]
+    return [{"role": "system", "content": profile.system}, {"role": "user", "content": body}]
 
 
 # --- extraction (ConvoMem's extracted_context / block_based helper step) ------------------------------

@@ -48,6 +48,8 @@ class ResultRow(BaseModel):
     retrieval_only: bool = False
     prompt_version: str = ""
     error: str | None = None
+    #: benchmark-specific scores of the answer (LoCoMo: ``f1``, ``bleu1``)
+    metrics: dict[str, float] = Field(default_factory=dict)
     ts: str = Field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
 
     @property

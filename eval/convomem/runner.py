@@ -3,6 +3,9 @@
 The results file is the resume point: a killed run is started again with the same command and only the
 missing keys are asked. ``run.json`` records what makes keys comparable (seed, mixing, budget, ...); a rerun
 with different values into the same directory is refused rather than silently mixed.
+
+``ask_all`` is the loop every benchmark shares (ConvoMem here, LoCoMo in ``mark_eval.locomo``); each then
+summarises and plots its own way.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -24,7 +27,6 @@ from mark_eval.convomem.answerers import Answer, Answerer, AnswererContext, crea
 from mark_eval.convomem.atomic import write_text_atomic
 from mark_eval.convomem.judge import Judge
 from mark_eval.convomem.plots import write_plots
-from mark_eval.convomem.prompts import PROMPT_VERSION
 from mark_eval.convomem.recall import evidence_in_prompt, evidence_recall
 from mark_eval.convomem.results import Key, ResultRow, ResultsFile
 from mark_eval.convomem.schema import Question, TestCase
@@ -40,6 +42,23 @@ class RunOptions(BaseModel):
     #: recorded in run.json: a resumed run must match these
     fingerprint: dict[str, Any] = Field(default_factory=dict)
     progress: bool = True
+    #: the progress bar's label
+    label: str = "convomem"
+
+
+#: Extra per-row metrics computed from the question and the answer (LoCoMo's token F1 and BLEU-1).
+Scorer = Callable[[Question, str], dict[str, float]]
+
+
+class Asked(BaseModel):
+    """What :func:`ask_all` did: rows asked now, rows already in the results file, methods left out."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    asked: int
+    skipped_done: int
+    skipped_methods: list[str]
+    results: ResultsFile
 
 
 class RunReport(BaseModel):
@@ -66,12 +85,21 @@ def check_fingerprint(out_dir: Path, fingerprint: dict[str, Any]) -> None:
         raise InvalidInput(f"{out_dir} holds results made with other settings ({'; '.join(diffs)}); use another --out")
 
 
-def _write_run_json(out_dir: Path, options: RunOptions) -> None:
-    payload = {"fingerprint": options.fingerprint, "methods": options.methods, "prompt_version": PROMPT_VERSION}
+def _write_run_json(out_dir: Path, options: RunOptions, prompt_version: str) -> None:
+    payload = {"fingerprint": options.fingerprint, "methods": options.methods, "prompt_version": prompt_version}
     write_text_atomic(out_dir / "run.json", json.dumps(payload, indent=2, default=str) + "\n")
 
 
-def _row(case: TestCase, q: Question, method: str, ans: Answer, verdict: Any, retrieval_only: bool) -> ResultRow:
+def _row(
+    case: TestCase,
+    q: Question,
+    method: str,
+    ans: Answer,
+    verdict: Any,
+    retrieval_only: bool,
+    prompt_version: str,
+    metrics: dict[str, float],
+) -> ResultRow:
     evidence = case.evidence_mids.get(q.qid, [])
     return ResultRow(
         qid=q.qid,
@@ -102,8 +130,9 @@ def _row(case: TestCase, q: Question, method: str, ans: Answer, verdict: Any, re
         haystack_id=case.haystack.hid,
         model=ans.model,
         retrieval_only=retrieval_only,
-        prompt_version=PROMPT_VERSION,
+        prompt_version=prompt_version,
         error=ans.error,
+        metrics=metrics,
     )
 
 
@@ -121,18 +150,21 @@ async def _select_only(answerer: Answerer, case: TestCase, question: str) -> Ans
     )
 
 
-async def run_benchmark(
+async def ask_all(
     cases: list[TestCase],
     options: RunOptions,
     ctx: AnswererContext,
     judge: Judge | None,
     console: Console | None = None,
     on_row: Callable[[ResultRow], None] | None = None,
-) -> RunReport:
+    scorer: Scorer | None = None,
+) -> Asked:
+    """Ask every (question, method) of every case not yet in ``results.jsonl``; append a row for each."""
     console = console or Console(stderr=True)
     out = options.out_dir
     out.mkdir(parents=True, exist_ok=True)
-    _write_run_json(out, options)
+    prompt_version = ctx.prompts.version
+    _write_run_json(out, options, prompt_version)
     results = ResultsFile(out / "results.jsonl")
     done = results.completed()
     methods = list(options.methods)
@@ -158,7 +190,7 @@ async def run_benchmark(
     groups = asyncio.Semaphore(max(2, options.concurrency))
     write_lock = asyncio.Lock()
     progress = Progress(
-        TextColumn("[bold]convomem[/]"),
+        TextColumn(f"[bold]{options.label}[/]"),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
@@ -178,7 +210,10 @@ async def run_benchmark(
             else:
                 ans = await answerer.answer(case.haystack, q.question)
                 verdict = await judge.judge(q, ans.text) if (judge is not None and ans.error is None) else None
-        row = _row(case, q, method, ans, verdict, options.retrieval_only)
+        metrics = (
+            scorer(q, ans.text) if (scorer is not None and ans.error is None and not options.retrieval_only) else {}
+        )
+        row = _row(case, q, method, ans, verdict, options.retrieval_only, prompt_version, metrics)
         async with write_lock:
             results.append(row)
         if on_row is not None:
@@ -200,18 +235,30 @@ async def run_benchmark(
     finally:
         for answerer in answerers.values():
             await answerer.aclose()
+    return Asked(asked=total, skipped_done=already, skipped_methods=skipped_methods, results=results)
 
-    summary = summarise(results.load().values())
-    summary_path = out / "summary.csv"
+
+async def run_benchmark(
+    cases: list[TestCase],
+    options: RunOptions,
+    ctx: AnswererContext,
+    judge: Judge | None,
+    console: Console | None = None,
+    on_row: Callable[[ResultRow], None] | None = None,
+) -> RunReport:
+    """ConvoMem: ask everything, then ConvoMem's summary (per size) and plots."""
+    asked = await ask_all(cases, options, ctx, judge, console, on_row)
+    summary = summarise(asked.results.load().values())
+    summary_path = options.out_dir / "summary.csv"
     write_summary_csv(summary_path, summary)
-    plots = write_plots(summary, out)
+    plots = write_plots(summary, options.out_dir)
     return RunReport(
-        asked=total,
-        skipped_done=already,
-        skipped_methods=skipped_methods,
+        asked=asked.asked,
+        skipped_done=asked.skipped_done,
+        skipped_methods=asked.skipped_methods,
         summary=summary,
         plots=plots,
-        results_path=results.path,
+        results_path=asked.results.path,
         summary_path=summary_path,
     )
 

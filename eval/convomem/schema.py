@@ -8,6 +8,7 @@ see is reduced to :class:`Haystack` (speaker + text per message); ids and eviden
 from __future__ import annotations
 
 import hashlib
+from datetime import datetime
 from functools import cached_property
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -19,10 +20,14 @@ def normalise_speaker(speaker: str) -> str:
 
 
 class Message(BaseModel):
+    """``speaker`` is the role (``user``/``assistant``); ``name`` the person's real name when the data has one
+    (LoCoMo's dialogues are between two named people, ConvoMem's have none)."""
+
     model_config = ConfigDict(extra="ignore", frozen=True)
 
     speaker: str
     text: str
+    name: str | None = None
 
     @field_validator("speaker")
     @classmethod
@@ -31,7 +36,11 @@ class Message(BaseModel):
 
 
 class Conversation(BaseModel):
-    """One chat session; ``id`` is filled from the content when a file leaves it null."""
+    """One chat session; ``id`` is filled from the content when a file leaves it null.
+
+    ``date`` is the session's date as the data writes it (LoCoMo: "4:04 pm on 20 January, 2023"), shown to
+    the answering model; ``started_at`` its parsed form when it could be parsed. ConvoMem has neither.
+    """
 
     model_config = ConfigDict(extra="ignore", populate_by_name=True)
 
@@ -39,6 +48,8 @@ class Conversation(BaseModel):
     id: str | None = None
     contains_evidence: bool | None = Field(default=None, alias="containsEvidence")
     model_name: str | None = None
+    date: str | None = None
+    started_at: datetime | None = None
 
     def model_post_init(self, _context: object) -> None:
         if not self.id:
@@ -102,6 +113,8 @@ class Question(BaseModel):
     evidence_conversation_ids: tuple[str, ...]
     person_id: str | None = None
     source: str = ""
+    #: an answer known to be wrong (LoCoMo's adversarial answer), for the judge's leniency check
+    distractor: str | None = None
 
     @staticmethod
     def make_id(category: str, question: str, answer: str, evidence: list[str], conv_ids: list[str]) -> str:
@@ -120,7 +133,10 @@ class Item(BaseModel):
 
 
 class HaystackMessage(BaseModel):
-    """A message as the system under test sees it, plus its position (``mid``) for recall bookkeeping."""
+    """A message as the system under test sees it, plus its position (``mid``) for recall bookkeeping.
+
+    ``name`` and ``date`` (the speaker's name, the session's date) are set only when the data has them.
+    """
 
     model_config = ConfigDict(frozen=True)
 
@@ -129,6 +145,8 @@ class HaystackMessage(BaseModel):
     msg_index: int
     speaker: str
     text: str
+    name: str | None = None
+    date: str | None = None
 
 
 class Haystack(BaseModel):
@@ -138,6 +156,9 @@ class Haystack(BaseModel):
 
     hid: str
     conversations: tuple[tuple[HaystackMessage, ...], ...]
+    #: per conversation: its date as written and parsed (all None for ConvoMem)
+    dates: tuple[str | None, ...] = ()
+    started_at: tuple[datetime | None, ...] = ()
 
     @classmethod
     def build(cls, conversations: list[Conversation]) -> Haystack:
@@ -145,14 +166,25 @@ class Haystack(BaseModel):
         convs = tuple(
             tuple(
                 HaystackMessage.model_construct(
-                    mid=f"{ci}:{mi}", conv_index=ci, msg_index=mi, speaker=m.speaker, text=m.text
+                    mid=f"{ci}:{mi}",
+                    conv_index=ci,
+                    msg_index=mi,
+                    speaker=m.speaker,
+                    text=m.text,
+                    name=m.name,
+                    date=conv.date,
                 )
                 for mi, m in enumerate(conv.messages)
             )
             for ci, conv in enumerate(conversations)
         )
         hid = hashlib.sha1("\x1f".join(c.cid for c in conversations).encode()).hexdigest()[:16]
-        return cls.model_construct(hid=hid, conversations=convs)
+        return cls.model_construct(
+            hid=hid,
+            conversations=convs,
+            dates=tuple(c.date for c in conversations),
+            started_at=tuple(c.started_at for c in conversations),
+        )
 
     @cached_property
     def messages(self) -> list[HaystackMessage]:

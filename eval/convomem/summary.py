@@ -9,6 +9,7 @@ import math
 from collections import defaultdict
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel
 from rich.console import Console
@@ -36,6 +37,8 @@ EXTRA_COLUMNS = [
     "method",
     "category",
     "evidence_count",
+    "ci95_low_percent",
+    "ci95_high_percent",
     "evidence_recall_percent",
     "questions",
     "context_overflow",
@@ -48,12 +51,13 @@ EXTRA_COLUMNS = [
 COLUMNS = CONVOMEM_COLUMNS + EXTRA_COLUMNS
 
 
-class SummaryRow(BaseModel):
-    method: str
-    category: str
-    evidence_count: int
-    context_size: int
+class GroupStats(BaseModel):
+    """What every benchmark reports for a group of result rows (ConvoMem's measures and ours)."""
+
     success_rate_percent: float | None
+    #: 95% Wilson interval of the success rate (None when nothing was judged)
+    ci95_low_percent: float | None
+    ci95_high_percent: float | None
     correct_answers: int
     total_processed: int
     avg_response_time_ms: float
@@ -62,6 +66,7 @@ class SummaryRow(BaseModel):
     avg_cost: float
     p50_ms: float
     p90_ms: float
+    p95_ms: float
     p99_ms: float
     evidence_recall_percent: float | None
     questions: int
@@ -73,6 +78,13 @@ class SummaryRow(BaseModel):
     avg_index_tokens: float
 
 
+class SummaryRow(GroupStats):
+    method: str
+    category: str
+    evidence_count: int
+    context_size: int
+
+
 def percentile(sorted_values: list[float], p: float) -> float:
     """ConvoMem's nearest rank: index floor(p/100 * (n-1)) of the sorted values."""
     if not sorted_values:
@@ -80,49 +92,64 @@ def percentile(sorted_values: list[float], p: float) -> float:
     return sorted_values[math.floor(p / 100.0 * (len(sorted_values) - 1))]
 
 
-def _mean(values: list[float]) -> float:
+def wilson_interval(correct: int, total: int, z: float = 1.959964) -> tuple[float, float] | None:
+    """95% Wilson score interval of a binomial proportion, in percent: unlike the normal approximation it
+    stays inside 0-100 and is honest at the small counts of one category or one size."""
+    if total <= 0:
+        return None
+    p = correct / total
+    denom = 1 + z * z / total
+    centre = (p + z * z / (2 * total)) / denom
+    half = z * math.sqrt(p * (1 - p) / total + z * z / (4 * total * total)) / denom
+    return round(100 * max(0.0, centre - half), 1), round(100 * min(1.0, centre + half), 1)
+
+
+def mean(values: list[float]) -> float:
     return sum(values) / len(values) if values else 0.0
+
+
+def group_stats(group: list[ResultRow]) -> dict[str, Any]:
+    """The :class:`GroupStats` fields of a group; unjudged rows (answer or judge failures) are left out of
+    ``total_processed``, as in ConvoMem."""
+    ok = [r for r in group if r.error is None]
+    judged = [r for r in ok if r.correct is not None]
+    correct = sum(1 for r in judged if r.correct)
+    latencies = sorted(r.latency_ms for r in ok)
+    recalls = [r.evidence_recall for r in ok if r.evidence_recall is not None]
+    ci = wilson_interval(correct, len(judged))
+    return {
+        "success_rate_percent": round(100.0 * correct / len(judged), 1) if judged else None,
+        "ci95_low_percent": ci[0] if ci else None,
+        "ci95_high_percent": ci[1] if ci else None,
+        "correct_answers": correct,
+        "total_processed": len(judged),
+        "avg_response_time_ms": round(mean(latencies), 1),
+        "avg_input_tokens": round(mean([r.input_tokens for r in ok]), 1),
+        "avg_output_tokens": round(mean([r.output_tokens for r in ok]), 1),
+        "avg_cost": round(mean([r.cost_usd for r in ok]), 6),
+        "p50_ms": round(percentile(latencies, 50), 1),
+        "p90_ms": round(percentile(latencies, 90), 1),
+        "p95_ms": round(percentile(latencies, 95), 1),
+        "p99_ms": round(percentile(latencies, 99), 1),
+        "evidence_recall_percent": round(100.0 * mean(recalls), 1) if recalls else None,
+        "questions": len(group),
+        "context_overflow": sum(1 for r in ok if r.context_overflow),
+        "errors": len(group) - len(ok),
+        "approximate": any(r.approximate for r in judged),
+        "judge": "+".join(sorted({r.judge for r in judged})),
+        "avg_retrieval_ms": round(mean([r.retrieval_ms for r in ok]), 1),
+        "avg_index_tokens": round(mean([r.index_tokens for r in ok]), 1),
+    }
 
 
 def summarise(rows: Iterable[ResultRow]) -> list[SummaryRow]:
     groups: dict[tuple[str, str, int, int], list[ResultRow]] = defaultdict(list)
     for row in rows:
         groups[(row.method, row.category, row.evidence_count, row.context_size)].append(row)
-    out: list[SummaryRow] = []
-    for (method, category, ev, size), group in sorted(groups.items()):
-        ok = [r for r in group if r.error is None]
-        judged = [r for r in ok if r.correct is not None]
-        correct = sum(1 for r in judged if r.correct)
-        latencies = sorted(r.latency_ms for r in ok)
-        recalls = [r.evidence_recall for r in ok if r.evidence_recall is not None]
-        judges = sorted({r.judge for r in judged})
-        out.append(
-            SummaryRow(
-                method=method,
-                category=category,
-                evidence_count=ev,
-                context_size=size,
-                success_rate_percent=round(100.0 * correct / len(judged), 1) if judged else None,
-                correct_answers=correct,
-                total_processed=len(judged),
-                avg_response_time_ms=round(_mean(latencies), 1),
-                avg_input_tokens=round(_mean([r.input_tokens for r in ok]), 1),
-                avg_output_tokens=round(_mean([r.output_tokens for r in ok]), 1),
-                avg_cost=round(_mean([r.cost_usd for r in ok]), 6),
-                p50_ms=round(percentile(latencies, 50), 1),
-                p90_ms=round(percentile(latencies, 90), 1),
-                p99_ms=round(percentile(latencies, 99), 1),
-                evidence_recall_percent=round(100.0 * _mean(recalls), 1) if recalls else None,
-                questions=len(group),
-                context_overflow=sum(1 for r in ok if r.context_overflow),
-                errors=len(group) - len(ok),
-                approximate=any(r.approximate for r in judged),
-                judge="+".join(judges),
-                avg_retrieval_ms=round(_mean([r.retrieval_ms for r in ok]), 1),
-                avg_index_tokens=round(_mean([r.index_tokens for r in ok]), 1),
-            )
-        )
-    return out
+    return [
+        SummaryRow(method=method, category=category, evidence_count=ev, context_size=size, **group_stats(group))
+        for (method, category, ev, size), group in sorted(groups.items())
+    ]
 
 
 def to_csv(summary: list[SummaryRow]) -> str:
@@ -151,6 +178,7 @@ def console_table(summary: list[SummaryRow], title: str = "ConvoMem") -> Table:
         ("ev", "right"),
         ("convs", "right"),
         ("acc %", "right"),
+        ("95% CI", "right"),
         ("n", "right"),
         ("recall %", "right"),
         ("in tok", "right"),
@@ -162,12 +190,14 @@ def console_table(summary: list[SummaryRow], title: str = "ConvoMem") -> Table:
         table.add_column(name, justify=justify)  # type: ignore[arg-type]
     for r in summary:
         acc = _fmt(r.success_rate_percent) + ("~" if r.approximate else "")
+        ci = f"{r.ci95_low_percent:.0f}-{r.ci95_high_percent:.0f}" if r.ci95_low_percent is not None else "-"
         table.add_row(
             escape(r.method),
             escape(r.category),
             str(r.evidence_count),
             str(r.context_size),
             acc,
+            ci,
             str(r.total_processed),
             _fmt(r.evidence_recall_percent),
             _fmt(r.avg_input_tokens, ".0f"),

@@ -19,7 +19,7 @@ from mark_eval.convomem.loaders import load_sample
 from mark_eval.convomem.mixing import MixConfig, build_cases
 from mark_eval.convomem.results import ResultRow, ResultsFile
 from mark_eval.convomem.runner import RunOptions, check_fingerprint, run_benchmark
-from mark_eval.convomem.summary import COLUMNS, CONVOMEM_COLUMNS, percentile, summarise
+from mark_eval.convomem.summary import COLUMNS, CONVOMEM_COLUMNS, percentile, summarise, wilson_interval
 from memory_store.errors import InvalidInput
 from tests.eval import slow_run
 from tests.eval.fakes import ScriptedFakeLLM
@@ -106,6 +106,15 @@ def test_errors_are_retried_and_excluded_from_accuracy() -> None:
     ]
     [s] = summarise(rows)
     assert s.success_rate_percent == 50.0 and s.total_processed == 2 and s.errors == 1 and s.questions == 3
+    assert (s.ci95_low_percent, s.ci95_high_percent) == wilson_interval(1, 2)
+
+
+def test_wilson_interval_known_values() -> None:
+    assert wilson_interval(0, 10) == (0.0, 27.8)  # upper = z^2 / (n + z^2) = 3.84 / 13.84
+    assert wilson_interval(5, 10) == (23.7, 76.3)
+    assert wilson_interval(10, 10) == (72.2, 100.0)
+    assert wilson_interval(81, 100) == (72.2, 87.5)
+    assert wilson_interval(0, 0) is None
 
 
 def test_percentile_is_convomem_nearest_rank() -> None:

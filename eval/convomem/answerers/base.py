@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 from pydantic import BaseModel, ConfigDict, Field
 
 from mark_agents.llm import Usage
+from mark_eval.convomem.prompts import CONVOMEM_PROMPTS, PromptProfile
 from mark_eval.convomem.retrieval import RetrievalMode
 from mark_eval.convomem.schema import Haystack
 from mark_eval.convomem.tokens import messages_tokens
@@ -71,6 +72,8 @@ class AnswererContext(BaseModel):
     work_dir: Any | None = None
     #: The ``mark`` method: "off" recalls the stored turns only (no LLM), "llm" builds MARK notes first.
     mark_extraction: str = "llm"
+    #: the answer prompt's wording for this benchmark (ConvoMem's, or LoCoMo's dated two-person framing)
+    prompts: PromptProfile = CONVOMEM_PROMPTS
 
     @cached_property
     def embedder(self) -> Embedder | None:

@@ -20,7 +20,7 @@ from mark_eval.convomem.answerers.base import (
 )
 from mark_eval.convomem.answerers.full_context import WINDOW_SAFETY
 from mark_eval.convomem.prompts import NO_INFO_SENTINEL, ContextKind, answer_messages, extract_messages
-from mark_eval.convomem.render import render_conversations, render_flat
+from mark_eval.convomem.render import line, render_conversations, render_flat
 from mark_eval.convomem.schema import Haystack, HaystackMessage
 from mark_eval.convomem.tokens import estimate_tokens, messages_tokens
 
@@ -55,7 +55,7 @@ def _fit(ctx: AnswererContext, convs: list[tuple[HaystackMessage, ...]], questio
     if not window:
         return 0, False
     limit = int(window * WINDOW_SAFETY) - EXTRACT_MAX_TOKENS - messages_tokens(extract_messages(question, ""))
-    sizes = [sum(estimate_tokens(f"{m.speaker}: {m.text}") + 1 for m in c) for c in convs]
+    sizes = [sum(estimate_tokens(line(m)) + 1 for m in c) for c in convs]
     first, total = 0, sum(sizes)
     while first < len(sizes) and total > limit:
         total -= sizes[first]
@@ -77,7 +77,7 @@ class ExtractedContext(Answerer):
         usage = result.usage
         text = str(getattr(result, "text", "") or "")
         context = "" if is_no_info(text) else text
-        messages = answer_messages(question, context, ContextKind.EXTRACTED)
+        messages = answer_messages(question, context, ContextKind.EXTRACTED, self.ctx.prompts)
         mids = [m.mid for c in kept for m in c]
         return selection(messages, mids, context_overflow=overflow, helper_usage=usage, route="extracted")
 
@@ -106,7 +106,7 @@ class BlockBased(Answerer):
             if not is_no_info(text):
                 kept.append(text.strip())
         context = "\n\n".join(f"Information Block {i + 1}:\n{t}" for i, t in enumerate(kept))
-        messages = answer_messages(question, context, ContextKind.EXTRACTED)
+        messages = answer_messages(question, context, ContextKind.EXTRACTED, self.ctx.prompts)
         canned = CANNED if not kept else None
         return selection(
             messages,

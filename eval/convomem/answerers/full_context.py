@@ -37,11 +37,11 @@ class FullContext(Answerer):
     def prompt_tokens(self, haystack: Haystack, question: str) -> int:
         """Estimated size of the full prompt, without building it (the hybrid method's switch)."""
         _, sizes = self._render(haystack)
-        return messages_tokens(answer_messages(question, "", ContextKind.HISTORY)) + sum(sizes)
+        return messages_tokens(answer_messages(question, "", ContextKind.HISTORY, self.ctx.prompts)) + sum(sizes)
 
     async def select(self, haystack: Haystack, question: str) -> Selection:
         texts, sizes = self._render(haystack)
-        skeleton = messages_tokens(answer_messages(question, "", ContextKind.HISTORY))
+        skeleton = messages_tokens(answer_messages(question, "", ContextKind.HISTORY, self.ctx.prompts))
         first, overflow = 0, False
         window = self.ctx.context_window
         if window:
@@ -52,7 +52,7 @@ class FullContext(Answerer):
                 first += 1
             overflow = first > 0
         kept = haystack.conversations[first:]
-        messages = answer_messages(question, "\n\n".join(texts[first:]), ContextKind.HISTORY)
+        messages = answer_messages(question, "\n\n".join(texts[first:]), ContextKind.HISTORY, self.ctx.prompts)
         mids = [m.mid for conv in kept for m in conv]
         route = f"dropped {first} oldest conversations" if overflow else "full"
         return selection(messages, mids, context_overflow=overflow, route=route)

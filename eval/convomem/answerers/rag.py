@@ -46,12 +46,14 @@ class Rag(Answerer):
         index = self._indexes[haystack.hid]
         started = time.perf_counter()
         ranking = await asyncio.to_thread(index.rank, question)
-        budget = self.ctx.budget_tokens - messages_tokens(answer_messages(question, "", ContextKind.EXCERPTS))
+        budget = self.ctx.budget_tokens - messages_tokens(
+            answer_messages(question, "", ContextKind.EXCERPTS, self.ctx.prompts)
+        )
         chosen = fill_budget(haystack, [int(i) for i in ranking], budget, self.ctx.neighbours)
         # the estimate above is per line; check the rendered prompt and trim from the least relevant end
         while True:
             picked = [m for group in chosen for m in group]
-            messages = answer_messages(question, render_excerpts(picked), ContextKind.EXCERPTS)
+            messages = answer_messages(question, render_excerpts(picked), ContextKind.EXCERPTS, self.ctx.prompts)
             if messages_tokens(messages) <= self.ctx.budget_tokens or not chosen:
                 break
             chosen.pop()
@@ -89,7 +91,7 @@ def fill_budget(haystack: Haystack, ranking: list[int], budget: int, neighbours:
             new = [offsets[hit.conv_index] + i for i in candidate if offsets[hit.conv_index] + i not in taken]
             cost = sum(estimate_tokens(line(messages[i])) + 1 for i in new) + 2
             if hit.conv_index not in convs_used:
-                cost += estimate_tokens(conversation_header(hit.conv_index, excerpt=True)) + 2
+                cost += estimate_tokens(conversation_header(hit.conv_index, excerpt=True, date=hit.date)) + 2
             if used + cost <= budget:
                 used += cost
                 taken.update(new)

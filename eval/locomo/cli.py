@@ -1,0 +1,183 @@
+"""``mark eval locomo``: LoCoMo read natively, answered by the same methods as ConvoMem, judged like the papers.
+
+Everything the user typed is checked and the data loaded before the output directory is touched; errors are
+:class:`~memory_store.errors.InvalidInput` (exit code 2), printed on one line by the root CLI.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from memory_store.errors import InvalidInput
+
+DEFAULT_METHODS = "full_context,rag"
+DEFAULT_OUT = Path("runs/locomo")
+#: about what mem0's paper reports per question for its memory (~2K tokens)
+DEFAULT_BUDGET = 2000
+
+
+def parse_categories(text: str | None) -> set[str] | None:
+    """Names (``temporal``) or LoCoMo's numbers (``2``), comma-separated."""
+    from mark_eval.locomo.categories import CATEGORY_NAMES
+
+    if text is None or not text.strip():
+        return None
+    out: set[str] = set()
+    for part in (p.strip().lower() for p in text.split(",") if p.strip()):
+        if part.isdigit() and int(part) in CATEGORY_NAMES:
+            out.add(CATEGORY_NAMES[int(part)])
+        elif part.replace("-", "_") in CATEGORY_NAMES.values():
+            out.add(part.replace("-", "_"))
+        else:
+            names = ", ".join(f"{n} ({v})" for n, v in CATEGORY_NAMES.items())
+            raise InvalidInput(f"unknown LoCoMo category {part!r}; choose from {names}")
+    return out
+
+
+def locomo_command(
+    ctx: typer.Context,
+    data: Annotated[
+        Path | None,
+        typer.Option(
+            "--data", help="LoCoMo data: locomo10.json, a one-dialogue file (or a list of them), or a directory."
+        ),
+    ] = None,
+    methods: Annotated[
+        str,
+        typer.Option(
+            "--methods",
+            help="Comma-separated: full_context, rag, rag_dense, rag_keyword, hybrid, mark, extracted_context, "
+            "block_based.",
+        ),
+    ] = DEFAULT_METHODS,
+    category: Annotated[
+        str | None, typer.Option("--category", help="Only these categories: names or numbers 1-5, comma-separated.")
+    ] = None,
+    limit: Annotated[
+        int | None, typer.Option("--limit", min=1, help="At most N questions per category of each dialogue.")
+    ] = None,
+    concurrency: Annotated[int, typer.Option("--concurrency", min=1, help="Questions in flight.")] = 1,
+    budget_tokens: Annotated[
+        int,
+        typer.Option("--budget-tokens", min=256, help="Input-token budget of an answer prompt for rag/hybrid/mark."),
+    ] = DEFAULT_BUDGET,
+    retrieval: Annotated[
+        str, typer.Option("--retrieval", help="rag's retrieval: dense, keyword or hybrid.")
+    ] = "hybrid",
+    retrieval_only: Annotated[
+        bool, typer.Option("--retrieval-only", help="No LLM call: evidence recall and prompt sizes only.")
+    ] = False,
+    judge: Annotated[
+        str, typer.Option("--judge", help="llm (the J judge) or none (token F1 and BLEU-1 only).")
+    ] = "llm",
+    leniency_check: Annotated[
+        bool,
+        typer.Option(
+            "--leniency-check", help="Also feed the judge known-wrong answers and report its false-accept rate."
+        ),
+    ] = False,
+    out: Annotated[Path | None, typer.Option("--out", help=f"Output directory (default {DEFAULT_OUT}).")] = None,
+    no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bar.")] = False,
+) -> None:
+    """Run LoCoMo: J accuracy (categories 1-4 headline, adversarial apart), F1, BLEU-1, evidence recall."""
+    from mark_eval.convomem.answerers import AnswererContext, resolve_methods
+    from mark_eval.convomem.cli import choice, connect_clients, console_out, embedder_factory
+    from mark_eval.convomem.runner import RunOptions, check_fingerprint
+    from mark_eval.locomo.loader import load_locomo, select
+    from mark_eval.locomo.prompts import LOCOMO_PROMPTS
+    from mark_eval.locomo.run import report_to_console, run_locomo
+
+    # -- everything the user typed, checked before any output exists
+    if data is None:
+        raise InvalidInput("give --data FILE (LoCoMo's locomo10.json or a one-dialogue file)")
+    method_list = resolve_methods(methods)
+    choice(retrieval, ("dense", "keyword", "hybrid"), "--retrieval")
+    choice(judge, ("llm", "none"), "--judge")
+    categories = parse_categories(category)
+    out_dir = out or DEFAULT_OUT
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InvalidInput(f"--out {out_dir} exists and is not a directory")
+    loaded = load_locomo(data)
+    cases = select(loaded, categories, limit)
+    if not cases:
+        raise InvalidInput(f"{data}: no questions of the selected categories")
+    err = Console(stderr=True)
+    for warning in loaded.warnings:
+        err.print(f"[yellow]warning:[/] {warning}")
+
+    settings = ctx.obj() if callable(ctx.obj) else ctx.obj
+    judge_kind = "none" if retrieval_only else judge
+    if judge_kind == "llm" and getattr(settings, "judge_llm", None) in (None, getattr(settings, "llm", None)):
+        err.print(
+            "[yellow]warning:[/] no separate judge model (MARK_JUDGE_*): the answering model judges its own answers"
+        )
+    fingerprint = {
+        "data": str(data),
+        "budget_tokens": budget_tokens,
+        "retrieval": retrieval,
+        "retrieval_only": retrieval_only,
+        "judge": judge_kind,
+    }
+    check_fingerprint(out_dir, fingerprint)
+    options = RunOptions(
+        methods=method_list,
+        out_dir=out_dir,
+        concurrency=concurrency,
+        retrieval_only=retrieval_only,
+        fingerprint=fingerprint,
+        progress=not no_progress,
+        label="locomo",
+    )
+    n_questions = sum(len(c.questions) for c in cases)
+    err.print(
+        f"locomo: {len(cases)} dialogues, {n_questions} questions, methods {', '.join(method_list)}, judge {judge_kind}"
+    )
+
+    async def main() -> Any:
+        client, judge_client = await connect_clients(settings, judge_kind, need_answerer=not retrieval_only)
+        try:
+            run_judge: Any = None
+            if judge_kind == "llm":
+                from mark_eval.locomo.judge import JJudge
+
+                run_judge = JJudge(judge_client)
+            answer_ctx = AnswererContext(
+                llm=client,
+                budget_tokens=budget_tokens,
+                retrieval=retrieval,  # type: ignore[arg-type]
+                embedder_factory=embedder_factory(settings),
+                settings=settings,
+                work_dir=out_dir.resolve(),
+                prompts=LOCOMO_PROMPTS,
+            )
+            report = await run_locomo(cases, options, answer_ctx, run_judge, console=err)
+            leniency = None
+            if leniency_check and run_judge is not None:
+                from mark_eval.convomem.judge import leniency_check as check
+                from mark_eval.locomo.judge import known_wrong_answers
+
+                questions = [q for c in cases for q in c.questions]
+                leniency = await check(run_judge, questions, wrong_answers=known_wrong_answers)
+            return report, leniency
+        finally:
+            for c in {id(x): x for x in (client, judge_client) if x is not None}.values():
+                closer = getattr(c, "aclose", None)
+                if closer is not None:
+                    await closer()
+
+    report, leniency = asyncio.run(main())
+    console = console_out()
+    report_to_console(report, console)
+    if leniency is not None:
+        from mark_eval.convomem.atomic import write_text_atomic
+
+        write_text_atomic(out_dir / "judge_leniency.json", leniency.model_dump_json(indent=2) + "\n")
+        console.print(
+            f"judge leniency ({leniency.judge}): {leniency.false_accepts}/{leniency.total} known-wrong answers "
+            f"accepted = {leniency.rate_percent}% false-accept rate"
+        )
