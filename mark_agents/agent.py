@@ -285,8 +285,8 @@ class MemoryAgent:
         `chunk_messages` is how many messages each extraction call sees (2 = one exchange, MARK's per-turn
         unit; larger chunks cost fewer calls on long transcripts). With wait=False it returns at once.
         With extract=False the messages are only stored (recallable as episodes at once, no LLM call); their
-        notes are built by a later `process_pending`. Each message may carry `created_at` (a datetime) and a
-        `speaker` name, kept with the turn.
+        notes are built by a later `process_pending`. Each message may carry `created_at` (a datetime), a
+        `speaker` name and a `date` as the conversation states it, kept with the turn.
         """
         check_scope_id(user_id)
         session_id = check_optional_id(session_id, "session id") or DEFAULT_SESSION
@@ -299,8 +299,9 @@ class MemoryAgent:
             row = {"user_id": user_id, "session_id": session_id, "role": m.get("role", "user"), "content": m["content"]}
             if m.get("created_at") is not None:
                 row["created_at"] = m["created_at"]
-            if m.get("speaker"):
-                row["metadata"] = {"speaker": str(m["speaker"])}
+            extra = {k: str(m[k]) for k in ("speaker", "date") if m.get(k)}
+            if extra:
+                row["metadata"] = extra
             rows.append(row)
         turns = await asyncio.to_thread(self.store.add_turns, rows)
         ids = [t.id for t in turns]

@@ -67,8 +67,15 @@ def locomo_command(
         typer.Option("--budget-tokens", min=256, help="Input-token budget of an answer prompt for rag/hybrid/mark."),
     ] = DEFAULT_BUDGET,
     retrieval: Annotated[
-        str, typer.Option("--retrieval", help="rag's retrieval: dense, keyword or hybrid.")
+        str, typer.Option("--retrieval", help="Retrieval of rag and of mark's episodes: dense, keyword or hybrid.")
     ] = "hybrid",
+    mark_extraction: Annotated[
+        str,
+        typer.Option(
+            "--mark-extraction",
+            help="mark's notes: llm (the MARK builder extracts notes first) or off (the stored turns only, no LLM).",
+        ),
+    ] = "llm",
     retrieval_only: Annotated[
         bool, typer.Option("--retrieval-only", help="No LLM call: evidence recall and prompt sizes only.")
     ] = False,
@@ -98,6 +105,7 @@ def locomo_command(
     method_list = resolve_methods(methods)
     choice(retrieval, ("dense", "keyword", "hybrid"), "--retrieval")
     choice(judge, ("llm", "none"), "--judge")
+    choice(mark_extraction, ("llm", "off"), "--mark-extraction")
     categories = parse_categories(category)
     out_dir = out or DEFAULT_OUT
     if out_dir.exists() and not out_dir.is_dir():
@@ -122,6 +130,7 @@ def locomo_command(
         "retrieval": retrieval,
         "retrieval_only": retrieval_only,
         "judge": judge_kind,
+        "mark_extraction": mark_extraction,
     }
     check_fingerprint(out_dir, fingerprint)
     options = RunOptions(
@@ -154,6 +163,7 @@ def locomo_command(
                 settings=settings,
                 work_dir=out_dir.resolve(),
                 prompts=LOCOMO_PROMPTS,
+                mark_extraction=mark_extraction,
             )
             report = await run_locomo(cases, options, answer_ctx, run_judge, console=err)
             leniency = None

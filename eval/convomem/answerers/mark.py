@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from datetime import datetime, timedelta
 from typing import Any
 
 from mark_agents import MemoryAgent
@@ -55,17 +56,18 @@ class _Built:
         self.failures = 0
 
 
-def turn_message(msg: HaystackMessage) -> dict[str, Any]:
-    """A haystack message as a message for `MemoryAgent.aremember`: ConvoMem's User/Assistant become roles;
-    real names (LoCoMo's speakers) are kept as the turn's speaker (role user)."""
-    speaker = msg.speaker.strip()
-    role = "assistant" if speaker.lower() == "assistant" else "user"
+def turn_message(msg: HaystackMessage, started_at: datetime | None = None) -> dict[str, Any]:
+    """A haystack message as a message for `MemoryAgent.aremember`: User/Assistant become roles; a real name
+    (LoCoMo's speakers) is kept as the turn's speaker, and a session's date as its time (a second per message,
+    to keep the order) and as the date shown in recall."""
+    role = "assistant" if msg.speaker.strip().lower() == "assistant" else "user"
     out: dict[str, Any] = {"role": role, "content": msg.text}
-    if speaker.lower() not in ("user", "assistant"):
-        out["speaker"] = speaker
-    when = getattr(msg, "time", None)
-    if when is not None:
-        out["created_at"] = when
+    if msg.name:
+        out["speaker"] = msg.name
+    if msg.date:
+        out["date"] = msg.date
+    if started_at is not None:
+        out["created_at"] = started_at + timedelta(seconds=msg.msg_index)
     return out
 
 
@@ -110,8 +112,9 @@ class MarkMemory(Answerer):
         for i, conv in enumerate(haystack.conversations):
             if not conv:
                 continue
+            started = haystack.started_at[i] if i < len(haystack.started_at) else None
             result = await agent.aremember(
-                [turn_message(m) for m in conv],
+                [turn_message(m, started) for m in conv],
                 user_id=self.user_id(haystack),
                 session_id=f"c{i + 1}",
                 chunk_messages=CHUNK_MESSAGES,
@@ -146,14 +149,15 @@ class MarkMemory(Answerer):
         await self.prepare(haystack)
         built = self._built[haystack.hid].result()
         agent = self._get_agent()
-        skeleton = messages_tokens(answer_messages(question, "", ContextKind.MEMORIES))
+        prompts = self.ctx.prompts
+        skeleton = messages_tokens(answer_messages(question, "", ContextKind.MEMORIES, prompts))
         started = time.perf_counter()
         recall = await agent.arecall(
             question, user_id=self.user_id(haystack), budget_tokens=max(64, self.ctx.budget_tokens - skeleton)
         )
         retrieval_ms = (time.perf_counter() - started) * 1000.0
         mids = list(dict.fromkeys(built.turn_to_mid[t] for t in recall.turn_ids if t in built.turn_to_mid))
-        messages = answer_messages(question, recall.text, ContextKind.MEMORIES)
+        messages = answer_messages(question, recall.text, ContextKind.MEMORIES, prompts)
         route = f"mark:{recall.mode}:{len(recall.memories)} notes,{len(recall.turns)} turns"
         if built.failures:
             route += f", {built.failures} failed builds"
