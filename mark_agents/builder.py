@@ -289,6 +289,8 @@ class MemoryBuilder:
                 why = "not grounded in the exchange"
             elif text.lower() in seen:
                 why = "repeated"
+            elif " ".join(text.lower().split()) in user_lines and not text.lower().startswith("the user"):
+                why = "copies the user's words, not a note about the user"
             elif (
                 not text.lower().startswith("the assistant")
                 and any(text.lower().rstrip(".!") in line for line in assistant_lines)

@@ -313,19 +313,27 @@ class ChatREPL:
         if self.last is None:
             self._info("no reply yet")
             return
-        if not self.last.memories:
+        if not self.last.memories and not self.last.recalled_turns:
             self._info("my last reply used no memories")
             return
-        rows = []
-        for m in self.last.memories:
-            e = m.explain
-            parts = [e.similarity, e.recency, e.frequency, e.trust, e.final] if e else [None] * 4 + [m.score]
-            rows.append([m.id[:10], m.kind, m.text, *(f"{p:.2f}" if p is not None else "-" for p in parts)])
-        self._table(
-            f"memories behind the last reply ({self.last.memory_ms:.0f} ms of memory work)",
-            ["id", "kind", "text", "similarity", "recency", "frequency", "trust", "final"],
-            rows,
-        )
+        if self.last.memories:
+            rows = []
+            for m in self.last.memories:
+                e = m.explain
+                parts = [e.similarity, e.recency, e.frequency, e.trust, e.final] if e else [None] * 4 + [m.score]
+                rows.append([m.id[:10], m.kind, m.text, *(f"{p:.2f}" if p is not None else "-" for p in parts)])
+            self._table(
+                f"notes behind the last reply ({self.last.memory_ms:.0f} ms of memory work)",
+                ["id", "kind", "text", "similarity", "recency", "frequency", "trust", "final"],
+                rows,
+            )
+        if self.last.recalled_turns:
+            # Earlier turns: "history" when the whole history fitted the budget, "episode" when found by search.
+            rows = [
+                [t.layer, t.session_id or "-", t.role, t.text if len(t.text) <= 90 else t.text[:89] + "…", t.why]
+                for t in self.last.recalled_turns
+            ]
+            self._table("earlier turns behind the last reply", ["layer", "session", "role", "text", "why"], rows)
 
     async def _forget(self, arg: str) -> None:
         if not arg:
