@@ -125,7 +125,7 @@ def relation_text(old: str, new: str) -> str:
 ANSWER_SYSTEM = """You are a helpful assistant talking with the user, and you remember them across conversations.
 You are the assistant, not the user: speak to the user as "you", never as if you were the user (say "your dog", never "my dog" about the user's dog).
 Use what you remember when it is relevant. If it conflicts with what the user says now, believe the user.
-When the user tells you something about themselves, acknowledge it in one short sentence addressed to them (for example: "Nice to meet Biscuit, what a lovely name for your dog!"). Answer questions directly and briefly."""
+When the user tells you something about themselves, acknowledge what they just said in one short sentence addressed to them. Answer questions directly and briefly."""
 
 MEMORY_BLOCK_INTRO = (
     "What you remember from earlier conversations with this user: notes, then the conversation itself. "

@@ -180,3 +180,47 @@ def test_bench_convomem_small(tmp_path: Path) -> None:
     assert rows[("full_context", 12)]["avg_input_tokens"] > 12 * 1000
     assert rows[("rag_keyword", 12)]["max_input_tokens"] <= 3000
     assert rows[("hybrid", 12)]["max_input_tokens"] <= 3000
+
+
+def test_mark_without_extraction_in_retrieval_only_makes_no_request_to_any_model(tmp_path):
+    """`--methods mark --mark-extraction off --retrieval-only`: episodes only, not one HTTP request to a model
+    (the endpoint is a local server that counts what it receives), and evidence recall is reported."""
+    import http.server
+    import os
+    import threading
+
+    requests: list[str] = []
+
+    class Counting(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            requests.append(self.path)
+            self.send_response(500)
+            self.end_headers()
+
+        do_GET = do_POST
+
+        def log_message(self, *args: object) -> None:
+            return None
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Counting)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    env = {**os.environ, "MARK_LLM_BASE_URL": f"http://127.0.0.1:{server.server_port}/v1", "MARK_LLM_MAX_RETRIES": "0"}
+    out = tmp_path / "run"
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "mark_cli.main", "--home", str(tmp_path / "home"), "eval", "convomem", "--sample"]
+            + ["--methods", "mark,rag", "--mark-extraction", "off", "--retrieval-only", "--out", str(out)]
+            + ["--no-progress"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=600,
+            env=env,
+        )
+    finally:
+        server.shutdown()
+    assert done.returncode == 0, done.stderr
+    assert requests == []
+    rows = list(csv.DictReader((out / "summary.csv").open()))
+    mark_rows = [r for r in rows if r["method"] == "mark"]
+    assert mark_rows and all(r["evidence_recall_percent"] not in ("", None) for r in mark_rows)

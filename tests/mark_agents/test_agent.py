@@ -149,3 +149,26 @@ async def test_bad_input_is_rejected_before_anything_is_stored_with_scripted_fak
         await agent.aremember([], "alice")
     assert agent.store.turns("alice") == []
     assert agent.store.list("alice").total == 0
+
+
+async def test_a_fact_whose_extraction_failed_is_still_recalled_with_scripted_fake_llm(make_agent, llm):
+    agent = make_agent()
+    llm.extract = lambda body: "{not json"  # every extraction fails: no note is ever written
+    await agent.achat("alice", "My favourite tea is Lapsang-42.", session_id="s1")
+    await agent.aflush()
+    assert agent.store.list("alice").total == 0
+    assert agent.store.turns("alice")[0].extraction_status == "failed"
+    llm.reply = lambda body: "Lapsang-42." if "Lapsang-42" in body["messages"][0]["content"] else "I don't know."
+    reply = await agent.achat("alice", "Which tea do I like?", session_id="s2")
+    assert reply.reply == "Lapsang-42."
+    assert [t.text for t in reply.recalled_turns if t.role == "user"] == ["My favourite tea is Lapsang-42."]
+
+
+async def test_recall_leaves_out_what_the_chat_prompt_already_shows_with_scripted_fake_llm(make_agent, llm):
+    agent = make_agent()
+    await agent.achat("alice", "My locker code is 4471.", session_id="s1")
+    reply = await agent.achat("alice", "What is my locker code?", session_id="s1")
+    system = llm.calls("reply")[-1]["messages"][0]["content"]
+    assert "4471" not in system  # it is in the session's history messages, not repeated in the memory block
+    assert any("4471" in m["content"] for m in llm.calls("reply")[-1]["messages"][1:])
+    assert reply.recalled_turns == []
