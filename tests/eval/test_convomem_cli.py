@@ -207,10 +207,10 @@ def test_mark_without_extraction_in_retrieval_only_makes_no_request_to_any_model
     env = {**os.environ, "MARK_LLM_BASE_URL": f"http://127.0.0.1:{server.server_port}/v1", "MARK_LLM_MAX_RETRIES": "0"}
     out = tmp_path / "run"
     try:
+        args = ["eval", "convomem", "--sample", "--methods", "mark,rag", "--mark-extraction", "off"]
+        args += ["--retrieval-only", "--out", str(out), "--no-progress"]
         done = subprocess.run(
-            [sys.executable, "-m", "mark_cli.main", "--home", str(tmp_path / "home"), "eval", "convomem", "--sample"]
-            + ["--methods", "mark,rag", "--mark-extraction", "off", "--retrieval-only", "--out", str(out)]
-            + ["--no-progress"],
+            [sys.executable, "-m", "mark_cli.main", "--home", str(tmp_path / "home"), *args],
             cwd=ROOT,
             capture_output=True,
             text=True,
