@@ -20,7 +20,8 @@ def test_bench_chat_json_and_plot_with_scripted_fake_llm(tmp_path, monkeypatch):
     monkeypatch.setenv("MARK_HOME", str(tmp_path / "home"))
     plot = tmp_path / "plots" / "tokens.png"
     keep = tmp_path / "bench-store"
-    args = ["--home", str(tmp_path / "home"), "bench", "chat", "--memories", "300", "--queries", "8"]
+    args = ["--home", str(tmp_path / "home"), "bench", "chat", "--memories", "300", "--history-turns", "200"]
+    args += ["--queries", "8"]
     args += ["--turns", "14", "--session-turns", "5", "--no-llm", "--keep", str(keep), "--plot", str(plot), "--json"]
     r = CliRunner().invoke(app, args, catch_exceptions=False)
     assert r.exit_code == 0, r.output
@@ -28,6 +29,7 @@ def test_bench_chat_json_and_plot_with_scripted_fake_llm(tmp_path, monkeypatch):
 
     o = result["overhead"]
     assert o["memories"] == 300 and o["turns"] == 8 and "LLM time excluded" in o["llm"]
+    assert o["history_turns"] >= 200  # the earlier turns, plus the timed chat turns themselves
     assert 0 < o["memory_ms"]["p50_ms"] <= o["memory_ms"]["p95_ms"] <= o["memory_ms"]["max_ms"]
     assert o["memories_per_turn_mean"] > 0 and o["memory_block_tokens_mean"] > 0
     assert result["extraction"] is None
@@ -52,7 +54,9 @@ def test_bench_chat_json_and_plot_with_scripted_fake_llm(tmp_path, monkeypatch):
 
 @pytest.mark.llm
 def test_bench_chat_extraction_with_the_local_model(llm_settings):
-    result = run_chat_bench(llm_settings, memories=20, queries=2, turns=2, exchanges=1, progress=False)
+    result = run_chat_bench(
+        llm_settings, memories=20, history_turns=20, queries=2, turns=2, exchanges=1, progress=False
+    )
     e = result["extraction"]
     assert e["errors"] == [] and e["exchanges"] == 1
     assert e["exchanges_per_min"] > 0 and e["prompt_tokens_per_extraction"] > 100
