@@ -69,7 +69,7 @@ async def test_repl_remembers_and_explains_with_scripted_fake_llm(home, brain, e
     assert re.match(r"^[0-9a-f]{10}  user_question  The user's dog is called Biscuit\.$", memory_row)
     assert re.search(r"^[0-9a-f]{10}  0\.\d{3}  user_question  The user's dog is called Biscuit\.$", out, re.M)
     assert "You told me: The user's dog is called Biscuit." in lines
-    why = out[out.index("memories behind the last reply") :]
+    why = out[out.index("notes behind the last reply") :]
     row = next(line for line in why.splitlines() if "Biscuit" in line)
     scores = row.split("  ")[-5:]  # similarity, recency, frequency, trust, final
     assert all(re.fullmatch(r"\d\.\d\d", s) for s in scores), row
