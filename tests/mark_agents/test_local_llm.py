@@ -19,7 +19,7 @@ from pydantic import BaseModel
 
 from mark_agents.config import LLMSettings, Settings
 from mark_agents.llm import LLMUnavailable, UsageMeter, connect
-from mark_agents.local_llm import MODEL_SIZE, LocalServer, ensure_model, running_servers, stop_all
+from mark_agents.local_llm import MODEL_SIZE, LocalServer, ensure_model, running_servers
 
 pytestmark = pytest.mark.llm
 
@@ -164,7 +164,7 @@ async def test_an_idle_server_stops_by_itself_and_a_client_starts_it_again(
         assert second.running and second.pid != first.pid and llm.base_url == second.base_url
     finally:
         await llm.aclose()
-        stop_all(settings)
+        LocalServer(settings).stop()  # only this test's server: stop_all would also stop the session's
 
 
 def _alive(pid: int) -> bool:
