@@ -30,11 +30,12 @@ from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 from pydantic import BaseModel, Field
 
 from mark_agents.builder import BuildReport, MemoryBuilder
+from mark_agents.chat_state import rewrite_chat_state
 from mark_agents.config import Settings
 from mark_agents.graph import ChatState, build_messages, make_graph
 from mark_agents.llm import LLMClient, LLMContextExceeded, LLMError, LLMUnavailable, Usage, UsageMeter, connect
 from mark_agents.recall import Recall, RecalledMemory, RecalledTurn, recall
-from memory_store import InvalidInput, MarkError, MemoryStore, PurgeReport, Turn
+from memory_store import ForgetPlan, ForgetReport, InvalidInput, MarkError, MemoryStore, PurgeReport, Turn, forgetter
 from memory_store.validation import MAX_TURN_CHARS, check_optional_id, check_scope_id, check_text, user_key
 
 log = logging.getLogger(__name__)
@@ -474,6 +475,36 @@ class MemoryAgent:
 
     # -- privacy and lifecycle -----------------------------------------------------------------------------
 
+    async def aforget(
+        self,
+        user_id: str,
+        memory_id: str | None = None,
+        about: str | None = None,
+        *,
+        plan: ForgetPlan | None = None,
+        reason: str = "forgotten on request",
+        actor: str = "api",
+    ) -> ForgetReport:
+        """Forget one memory (`memory_id`, an id or unique prefix) or everything about a topic (`about`) so that it
+        never comes back: the store's notes, turns, history and indexes (`MemoryStore.forget`), and the user's
+        checkpointed chat threads. `plan`: a `MemoryStore.plan_forget` result the user confirmed.
+
+        Waits for the user's background extraction first, so no note is derived from the text while it goes.
+        """
+        check_scope_id(user_id)
+        self._bind_loop()
+        async with self._lock_for(user_id):
+            report = await asyncio.to_thread(
+                self.store.forget, user_id, memory_id, about=about, plan=plan, reason=reason, actor=actor
+            )
+            report.chat_threads = await rewrite_chat_state(
+                Path(self.settings.home),
+                user_id,
+                forgetter.redactor(self.store, report),
+                self._saver if self._graph is not None else None,
+            )
+        return report
+
     async def apurge_user(self, user_id: str) -> PurgeReport:
         """Remove every trace of a user: memories, turns, history, feedback, vectors and chat state."""
         check_scope_id(user_id)
@@ -566,7 +597,17 @@ def _sync_twin(name: str):
     return method
 
 
-SYNC_TWINS = ["chat", "remember", "recall", "feedback", "process_pending", "rebuild", "flush", "purge_user"]
+SYNC_TWINS = [
+    "chat",
+    "remember",
+    "recall",
+    "feedback",
+    "process_pending",
+    "rebuild",
+    "flush",
+    "forget",
+    "purge_user",
+]
 for _name in SYNC_TWINS:
     setattr(MemoryAgent, _name, _sync_twin(_name))
 

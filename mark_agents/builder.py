@@ -34,6 +34,7 @@ from mark_agents.prompts import (
     relation_text,
 )
 from memory_store import MemoryKind, MemoryStatus, MemoryStore, NewMemory, Source, Turn
+from memory_store.forgetting import ForgetGuard
 
 log = logging.getLogger(__name__)
 _WORD = re.compile(r"[a-z0-9]+")
@@ -195,7 +196,8 @@ class MemoryBuilder:
         local = UsageMeter()
         report = BuildReport(user_id=user_id)
         notes = await self._extract(turns, local, report)
-        notes = self._clean(notes, turns, report)
+        guard = await asyncio.to_thread(self.store.forget_guard, user_id)
+        notes = self._clean(notes, turns, report, guard)
         decisions = await self._plan(notes, user_id, local)
         report.usage = local.total
         if meter is not None:
@@ -260,8 +262,13 @@ class MemoryBuilder:
             notes += [ExtractedNote(kind=kind, text=t) for t in out.notes]
         return notes
 
-    def _clean(self, notes: list[ExtractedNote], turns: list[Turn], report: BuildReport) -> list[ExtractedNote]:
-        """Drop what small models get wrong: questions, echoes of the prompt, facts absent from the exchange."""
+    def _clean(
+        self, notes: list[ExtractedNote], turns: list[Turn], report: BuildReport, guard: ForgetGuard | None = None
+    ) -> list[ExtractedNote]:
+        """Drop what small models get wrong: questions, echoes of the prompt, facts absent from the exchange; and
+        a fact the user forgot, re-derived from what was said before they forgot it (`guard`; a new statement
+        after the forget is new information and is kept)."""
+        newest = max((t.seq for t in turns if t.seq is not None), default=None)
         exchange = content_words(" ".join(t.content for t in turns))
         assistant_lines = [" ".join(t.content.lower().split()) for t in turns if t.role == "assistant"]
         user_lines = [" ".join(t.content.lower().split()) for t in turns if t.role == "user"]
@@ -275,7 +282,9 @@ class MemoryBuilder:
             text = third_person(" ".join(note.text.split()).strip('"“”'))
             words = content_words(text)
             why = None
-            if len(text) < 8 or not words:
+            if guard is not None and guard.blocks_candidate(text, newest):
+                why = "forgotten"
+            elif len(text) < 8 or not words:
                 why = "too short"
             elif _normal(text) in dictated:
                 why = "copied from structured text the user wrote, not extracted"
@@ -298,7 +307,8 @@ class MemoryBuilder:
             ):
                 why = "repeats the assistant word for word, not a note about the user"
             if why:
-                report.skipped.append(f"{text} ({why})")
+                # A forgotten fact is not repeated, even in a report.
+                report.skipped.append(f"{'[a forgotten fact]' if why == 'forgotten' else text} ({why})")
                 continue
             seen.add(text.lower())
             kept.append(ExtractedNote(kind=note.kind, text=text))

@@ -178,6 +178,18 @@ def _purge_chat_state(store, user_id: str) -> None:
     asyncio.run(purge_chat_state(Path(store.settings.home), user_id))
 
 
+def _forget_chat_state(store, user_id: str, report) -> None:
+    """Forget hook of `mark memory forget`: rewrite the user's checkpointed chat threads without the fact."""
+    import asyncio
+
+    from mark_agents.chat_state import rewrite_chat_state
+    from memory_store import forgetter
+
+    report.chat_threads = asyncio.run(
+        rewrite_chat_state(Path(store.settings.home), user_id, forgetter.redactor(store, report))
+    )
+
+
 # -- mark bench chat -----------------------------------------------------------------------------------------
 
 
@@ -239,4 +251,6 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
     store_cli.memory_app.command("rebuild")(memory_rebuild)
     if _purge_chat_state not in store_cli.PURGE_HOOKS:
         store_cli.PURGE_HOOKS.append(_purge_chat_state)
+    if _forget_chat_state not in store_cli.FORGET_HOOKS:
+        store_cli.FORGET_HOOKS.append(_forget_chat_state)
     bench_app.command("chat")(bench_chat)

@@ -25,6 +25,7 @@ from pydantic import BaseModel, Field
 from mark_agents.llm import Usage, estimate_tokens
 from mark_agents.prompts import EPISODES_TITLE, MEMORY_BLOCK_INTRO, SECTION_TITLES
 from memory_store import EpisodeHit, MemoryStore, ScoreBreakdown, SearchHit, Turn
+from memory_store.forgetting import MARKER, ForgetGuard
 
 Layer = Literal["note", "episode", "history"]
 
@@ -200,6 +201,19 @@ def _window(store: MemoryStore, hit: Turn, excluded: set[str]) -> list[Turn]:
     return [t for t in store.episode_window(hit, before=before, after=after) if t.id not in excluded]
 
 
+def _shown(turns: Sequence[Turn], guard: ForgetGuard | None) -> list[Turn]:
+    """Turns as recall may show them: an old clause about a forgotten fact redacted (forgetting did it in the
+    store already; this is the second line of defence), and a turn nothing is left of left out."""
+    out = []
+    for t in turns:
+        if guard is not None:
+            t = guard.guard_turn(t)
+        if MARKER in t.content and not ForgetGuard.has_content(t.content):
+            continue
+        out.append(t)
+    return out
+
+
 def _outdated_notes(store: MemoryStore, user_id: str, turns: Sequence[Turn]) -> dict[str, str]:
     out: dict[str, str] = {}
     for note_id in {t.outdated_by for t in turns if t.outdated_by}:
@@ -226,12 +240,13 @@ def recall(
     session's recent messages), never repeated in the block. `episode_mode`: how episodes are searched (hybrid,
     dense or keyword; the single rankers are there to measure the fusion against)."""
     excluded = set(exclude_turn_ids)
-    notes = store.search(query, user_id, limit=limit, explain=True)
+    guard = store.forget_guard(user_id)
+    notes = store.search(query, user_id, limit=limit, explain=True)  # forgotten facts filtered by the store
     # A turn costs at least HISTORY_LINE_TOKENS: more turns than the budget allows cannot fit, so stop counting.
     n_turns, chars = store.history_size(user_id, cap=budget_tokens // HISTORY_LINE_TOKENS + 1)
 
     if n_turns and estimate_tokens("x" * chars) + HISTORY_LINE_TOKENS * n_turns <= budget_tokens:
-        history = [t for t in store.turns(user_id, limit=n_turns + 1) if t.id not in excluded]
+        history = _shown([t for t in store.turns(user_id, limit=n_turns + 1) if t.id not in excluded], guard)
         outdated = _outdated_notes(store, user_id, history)
         chosen = _fit_notes(notes, history, outdated, budget_tokens)
         text = format_block(chosen, history, outdated)
@@ -258,7 +273,9 @@ def recall(
         remaining.remove(best)
         if best.turn.id in picked:
             continue
-        window = [t for t in _window(store, best.turn, excluded) if t.id not in picked]
+        window = [t for t in _shown(_window(store, best.turn, excluded), guard) if t.id not in picked]
+        if best.turn.id not in {t.id for t in window}:
+            continue
         new_session = all(t.session_id != best.turn.session_id for t, *_ in picked.values())
         cost = sum(estimate_tokens(_turn_line(t)) + 1 for t in window) + (16 if new_session else 2)
         if used + cost > budget_tokens:

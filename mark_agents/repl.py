@@ -38,7 +38,8 @@ COMMANDS: list[tuple[str, str]] = [
     ("/memories", "what I remember about you"),
     ("/search QUERY", "search your memories, with scores"),
     ("/why", "the memories behind my last reply, with their score components"),
-    ("/forget ID", "forget one memory (an id prefix from /memories is enough)"),
+    ("/forget ID", "forget one memory everywhere (an id prefix from /memories is enough)"),
+    ("/forget about TOPIC", "show every memory and message about a topic, then forget them all"),
     ("/good, /bad", "rate my last reply: the memories it used gain or lose trust"),
     ("/export [FILE]", "write your memories, history and turns as JSON lines"),
     ("/help", "this list"),
@@ -337,17 +338,39 @@ class ChatREPL:
 
     async def _forget(self, arg: str) -> None:
         if not arg:
-            raise InvalidInput("usage: /forget ID (an id prefix from /memories)")
+            raise InvalidInput("usage: /forget ID (an id prefix from /memories) or /forget about TOPIC")
         await self._wait_background("finishing memory extraction…")
+        name, _, topic = arg.partition(" ")
+        if name.lower() == "about":
+            if not topic.strip():
+                raise InvalidInput("usage: /forget about TOPIC")
+            plan = await asyncio.to_thread(self.store.plan_forget, self.user_id, about=topic.strip())
+            if not plan.memories and not plan.turns:
+                self._info("nothing I remember matches that topic")
+                return
+            rows = [["memory", m.id[:10], m.text] for m in plan.memories]
+            rows += [[f"message ({t.role})", t.id[:10], t.content[:200]] for t in plan.turns]
+            self._table(
+                f"{len(plan.memories)} memories and {len(plan.turns)} messages match", ["what", "id", "text"], rows
+            )
+            answer = await self._reader.readline("forget all of these? [y/N] ")
+            if (answer or "").strip().lower() not in ("y", "yes"):
+                self._info("kept")
+                return
+            report = await self.agent.aforget(self.user_id, plan=plan, reason="forgotten in chat", actor="chat")
+            n = len(report.memories)
+            self._info(f"forgot {n} memor{'y' if n == 1 else 'ies'}: {', '.join(m[:10] for m in report.memories)}")
+        else:
 
-        def forget() -> tuple[str, str]:
-            mid = self.store.resolve_id(arg, self.user_id)
-            text = self.store.get(mid, self.user_id).text
-            self.store.delete(mid, self.user_id, reason="forgotten in chat", actor="chat")
-            return mid, text
+            def resolve() -> tuple[str, str]:
+                mid = self.store.resolve_id(arg, self.user_id)
+                return mid, self.store.get(mid, self.user_id).text
 
-        mid, text = await asyncio.to_thread(forget)
-        self._info(f"forgot {mid[:10]}: {text}")
+            mid, text = await asyncio.to_thread(resolve)
+            report = await self.agent.aforget(self.user_id, mid, reason="forgotten in chat", actor="chat")
+            self._info(f"forgot {mid[:10]}: {text}")
+        self.last = None  # its recalled notes and turns may hold what was just forgotten
+        self._info(f"removed from {len(report.turns)} messages and {report.chat_threads} conversations too")
 
     async def _good(self, arg: str) -> None:
         await self._feedback(True, arg)

@@ -19,7 +19,7 @@ from rich.table import Table
 
 from memory_store.errors import InvalidInput, StoreError
 from memory_store.files import private_output
-from memory_store.models import MemoryKind
+from memory_store.models import ForgetPlan, ForgetReport, MemoryKind
 from memory_store.store import MemoryStore
 
 memory_app = typer.Typer(no_args_is_help=True)
@@ -27,6 +27,9 @@ memory_app = typer.Typer(no_args_is_help=True)
 #: packages can remove what they keep about the user (mark_agents: checkpointed chat threads) while the
 #: user's turns can still be read. Packages append to it from their CLI registration.
 PURGE_HOOKS: list[Callable[[MemoryStore, str], None]] = []
+#: Called as ``hook(store, user_id, report)`` by `mark memory forget` after the store forgot, so other packages can
+#: remove the fact from what they keep (mark_agents: the checkpointed chat state).
+FORGET_HOOKS: list[Callable[[MemoryStore, str, ForgetReport], None]] = []
 bench_app = typer.Typer(no_args_is_help=True)
 console = Console(emoji=False)
 
@@ -192,19 +195,64 @@ def history(
 @memory_app.command("forget")
 def forget(
     ctx: typer.Context,
-    memory_id: Annotated[str, typer.Argument(help="Memory id or unique prefix.")],
     user: User,
+    memory_id: Annotated[str | None, typer.Argument(help="Memory id or unique prefix.")] = None,
+    about: Annotated[
+        str | None, typer.Option("--about", help="Forget every note and episode about this topic (asks first).")
+    ] = None,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation (--about).")] = False,
     reason: Annotated[str, typer.Option("--reason")] = "forgotten on request",
     as_json: Json = False,
 ) -> None:
-    """Delete one memory (its history keeps the old text until the user is purged)."""
+    """Forget a memory, or everything about a topic, so that it never comes back.
+
+    Removes the note (and its earlier versions), redacts the fact where it stands in the raw turns and the chat
+    state, keeps history events without their text, and records a fingerprint (hashed, no text) so rebuilds and
+    extraction never re-derive it from what was said before. Saying it again later is new information.
+    """
+    if (memory_id is None) == (about is None):
+        raise InvalidInput("give a memory id or --about TOPIC")
     with open_store(ctx) as store:
-        mid = store.resolve_id(memory_id, user)
-        store.delete(mid, user, reason=reason, actor="cli")
+        plan = store.plan_forget(user, memory_id, about=about)
+        if about is not None:
+            if not plan.memories and not plan.turns:
+                if as_json:
+                    emit({"deleted": [], "memories": [], "turns": [], "matched": 0})
+                else:
+                    console.print("nothing matches that topic")
+                return
+            if not as_json or not yes:
+                _show_plan(plan)
+            if not yes:
+                if not sys.stdin.isatty():
+                    raise InvalidInput("forget --about needs --yes when not run interactively")
+                typer.confirm(
+                    f"Forget these {len(plan.memories)} memories and the matching parts of {len(plan.turns)} turns?",
+                    abort=True,
+                )
+        report = store.forget(user, plan=plan, reason=reason, actor="cli")
+        for hook in FORGET_HOOKS:
+            hook(store, user, report)
     if as_json:
-        emit({"deleted": mid})
-    else:
-        console.print(f"forgot {escape(_short(mid))}")
+        deleted = report.memories[0] if memory_id and report.memories else report.memories
+        emit({"deleted": deleted, **report.model_dump()})
+        return
+    n = len(report.memories)
+    line = f"forgot {n} memor{'y' if n == 1 else 'ies'} ({', '.join(_short(m) for m in report.memories) or '-'})"
+    if report.redacted_memories:
+        line += f", rewrote {len(report.redacted_memories)} that held it beside other facts"
+    line += f"; redacted {len(report.turns)} turns, {report.history} history events, {report.chat_threads} chat threads"
+    console.print(escape(line))
+
+
+def _show_plan(plan: ForgetPlan) -> None:
+    table = Table("what", "id", "text", title=f"{len(plan.memories)} memories and {len(plan.turns)} turns match")
+    for m in plan.memories:
+        status = "" if m.status == "active" else f" [dim]({m.status})[/]"
+        table.add_row("memory", _short(m.id), escape(m.text) + status)
+    for t in plan.turns:
+        table.add_row(f"turn ({escape(t.role)})", _short(t.id), escape(t.content[:200]))
+    console.print(table)
 
 
 @memory_app.command("purge")

@@ -153,6 +153,35 @@ def m003_episodes(db: sqlite_utils.Database) -> None:
     turns.enable_fts(["content", "user_key"], tokenize="porter", create_triggers=True)
 
 
+@migration
+def m004_forgetting(db: sqlite_utils.Database) -> None:
+    """What each user asked to forget, kept without its text: hashed-token fingerprints (memory_store.forgetting)
+    that extraction, rebuilds and recall consult, so a forgotten fact is never re-derived from what was said
+    before. ``before_seq`` is the last turn position at the time: later turns are new statements. The key that
+    hashes the tokens is random per store (``meta.forget_key``)."""
+    import secrets
+
+    db["forgotten"].create(
+        {
+            "seq": int,
+            "id": str,
+            "user_id": str,
+            "memory_id": str,
+            "kind": str,
+            "fingerprint": str,
+            "text_hash": str,
+            "before_seq": int,
+            "reason": str,
+            "actor": str,
+            "created_at": float,
+        },
+        pk="seq",
+        not_null={"id", "user_id", "kind", "fingerprint", "before_seq", "created_at"},
+    )
+    db["forgotten"].create_index(["user_id"])
+    db["meta"].insert({"key": "forget_key", "value": secrets.token_hex(32)}, replace=True)
+
+
 def apply_migrations(db: sqlite_utils.Database) -> list[str]:
     """Apply pending migrations in order; returns the names applied. The caller holds a write lock."""
     if "_migrations" not in db.table_names():

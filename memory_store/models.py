@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 
 def utcnow() -> datetime:
@@ -185,3 +185,30 @@ class PurgeReport(BaseModel):
     turns: int
     history: int
     feedback: int
+
+
+class ForgetPlan(BaseModel):
+    """What a forget would remove: shown to the user before it happens (`mark memory forget --about`)."""
+
+    user_id: str
+    about: str | None = None
+    memories: list[Memory] = Field(default_factory=list)
+    #: Turns that mention the topic (`about`), beside the notes' source turns (found when the plan is applied).
+    turns: list[Turn] = Field(default_factory=list)
+
+
+class ForgetReport(BaseModel):
+    """What a forget removed. Holds no forgotten text: safe to log and to print as JSON."""
+
+    user_id: str
+    memories: list[str] = Field(default_factory=list)  # ids of the notes removed
+    redacted_memories: list[str] = Field(default_factory=list)  # notes that kept their other facts
+    turns: list[str] = Field(default_factory=list)  # ids of the turns redacted where the fact stood
+    history: int = 0  # history events whose text was scrubbed
+    feedback: int = 0  # feedback comments scrubbed
+    fingerprints: int = 0  # records added to what the user forgot (hashed tokens, no text)
+    chat_threads: int = 0  # checkpointed chat threads rewritten (filled in by mark_agents)
+    #: Old text -> redacted text of what was rewritten, for the chat state (mark_agents); never serialised.
+    _replacements: dict[str, str] = PrivateAttr(default_factory=dict)
+    #: The fingerprints this forget recorded (hashed tokens), for the chat state; never serialised.
+    _fingerprints: list[Any] = PrivateAttr(default_factory=list)

@@ -666,6 +666,57 @@ class SQLiteDB:
             row_to_feedback(r) for r in self.query("SELECT * FROM feedback WHERE user_id = ? ORDER BY seq", (user_id,))
         ]
 
+    # -- forgetting ------------------------------------------------------------------------------------
+
+    def forget_key(self) -> bytes:
+        rows = self.query("SELECT value FROM meta WHERE key = 'forget_key'")
+        if not rows:
+            raise StoreError("this store has no forget key (a migration did not run)")
+        return bytes.fromhex(rows[0]["value"])
+
+    def forgotten(self, user_id: str) -> list[sqlite3.Row]:
+        try:
+            return self.query("SELECT * FROM forgotten WHERE user_id = ? ORDER BY seq", (user_id,))
+        except sqlite3.OperationalError:  # a read-only store from before forgetting existed: nothing forgotten
+            return []
+
+    def add_forgotten(self, db: sqlite_utils.Database, rows: list[dict[str, Any]]) -> None:
+        if rows:
+            db["forgotten"].insert_all(rows)
+
+    def last_turn_seq(self) -> int:
+        return int(self.query("SELECT coalesce(max(seq), 0) AS n FROM turns")[0]["n"])
+
+    def turn_seqs(self, user_id: str, ids: Sequence[str]) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for start in range(0, len(ids), 500):
+            chunk = list(ids[start : start + 500])
+            for r in self.query(
+                f"SELECT id, seq FROM turns WHERE user_id = ? AND id IN ({','.join('?' * len(chunk))})",
+                [user_id, *chunk],
+            ):
+                out[r["id"]] = r["seq"]
+        return out
+
+    def rewrite_turn(
+        self, db: sqlite_utils.Database, turn_id: str, content: str, last_error: str | None, embedding: np.ndarray
+    ) -> None:
+        """A turn's text redacted where a forgotten fact stood; its vector follows (the FTS index by trigger)."""
+        db.execute(
+            "UPDATE turns SET content = ?, last_error = ?, embedding = ? WHERE id = ?",
+            [content, last_error, np.asarray(embedding, dtype=np.float32).tobytes(), turn_id],
+        )
+
+    def history_rows(self, user_id: str) -> list[sqlite3.Row]:
+        return self.query(
+            "SELECT id, memory_id, old_text, new_text, reason, metadata FROM history WHERE user_id = ? ORDER BY seq",
+            (user_id,),
+        )
+
+    def rewrite_history(self, db: sqlite_utils.Database, event_id: str, fields: dict[str, Any]) -> None:
+        sets = ", ".join(f"{k} = ?" for k in fields)
+        db.execute(f"UPDATE history SET {sets} WHERE id = ?", [*fields.values(), event_id])
+
     # -- vector outbox and epoch ---------------------------------------------------------------------
 
     def enqueue_vectors(self, db: sqlite_utils.Database, op: str, user_key: str, ids: Sequence[str]) -> None:
@@ -715,7 +766,7 @@ class SQLiteDB:
 
     def purge_user(self, db: sqlite_utils.Database, user_id: str) -> dict[str, int]:
         counts = {}
-        for table in ("memories", "turns", "history", "feedback"):
+        for table in ("memories", "turns", "history", "feedback", "forgotten"):
             counts[table] = db.execute(f"DELETE FROM {table} WHERE user_id = ?", [user_id]).rowcount
         return counts
 

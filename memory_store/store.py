@@ -20,23 +20,26 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
 from filelock import FileLock
 
-from memory_store import scoring
+from memory_store import forgetter, scoring
 from memory_store.config import StoreSettings
 from memory_store.embeddings import Embedder, get_embedder
 from memory_store.errors import InvalidInput, NotFound, StoreError
 from memory_store.errors import first_error as _first_error
+from memory_store.forgetting import Fingerprint, ForgetGuard
 from memory_store.importing import EXPORT_FORMAT, EXPORT_VERSION, embedding_problem, read_export
 from memory_store.models import (
     CheckReport,
     EpisodeHit,
     Feedback,
+    ForgetPlan,
+    ForgetReport,
     HistoryEvent,
     Memory,
     MemoryKind,
@@ -130,6 +133,7 @@ class MemoryStore:
         self._vfile = FileLock(str(self.home / "vectors.lock"), timeout=120, thread_local=False)
         self._epoch = self.db.vector_epoch()
         self._marker: Path | None = None
+        self._forget_key: bytes | None = None
         if self.read_only:
             log.info("%s is read-only: opened for reading, with exact vector search", self.home)
             return
@@ -754,6 +758,11 @@ class MemoryStore:
                 cos = 0.0
             b = scoring.score(memory, cos, dense_rank.get(mid), keyword_rank.get(mid), now, self.settings.scoring)
             hits.append(SearchHit(memory=memory, score=b.final, explain=b if explain else None))
+        guard = self.forget_guard(user_id)
+        if guard is not None:  # second line of defence: forgetting removed these notes already
+            hits = [
+                h for h in hits if not guard.blocks_note(h.memory.text, h.memory.source.turn_ids, h.memory.created_at)
+            ]
         hits.sort(key=lambda h: (-h.score, h.memory.id))
         return hits[:limit]
 
@@ -816,6 +825,10 @@ class MemoryStore:
                     keyword_rank=keyword_rank.get(tid),
                 )
             )
+        guard = self.forget_guard(user_id)
+        if guard is not None:  # second line of defence: forgetting redacted these turns already
+            hits = [h.model_copy(update={"turn": guard.guard_turn(h.turn)}) for h in hits]
+            hits = [h for h in hits if guard.has_content(h.turn.content)]
         hits.sort(key=lambda h: (-h.score, h.turn.seq or 0))
         return hits[:limit]
 
@@ -1001,6 +1014,52 @@ class MemoryStore:
             history=counts["history"],
             feedback=counts["feedback"],
         )
+
+    # -- forgetting ---------------------------------------------------------------------------------------
+
+    def plan_forget(self, user_id: str, memory_id: str | None = None, *, about: str | None = None) -> ForgetPlan:
+        """What `forget` would remove: one note (an id or unique prefix) with its earlier or later versions, or
+        every note and episode matching a topic (hybrid search, above a similarity threshold)."""
+        return forgetter.plan(self, user_id, memory_id, about)
+
+    def forget(
+        self,
+        user_id: str,
+        memory_id: str | None = None,
+        *,
+        about: str | None = None,
+        plan: ForgetPlan | None = None,
+        reason: str = "forgotten on request",
+        actor: str = "api",
+    ) -> ForgetReport:
+        """Forget a fact everywhere the store holds it, so nothing recalls or re-derives it (memory_store.forgetter):
+        its notes, its clauses in the turns (redacted in place, re-embedded), the text of its history (a keyed hash
+        stays), and a fingerprint of hashed tokens that extraction and recall consult. `plan`: a `plan_forget`
+        result shown to the user first (what was shown is what goes)."""
+        if plan is None:
+            plan = self.plan_forget(user_id, memory_id, about=about)
+        elif plan.user_id != check_scope_id(user_id):
+            raise InvalidInput("the forget plan belongs to another user")
+        return forgetter.forget(self, plan, reason=reason, actor=actor)
+
+    def forget_guard(self, user_id: str) -> ForgetGuard | None:
+        """The user's forgotten facts, for readers that must never show them (None when the user forgot nothing)."""
+        check_scope_id(user_id)
+        rows = self.db.forgotten(user_id)
+        if not rows:
+            return None
+        if self._forget_key is None:
+            self._forget_key = self.db.forget_key()
+        fps = [
+            Fingerprint.from_json(
+                json.loads(r["fingerprint"]),
+                before_seq=r["before_seq"],
+                created_at=datetime.fromtimestamp(r["created_at"], UTC),
+                id=r["id"],
+            )
+            for r in rows
+        ]
+        return ForgetGuard(self._forget_key, fps, seq_of=lambda ids: self.db.turn_seqs(user_id, ids))
 
     # -- admin: crosses users on purpose ------------------------------------------------------------------
 

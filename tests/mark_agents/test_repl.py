@@ -110,7 +110,7 @@ async def test_repl_forget_feedback_export_help_with_scripted_fake_llm(home, bra
         assert command in out
     err_lines = err.splitlines()
     assert "error: no memory 'zzzz' for this user" in err_lines
-    assert "error: usage: /forget ID (an id prefix from /memories)" in err_lines
+    assert "error: usage: /forget ID (an id prefix from /memories) or /forget about TOPIC" in err_lines
     assert "error: usage: /search QUERY" in err_lines
     assert "error: unknown command /frobnicate (try /help)" in err_lines
     assert "Traceback" not in err
@@ -124,7 +124,8 @@ async def test_repl_forget_feedback_export_help_with_scripted_fake_llm(home, bra
         assert store.list("alice").total == 0
         assert [f.comment for f in store.feedback("alice")].count("too vague") == 1
         history = store.history("alice", mid)
-        assert history[-1].event == "delete" and history[-1].reason == "forgotten in chat"
+        assert history[-1].event == "forget" and history[-1].reason == "forgotten in chat"
+        assert all("Miso" not in (e.old_text or "") + (e.new_text or "") for e in history)
 
 
 async def test_repl_endpoint_down_then_retried_at_next_start_with_scripted_fake_llm(home, brain, embedder):

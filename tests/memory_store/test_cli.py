@@ -41,9 +41,11 @@ def test_add_search_list_history_forget_json(home):
     assert page["total"] == 1
     assert json.loads(mark(home, "memory", "list", "--user", "bob", "--json").stdout)["total"] == 0
     r = mark(home, "memory", "forget", added["id"][:8], "--user", "alice", "--json")
-    assert json.loads(r.stdout) == {"deleted": added["id"]}
+    report = json.loads(r.stdout)
+    assert report["deleted"] == added["id"] and report["memories"] == [added["id"]]
     events = json.loads(mark(home, "memory", "history", "--user", "alice", "--json").stdout)
-    assert [e["event"] for e in events] == ["add", "delete"]
+    assert [e["event"] for e in events] == ["add", "forget"]
+    assert "Biscuit" not in json.dumps(events)  # history keeps that it was forgotten, not the text
     assert json.loads(mark(home, "memory", "check", "--json").stdout)["ok"] is True
 
 
