@@ -23,6 +23,7 @@ from memory_store.errors import InvalidInput
 from memory_store.forgetting import (
     MARKER,
     Fingerprint,
+    ForgetGuard,
     clause_candidates,
     note_matches,
     redact,
@@ -30,6 +31,7 @@ from memory_store.forgetting import (
     salient,
     text_hash,
 )
+from memory_store.importing import ExportFile
 from memory_store.models import ForgetPlan, ForgetReport, Memory, Turn
 from memory_store.sqlite_backend import ts
 from memory_store.validation import check_scope_id, check_text, episode_key, user_key
@@ -39,10 +41,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: `forget --about`: a note or an episode matches the topic at this cosine similarity or more ...
-ABOUT_SIMILARITY = 0.5
-#: ... or at this one when it also shares a keyword with it.
-ABOUT_KEYWORD_SIMILARITY = 0.35
+#: `forget --about`: a note or an episode matches the topic at this cosine similarity or more, or when it is within
+#: ABOUT_RELATIVE of the best match (and above ABOUT_FLOOR): small embedding models score a topic ("my dog") low
+#: against the sentences about it ("The user's dog is called Biscuit": 0.40), so the bar follows the best match.
+ABOUT_SIMILARITY = 0.55
+ABOUT_RELATIVE = 0.75
+ABOUT_FLOOR = 0.3
 #: A source turn that shares no word with its forgotten note loses its clause closest in meaning, if this close.
 FALLBACK_SIMILARITY = 0.4
 #: Candidates considered for `about` in each layer.
@@ -70,18 +74,15 @@ def plan(store: MemoryStore, user_id: str, memory_id: str | None, about: str | N
         return ForgetPlan(user_id=user_id, memories=_same_fact(store, target))
     topic = check_text(about, "topic")
     notes = store.search(topic, user_id, limit=ABOUT_CANDIDATES, include_history=True, explain=True)
+    episodes = store.search_episodes(topic, user_id, limit=ABOUT_CANDIDATES)
+    sims = [h.explain.similarity if h.explain else 0.0 for h in notes] + [h.similarity for h in episodes]
+    bar = min(ABOUT_SIMILARITY, max(ABOUT_FLOOR, ABOUT_RELATIVE * max(sims, default=0.0)))
     chosen: dict[str, Memory] = {}
-    for hit in notes:
-        sim = hit.explain.similarity if hit.explain else 0.0
-        if sim >= ABOUT_SIMILARITY or (hit.explain and hit.explain.keyword_rank and sim >= ABOUT_KEYWORD_SIMILARITY):
+    for hit, sim in zip(notes, sims, strict=False):
+        if sim >= bar:
             for m in _same_fact(store, hit.memory):
                 chosen.setdefault(m.id, m)
-    episodes = store.search_episodes(topic, user_id, limit=ABOUT_CANDIDATES)
-    turns = [
-        h.turn
-        for h in episodes
-        if h.similarity >= ABOUT_SIMILARITY or (h.keyword_rank and h.similarity >= ABOUT_KEYWORD_SIMILARITY)
-    ]
+    turns = [h.turn for h in episodes if h.similarity >= bar]
     return ForgetPlan(user_id=user_id, about=topic, memories=list(chosen.values()), turns=turns)
 
 
@@ -332,7 +333,7 @@ def _settle(store: MemoryStore, user_id: str) -> None:
     store.db.scrub()
 
 
-__all__ = ["ABOUT_KEYWORD_SIMILARITY", "ABOUT_SIMILARITY", "forget", "plan", "redactor"]
+__all__ = ["ABOUT_FLOOR", "ABOUT_RELATIVE", "ABOUT_SIMILARITY", "forget", "guard_import", "plan", "redactor"]
 
 
 def redactor(store: MemoryStore, report: ForgetReport) -> Callable[[str], str]:
@@ -353,3 +354,47 @@ def redactor(store: MemoryStore, report: ForgetReport) -> Callable[[str], str]:
         return redact(text, key, fps)
 
     return apply
+
+
+def guard_import(store: MemoryStore, parsed: ExportFile) -> int:
+    """An import (a backup made before a forget) re-applies what its users forgot since: turns said before a forget
+    are redacted, notes that held a forgotten fact and predate it are left out, history texts are scrubbed.
+    Returns how many records were changed or left out. A fact said after the forget is kept (new information)."""
+    guards: dict[str, ForgetGuard | None] = {}
+
+    def guard(user_id: str) -> ForgetGuard | None:
+        if user_id not in guards:
+            guards[user_id] = store.forget_guard(user_id)
+        return guards[user_id]
+
+    changed = 0
+    for n, t in enumerate(parsed.turns):
+        g = guard(t.user_id)
+        if g is not None:
+            text = g.redact_as_of(t.content, t.created_at)
+            if text != t.content:
+                parsed.turns[n] = t.model_copy(update={"content": text})
+                changed += 1
+    kept = []
+    for item in parsed.memories:
+        m = item.memory
+        g = guard(m.user_id)
+        if g is not None and g.blocks_note_as_of(m.text, m.created_at):
+            changed += 1
+            continue
+        kept.append(item)
+    parsed.memories = kept
+    for n, e in enumerate(parsed.events):
+        g = guard(e.user_id)
+        if g is None:
+            continue
+        update = {
+            col: g.redact_as_of(getattr(e, col), e.created_at)
+            for col in ("old_text", "new_text", "reason")
+            if getattr(e, col)
+        }
+        update = {k: v for k, v in update.items() if v != getattr(e, k)}
+        if update:
+            parsed.events[n] = e.model_copy(update=update)
+            changed += 1
+    return changed

@@ -354,6 +354,15 @@ class ForgetGuard:
             return text
         return redact(text, self.key, fps)
 
+    def redact_as_of(self, text: str, when: datetime) -> str:
+        """The text as something said at `when` may hold it (an import: store positions are new there)."""
+        fps = [fp for fp in self.fingerprints if fp.created_at is None or when <= fp.created_at]
+        return redact(text, self.key, fps) if fps else text
+
+    def blocks_note_as_of(self, text: str, when: datetime) -> bool:
+        fps = note_matches(text, self.key, self.fingerprints)
+        return any(fp.created_at is None or when <= fp.created_at for fp in fps)
+
     def guard_turn(self, turn: Any) -> Any:
         """A Turn as it may be shown: an old turn's clauses about a forgotten fact redacted."""
         text = self.redact_text(turn.content, turn.seq)

@@ -1122,6 +1122,7 @@ class MemoryStore:
             except (OSError, UnicodeDecodeError) as exc:
                 raise InvalidInput(f"{name}: cannot read: {exc}") from None
         parsed = read_export(src, name)
+        forgetter.guard_import(self, parsed)  # a backup from before a forget does not bring the fact back
         events, turns, feedback = parsed.events, parsed.turns, parsed.feedback
         model_id, dim = self.embedder.model_id, self.embedder.dim
         for item in parsed.memories:
