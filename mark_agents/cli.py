@@ -239,6 +239,49 @@ def bench_chat(
         typer.echo(f"plot: {plot}")
 
 
+# -- mark bench forget ---------------------------------------------------------------------------------------
+
+
+def bench_forget(
+    ctx: typer.Context,
+    llm: Annotated[
+        bool, typer.Option("--llm", help="Chat and extract with the configured model (default: a scripted one).")
+    ] = False,
+    facts: Annotated[
+        int | None, typer.Option("--facts", min=1, help="Forget only the first N facts (default: all 21).")
+    ] = None,
+    keep: Annotated[
+        Path | None, typer.Option("--keep", help="Run in this (empty) directory and keep it (default: a temp dir).")
+    ] = None,
+    plot: Annotated[Path | None, typer.Option("--plot", help="Write a PNG bar chart of the probes.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Adversarial forgetting probes: plant facts through chat, forget them, try every way to get them back."""
+    from rich.console import Console
+
+    from mark_agents.forget_probes import plot as plot_probes
+    from mark_agents.forget_probes import render, run_forget_bench
+
+    err = Console(stderr=True)
+    result = run_forget_bench(
+        ctx.obj(),
+        use_llm=llm,
+        facts=facts,
+        keep=keep.expanduser().resolve() if keep else None,
+        log=(lambda message: None) if as_json else (lambda message: err.print(f"[dim]{message}…[/]")),
+    )
+    if plot is not None:
+        result["plot"] = str(plot_probes(result, plot))
+    if as_json:
+        typer.echo(json.dumps(result, default=str))
+    else:
+        render(result, Console())
+        if plot is not None:
+            typer.echo(f"plot: {plot}")
+    if result["resurfaced"]:
+        raise typer.Exit(1)
+
+
 # -- registration -------------------------------------------------------------------------------------------
 
 
@@ -254,3 +297,4 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
     if _forget_chat_state not in store_cli.FORGET_HOOKS:
         store_cli.FORGET_HOOKS.append(_forget_chat_state)
     bench_app.command("chat")(bench_chat)
+    bench_app.command("forget")(bench_forget)

@@ -41,12 +41,13 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: `forget --about`: a note or an episode matches the topic at this cosine similarity or more, or when it is within
-#: ABOUT_RELATIVE of the best match (and above ABOUT_FLOOR): small embedding models score a topic ("my dog") low
-#: against the sentences about it ("The user's dog is called Biscuit": 0.40), so the bar follows the best match.
-ABOUT_SIMILARITY = 0.55
-ABOUT_RELATIVE = 0.75
-ABOUT_FLOOR = 0.3
+#: `forget --about`: a note or an episode matches the topic when it shares one of the topic's words (stemmed, not
+#: a generic word) and is at least this similar (cosine) ...
+ABOUT_SIMILARITY = 0.35
+#: ... or, sharing no word, when it is this similar (a close paraphrase). Small embedding models place a question
+#: about another thing close to the topic ("What is my cat's name?" to "my dog's name": 0.7); the shared word keeps
+#: such neighbours out.
+ABOUT_PARAPHRASE = 0.8
 #: A source turn that shares no word with its forgotten note loses its clause closest in meaning, if this close.
 FALLBACK_SIMILARITY = 0.4
 #: Candidates considered for `about` in each layer.
@@ -75,14 +76,17 @@ def plan(store: MemoryStore, user_id: str, memory_id: str | None, about: str | N
     topic = check_text(about, "topic")
     notes = store.search(topic, user_id, limit=ABOUT_CANDIDATES, include_history=True, explain=True)
     episodes = store.search_episodes(topic, user_id, limit=ABOUT_CANDIDATES)
-    sims = [h.explain.similarity if h.explain else 0.0 for h in notes] + [h.similarity for h in episodes]
-    bar = min(ABOUT_SIMILARITY, max(ABOUT_FLOOR, ABOUT_RELATIVE * max(sims, default=0.0)))
+    words = salient(topic).topic
+
+    def matches(text: str, sim: float) -> bool:
+        return sim >= ABOUT_PARAPHRASE or (sim >= ABOUT_SIMILARITY and bool(words & salient(text).topic))
+
     chosen: dict[str, Memory] = {}
-    for hit, sim in zip(notes, sims, strict=False):
-        if sim >= bar:
+    for hit in notes:
+        if matches(hit.memory.text, hit.explain.similarity if hit.explain else 0.0):
             for m in _same_fact(store, hit.memory):
                 chosen.setdefault(m.id, m)
-    turns = [h.turn for h in episodes if h.similarity >= bar]
+    turns = [h.turn for h in episodes if matches(h.turn.content, h.similarity)]
     return ForgetPlan(user_id=user_id, about=topic, memories=list(chosen.values()), turns=turns)
 
 
@@ -333,7 +337,7 @@ def _settle(store: MemoryStore, user_id: str) -> None:
     store.db.scrub()
 
 
-__all__ = ["ABOUT_FLOOR", "ABOUT_RELATIVE", "ABOUT_SIMILARITY", "forget", "guard_import", "plan", "redactor"]
+__all__ = ["ABOUT_PARAPHRASE", "ABOUT_SIMILARITY", "forget", "guard_import", "plan", "redactor"]
 
 
 def redactor(store: MemoryStore, report: ForgetReport) -> Callable[[str], str]:

