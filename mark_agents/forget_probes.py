@@ -23,6 +23,7 @@ import io
 import json
 import re
 import shutil
+import sqlite3
 import tempfile
 import time
 from collections.abc import Callable
@@ -200,7 +201,7 @@ FACTS: list[Fact] = [
         "What should I pack for my usual summer trip?", "Summer holidays are the best.",
     ),
     Fact(
-        "coffee", "preference", "oat", "The user takes coffee with oat milk.", "How do I take my coffee?",
+        "coffee", "preference", "macadamia", "The user takes coffee with macadamia milk.", "How do I take my coffee?",
         ("What milk do I put in my coffee?", "How should you make my coffee?", "What's my coffee order?"),
         "Order me a latte the way I like it.", "I drink too much coffee.",
     ),
@@ -236,7 +237,7 @@ PLANTS: list[Plant] = [
     Plant("My licence plate is KZ-4471.", "KZ-4471, saved.", ("plate",)),
     Plant("My best friend is Leopold.", "Leopold sounds like a good friend.", ("friend",)),
     Plant("We spend every summer in Hokkaido.", "Hokkaido summers are lovely.", ("summer",)),
-    Plant("I take my coffee with oat milk.", "Oat milk it is.", ("coffee",)),
+    Plant("I take my coffee with macadamia milk.", "Macadamia milk it is.", ("coffee",)),
     Plant("I play the cello.", "The cello is a wonderful instrument.", ("cello",)),
     Plant("My son is called Florian.", "Hello to Florian!", ("son",)),
     Plant("I work as a radiographer.", "Radiography is important work.", ("job",)),
@@ -445,20 +446,63 @@ async def probe_fact(p: Probing, fact: Fact, session: str) -> None:
         p.record(fact, f"search episodes ({mode})", ["episodes"] if any(found(fact.token, t) for t in texts) else [])
 
 
+def _rows(path: Path) -> list[bytes]:
+    """Every value of every row of a SQLite file, lower-cased: a value longer than a page is split across overflow
+    pages in the file's bytes (a token can straddle two pages), never in a row read back."""
+    if not path.exists():
+        return []
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+        out = []
+        for table in tables:
+            for row in conn.execute(f'SELECT * FROM "{table}"'):
+                for v in row:
+                    if isinstance(v, str):
+                        out.append(v.encode("utf-8", "replace").lower())
+                    elif isinstance(v, bytes):
+                        out.append(v.lower())
+        return out
+    finally:
+        conn.close()
+
+
+def _in_keyword_index(path: Path, token: str) -> list[str]:
+    """The FTS5 indexes hold terms prefix-compressed (no byte scan sees them): ask the index itself."""
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        query = '"' + token.replace('"', '""') + '"'
+        return [
+            table
+            for table in ("memories_fts", "turns_fts")
+            if conn.execute(f"SELECT count(*) FROM {table} WHERE {table} MATCH ?", (query,)).fetchone()[0]
+        ]
+    finally:
+        conn.close()
+
+
 async def probe_files(p: Probing, forgotten: list[Fact], label: str = "") -> None:
-    """Export, history, the chat state file and every file of the data directory, for every forgotten fact."""
+    """Export, history, the keyword index, every row of both databases and every byte of every file of the data
+    directory, for every forgotten fact."""
     out = io.StringIO()
     await asyncio.to_thread(p.store.export_jsonl, out, user_id=p.user)
     history = json.dumps([e.model_dump(mode="json") for e in await asyncio.to_thread(p.store.history, p.user)])
     await asyncio.to_thread(p.store.flush_vectors)
     home = Path(p.store.home)
     files = {path: path.read_bytes().lower() for path in home.rglob("*") if path.is_file()}
-    chat_state = [path for path in files if path.name.startswith("chat_state.db")]
+    chat_rows = _rows(home / "chat_state.db")
+    memory_rows = _rows(p.store.settings.db_path)
     for fact in forgotten:
         p.record(fact, f"export{label}", ["export"] if found(fact.token, out.getvalue()) else [])
         p.record(fact, f"history{label}", ["history"] if found(fact.token, history) else [])
-        leaks = [str(path.relative_to(home)) for path in chat_state if found_in_bytes(fact.token, files[path])]
-        p.record(fact, f"chat_state.db bytes{label}", leaks)
+        p.record(fact, f"keyword index{label}", _in_keyword_index(p.store.settings.db_path, fact.token))
+        leaks = ["memory.db"] if any(found_in_bytes(fact.token, v) for v in memory_rows) else []
+        p.record(fact, f"memory.db rows{label}", leaks)
+        leaks = [str(path.relative_to(home)) for path in files if path.name.startswith("chat_state.db")]
+        leaks = [name for name in leaks if found_in_bytes(fact.token, files[home / name])]
+        if any(found_in_bytes(fact.token, v) for v in chat_rows):
+            leaks.append("chat_state.db rows")
+        p.record(fact, f"chat_state.db (rows and bytes){label}", leaks)
         leaks = [str(path.relative_to(home)) for path, data in files.items() if found_in_bytes(fact.token, data)]
         p.record(fact, f"files on disk{label}", leaks)
 
