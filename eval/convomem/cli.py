@@ -44,14 +44,22 @@ def choice(value: str, allowed: tuple[str, ...], option: str) -> str:
     return value
 
 
-def judge_choice(settings: Any, judge: str) -> str:
-    """``auto``: the LLM judge when a judge model is configured apart from the answering model."""
+def judge_choice(settings: Any, judge: str) -> tuple[str, str | None]:
+    """The judge of the run and, when ``auto`` did not pick the LLM judge, the warning that says so.
+
+    ``auto``: the LLM judge when a judge model is configured apart from the answering model, else the exact
+    (keyword) judge, loudly: the warning is printed and every table and plot names the judge.
+    """
     if judge != "auto":
-        return judge
+        return judge, None
     judge_cfg = getattr(settings, "judge_llm", None)
     if judge_cfg is None or judge_cfg == getattr(settings, "llm", None):
-        return "exact"
-    return "llm"
+        return "exact", (
+            "--judge auto: no judge model configured apart from the answering model (MARK_JUDGE_MODEL ...), so "
+            "the verdicts are the exact (keyword) judge's, not an LLM judge's; use --judge llm to let the "
+            "answering model judge"
+        )
+    return "llm", None
 
 
 async def connect_clients(settings: Any, judge_kind: str, need_answerer: bool) -> tuple[Any, Any]:
@@ -146,6 +154,13 @@ def convomem_command(
             "--judge", help="llm, exact, or auto (llm when a judge model is configured apart from the answering model)."
         ),
     ] = "auto",
+    judge_max_tokens: Annotated[
+        int, typer.Option("--judge-max-tokens", min=1, help="Output tokens of one LLM-judge reply.")
+    ] = 64,
+    judge_attempts: Annotated[
+        int,
+        typer.Option("--judge-attempts", min=1, help="LLM-judge calls per verdict while the reply is unparseable."),
+    ] = 20,
     leniency_check: Annotated[
         bool,
         typer.Option(
@@ -196,7 +211,9 @@ def convomem_command(
         err.print(f"[yellow]warning:[/] {escape(warning)}")
 
     settings = ctx.obj() if callable(ctx.obj) else ctx.obj
-    judge_kind = "none" if retrieval_only else judge_choice(settings, judge)
+    judge_kind, judge_warning = ("none", None) if retrieval_only else judge_choice(settings, judge)
+    if judge_warning:
+        err.print(f"[yellow]warning:[/] {escape(judge_warning)}")
     fingerprint = {
         "data": "sample" if sample else str(data),
         "seed": seed,
@@ -231,7 +248,7 @@ def convomem_command(
             if judge_kind == "llm":
                 from mark_eval.convomem.judge import LLMJudge
 
-                run_judge = LLMJudge(judge_client)
+                run_judge = LLMJudge(judge_client, attempts=judge_attempts, max_tokens=judge_max_tokens)
             elif judge_kind == "exact":
                 from mark_eval.convomem.judge import ExactJudge
 

@@ -166,12 +166,30 @@ def write_summary_csv(path: Path, summary: list[SummaryRow]) -> None:
     write_text_atomic(path, to_csv(summary))
 
 
+def judge_label(summary: list[SummaryRow]) -> str:
+    """Which judge produced the verdicts of a summary, for every table title and plot: a reader must never take
+    the keyword judge's figures for an LLM judge's."""
+    names = sorted({part for r in summary for part in r.judge.split("+") if part})
+    if not names:
+        return "no verdicts (nothing judged)"
+    shown = []
+    for name in names:
+        if name == "exact":
+            shown.append("exact (deterministic keyword judge, no model)")
+        elif name.startswith("llm"):
+            model = name.split(":", 1)[1] if ":" in name else "?"
+            shown.append(f"llm ({model})")
+        else:
+            shown.append(name)
+    return "verdicts by " + " + ".join(shown)
+
+
 def _fmt(value: float | None, spec: str = ".1f") -> str:
     return "-" if value is None else format(value, spec)
 
 
 def console_table(summary: list[SummaryRow], title: str = "ConvoMem") -> Table:
-    table = Table(title=title, show_lines=False)
+    table = Table(title=f"{title}: {judge_label(summary)}", show_lines=False)
     for name, justify in [
         ("method", "left"),
         ("category", "left"),
@@ -186,6 +204,7 @@ def console_table(summary: list[SummaryRow], title: str = "ConvoMem") -> Table:
         ("p50 ms", "right"),
         ("overflow", "right"),
         ("err", "right"),
+        ("judge", "left"),
     ]:
         table.add_column(name, justify=justify)  # type: ignore[arg-type]
     for r in summary:
@@ -205,6 +224,7 @@ def console_table(summary: list[SummaryRow], title: str = "ConvoMem") -> Table:
             _fmt(r.p50_ms, ".0f"),
             str(r.context_overflow),
             str(r.errors),
+            escape(r.judge or "-"),
         )
     table.caption = "~ = approximate (deterministic rubric judge); recall = evidence messages that reached the prompt"
     return table
