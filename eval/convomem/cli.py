@@ -77,6 +77,38 @@ async def connect_clients(settings: Any, judge_kind: str, need_answerer: bool) -
     return client, judge_client
 
 
+def helper_settings(settings: Any, helper_model: str | None) -> Any | None:
+    """The helper model's endpoint settings, or None when the helper is the answering model itself.
+
+    ``MARK_HELPER_*`` (the same names as ``MARK_LLM_*``: BASE_URL, MODEL, API_KEY ...) override the answering
+    model's settings field by field, as ``MARK_JUDGE_*`` do for the judge; ``--helper-model`` sets the model
+    name on top (same endpoint, another model).
+    """
+    import os
+
+    from mark_agents.config import LLMSettings, llm_env_values
+
+    base = getattr(settings, "llm", None)
+    fields = llm_env_values("MARK_HELPER_", os.environ, openai_fallback=False)
+    if helper_model:
+        fields["model"] = helper_model
+    if not fields:
+        return None
+    if base is None:
+        raise InvalidInput("--helper-model needs the run's LLM settings")
+    helper = LLMSettings.model_validate({**base.model_dump(), **fields})
+    return None if helper == base else helper
+
+
+async def connect_helper(settings: Any, helper: Any | None) -> Any | None:
+    """A client of the helper model (``connect_judge``'s way of reaching a second endpoint), or None."""
+    if helper is None:
+        return None
+    from mark_agents.llm import connect_judge
+
+    return await connect_judge(settings.model_copy(update={"judge_llm": helper}))
+
+
 def embedder_factory(settings: Any) -> Any:
     def factory() -> Any:
         from memory_store.embeddings import CachedEmbedder, get_embedder
@@ -161,6 +193,17 @@ def convomem_command(
         int,
         typer.Option("--judge-attempts", min=1, help="LLM-judge calls per verdict while the reply is unparseable."),
     ] = 20,
+    max_answer_tokens: Annotated[
+        int, typer.Option("--max-answer-tokens", min=16, help="Output tokens of an answer (a ceiling, not a target).")
+    ] = 1024,
+    helper_model: Annotated[
+        str | None,
+        typer.Option(
+            "--helper-model",
+            help="Model of the helper passes of block_based and extracted_context on the answering endpoint "
+            "(MARK_HELPER_BASE_URL, MARK_HELPER_API_KEY ... for another endpoint; default: the answering model).",
+        ),
+    ] = None,
     leniency_check: Annotated[
         bool,
         typer.Option(
@@ -211,6 +254,7 @@ def convomem_command(
         err.print(f"[yellow]warning:[/] {escape(warning)}")
 
     settings = ctx.obj() if callable(ctx.obj) else ctx.obj
+    helper_cfg = helper_settings(settings, helper_model)
     judge_kind, judge_warning = ("none", None) if retrieval_only else judge_choice(settings, judge)
     if judge_warning:
         err.print(f"[yellow]warning:[/] {escape(judge_warning)}")
@@ -223,6 +267,8 @@ def convomem_command(
         "retrieval_only": retrieval_only,
         "judge": judge_kind,
         "mark_extraction": mark_extraction,
+        "max_answer_tokens": max_answer_tokens,
+        "helper_model": None if helper_cfg is None else f"{helper_cfg.base_url or 'local'}|{helper_cfg.model}",
     }
     check_fingerprint(out_dir, fingerprint)
 
@@ -243,6 +289,7 @@ def convomem_command(
 
     async def main() -> Any:
         client, judge_client = await connect_clients(settings, judge_kind, need_answerer=not retrieval_only)
+        helper_client = None if retrieval_only else await connect_helper(settings, helper_cfg)
         try:
             run_judge: Any = None
             if judge_kind == "llm":
@@ -261,6 +308,8 @@ def convomem_command(
                 settings=settings,
                 work_dir=out_dir.resolve(),
                 mark_extraction=mark_extraction,
+                max_answer_tokens=max_answer_tokens,
+                helper_llm=helper_client,
             )
             report = await run_benchmark(mixed.cases, options, answer_ctx, run_judge, console=err)
             leniency = None
@@ -270,7 +319,7 @@ def convomem_command(
                 leniency = await check(run_judge, selected.questions())
             return report, leniency
         finally:
-            for c in {id(x): x for x in (client, judge_client) if x is not None}.values():
+            for c in {id(x): x for x in (client, judge_client, helper_client) if x is not None}.values():
                 closer = getattr(c, "aclose", None)
                 if closer is not None:
                     await closer()

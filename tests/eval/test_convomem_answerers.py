@@ -76,7 +76,7 @@ async def test_full_context_over_the_window_records_overflow_and_keeps_recent() 
     data = synthetic_data(n_filler=10, n_items=1, n_messages=20)
     case = build_cases(data, MixConfig(sizes=(10,))).cases[0]
     fake = ScriptedFakeLLM(_echo, context_window=2048)
-    ctx = AnswererContext(llm=fake, budget_tokens=1000)
+    ctx = AnswererContext(llm=fake, budget_tokens=1000, max_answer_tokens=200)
     ans = await create("full_context", ctx).answer(case.haystack, case.questions[0].question)
     assert ans.error is None and ans.context_overflow
     last = len(case.haystack) - 1
@@ -170,3 +170,49 @@ def test_sample_json_is_valid_convomem_payload() -> None:
     for path in root.glob("*.json"):
         payload = json.loads(path.read_text())
         assert set(payload) == {"evidence_items", "checkpoint"}
+
+
+@pytest.mark.parametrize("method", ["extracted_context", "block_based"])
+async def test_two_stage_methods_use_the_helper_model_uncapped_with_a_scripted_llm(method: str) -> None:
+    case = _sample_cases((12,))[0]
+    answer_llm = ScriptedFakeLLM(lambda m, label: "Biscuit")
+    helper_llm = ScriptedFakeLLM(lambda m, label: "User: my dog is called Biscuit")
+    ctx = AnswererContext(llm=answer_llm, helper_llm=helper_llm, retrieval="keyword")
+    ans = await create(method, ctx).answer(case.haystack, case.questions[0].question)
+    assert ans.error is None and ans.text == "Biscuit"
+    assert {label for label, _ in helper_llm.calls} <= {"extract.context", "extract.block"} and helper_llm.calls
+    assert [label for label, _ in answer_llm.calls] == [f"answer.{method}"]
+    assert {limit for _, limit in helper_llm.limits} == {None}, "no cap on a helper pass, as in the reference"
+    assert answer_llm.limits == [(f"answer.{method}", 1024)]
+    # without a helper model the answering model does both
+    alone = ScriptedFakeLLM(lambda m, label: "Biscuit")
+    await create(method, AnswererContext(llm=alone, retrieval="keyword")).answer(
+        case.haystack, case.questions[0].question
+    )
+    assert alone.calls[0][0].startswith("extract") and alone.calls[-1][0] == f"answer.{method}"
+
+
+async def test_answer_cap_is_configurable_with_a_scripted_llm() -> None:
+    case = _sample_cases()[0]
+    fake = ScriptedFakeLLM(lambda m, label: "Biscuit")
+    await create("full_context", AnswererContext(llm=fake, max_answer_tokens=2048)).answer(
+        case.haystack, case.questions[0].question
+    )
+    assert fake.limits == [("answer.full_context", 2048)]
+
+
+def test_helper_settings_from_option_and_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from mark_agents.config import LLMSettings, Settings
+    from mark_eval.convomem.cli import helper_settings
+
+    for name in ("MARK_HELPER_MODEL", "MARK_HELPER_BASE_URL", "MARK_HELPER_API_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    settings = Settings(llm=LLMSettings(base_url="http://127.0.0.1:9/v1", model="big", api_key="k"))
+    assert helper_settings(settings, None) is None
+    assert helper_settings(settings, "big") is None  # the answering model itself
+    small = helper_settings(settings, "small")
+    assert small.model == "small" and small.base_url == "http://127.0.0.1:9/v1" and small.api_key == "k"
+    monkeypatch.setenv("MARK_HELPER_BASE_URL", "http://127.0.0.1:8/v1")
+    monkeypatch.setenv("MARK_HELPER_MODEL", "lite")
+    other = helper_settings(settings, None)
+    assert other.base_url == "http://127.0.0.1:8/v1" and other.model == "lite" and other.api_key == "k"

@@ -66,7 +66,14 @@ class AnswererContext(BaseModel):
     budget_tokens: int = 4000
     retrieval: RetrievalMode = "hybrid"
     neighbours: int = 1
-    max_answer_tokens: int = 200
+    #: Output tokens of an answer. The reference's published answers average 217-600 output tokens for
+    #: preferences and implicit connections: the cap must sit well above that, never cut a long answer.
+    max_answer_tokens: int = 1024
+    #: The helper model of the two-stage methods (block_based, extracted_context); None = the answering model.
+    helper_llm: Any | None = None
+    #: Output tokens of one helper pass; None = no cap (the reference sets none: an extraction is as long as
+    #: what it finds).
+    helper_max_tokens: int | None = None
     embedder_factory: Callable[[], Embedder] | None = None
     settings: Any | None = None
     work_dir: Any | None = None
@@ -83,6 +90,16 @@ class AnswererContext(BaseModel):
     def context_window(self) -> int | None:
         return getattr(self.llm, "context_window", None) if self.llm is not None else None
 
+    @property
+    def helper(self) -> Any | None:
+        """The client of the helper passes: the helper model when one is configured, else the answering one."""
+        return self.helper_llm if self.helper_llm is not None else self.llm
+
+    @property
+    def helper_window(self) -> int | None:
+        helper = self.helper
+        return getattr(helper, "context_window", None) if helper is not None else None
+
 
 def llm_errors() -> tuple[type[BaseException], type[BaseException]]:
     """(LLMError, LLMUnavailable) from the agents package, or stand-ins while it is absent."""
@@ -97,10 +114,18 @@ def llm_errors() -> tuple[type[BaseException], type[BaseException]]:
     return LLMError, LLMUnavailable
 
 
-async def chat(ctx: AnswererContext, messages: list[dict[str, str]], label: str, max_tokens: int) -> Any:
+async def chat(ctx: AnswererContext, messages: list[dict[str, str]], label: str, max_tokens: int | None) -> Any:
     if ctx.llm is None:
         raise MarkError("this step needs an LLM but the run has none (use --retrieval-only or configure one)")
     return await ctx.llm.chat(messages, max_tokens=max_tokens, temperature=0.0, label=label)
+
+
+async def helper_chat(ctx: AnswererContext, messages: list[dict[str, str]], label: str) -> Any:
+    """One helper pass (extraction), on the helper model, with the helper's cap (none by default)."""
+    client = ctx.helper
+    if client is None:
+        raise MarkError("this step needs an LLM but the run has none (use --retrieval-only or configure one)")
+    return await client.chat(messages, max_tokens=ctx.helper_max_tokens, temperature=0.0, label=label)
 
 
 class Answerer(ABC):

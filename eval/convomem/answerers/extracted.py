@@ -1,8 +1,9 @@
 """ConvoMem's two-stage methods: ``extracted_context`` (one helper pass over the flattened history) and
 ``block_based`` (helper passes over blocks of 10 conversations, in parallel), then the shared answer prompt.
 
-The helper is the same client as the answerer here (ConvoMem used a cheaper helper model). Evidence recall
-counts what reached the helper's prompt: that is what the system could see.
+The helper passes run on ``AnswererContext.helper`` (the ``--helper-model``, else the answering model; ConvoMem
+used Gemini Flash-Lite) with no output cap by default, as in the reference. Evidence recall counts what reached
+the helper's prompt: that is what the system could see.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from mark_eval.convomem.answerers.base import (
     Answerer,
     AnswererContext,
     Selection,
-    chat,
+    helper_chat,
     selection,
 )
 from mark_eval.convomem.answerers.full_context import WINDOW_SAFETY
@@ -25,7 +26,6 @@ from mark_eval.convomem.schema import Haystack, HaystackMessage
 from mark_eval.convomem.tokens import estimate_tokens, messages_tokens
 
 BLOCK_SIZE = 10
-EXTRACT_MAX_TOKENS = 400
 CANNED = "I don't have any information about that."
 
 
@@ -50,11 +50,13 @@ def is_no_info(text: str) -> bool:
 
 
 def _fit(ctx: AnswererContext, convs: list[tuple[HaystackMessage, ...]], question: str) -> tuple[int, bool]:
-    """How many oldest conversations to drop so the helper prompt fits the window."""
-    window = ctx.context_window
+    """How many oldest conversations to drop so the helper prompt fits the helper's window (room is kept for
+    its reply: its cap, or the answer cap when it has none)."""
+    window = ctx.helper_window
     if not window:
         return 0, False
-    limit = int(window * WINDOW_SAFETY) - EXTRACT_MAX_TOKENS - messages_tokens(extract_messages(question, ""))
+    reply = ctx.helper_max_tokens or ctx.max_answer_tokens
+    limit = int(window * WINDOW_SAFETY) - reply - messages_tokens(extract_messages(question, ""))
     sizes = [sum(estimate_tokens(line(m)) + 1 for m in c) for c in convs]
     first, total = 0, sum(sizes)
     while first < len(sizes) and total > limit:
@@ -71,9 +73,7 @@ class ExtractedContext(Answerer):
         convs = list(haystack.conversations)
         first, overflow = _fit(self.ctx, convs, question)
         kept = convs[first:]
-        result = await chat(
-            self.ctx, extract_messages(question, render_flat(kept)), "extract.context", EXTRACT_MAX_TOKENS
-        )
+        result = await helper_chat(self.ctx, extract_messages(question, render_flat(kept)), "extract.context")
         usage = result.usage
         text = str(getattr(result, "text", "") or "")
         context = "" if is_no_info(text) else text
@@ -97,7 +97,7 @@ class BlockBased(Answerer):
             overflow = overflow or cut
             prompts.append(extract_messages(question, render_conversations(block[first:])))
             seen.extend(m.mid for c in block[first:] for m in c)
-        results = await asyncio.gather(*(chat(self.ctx, p, "extract.block", EXTRACT_MAX_TOKENS) for p in prompts))
+        results = await asyncio.gather(*(helper_chat(self.ctx, p, "extract.block") for p in prompts))
         usage = Usage()
         kept: list[str] = []
         for result in results:
