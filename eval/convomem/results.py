@@ -28,8 +28,16 @@ class ResultRow(BaseModel):
     correct: bool | None = None
     judge: str = "none"
     approximate: bool = False
+    #: the final answer call's tokens (the reference's accounting); helper passes apart below
     input_tokens: int = 0
     output_tokens: int = 0
+    #: cached prompt tokens of the final call; None = not reported by the endpoint or client
+    cached_tokens: int | None = None
+    helper_input_tokens: int = 0
+    helper_output_tokens: int = 0
+    helper_model: str = ""
+    #: answered without a final call (block_based found nothing): no input tokens to average
+    canned: bool = False
     latency_ms: float = 0.0
     retrieval_ms: float = 0.0
     cost_usd: float = 0.0
@@ -40,6 +48,7 @@ class ResultRow(BaseModel):
     evidence_mids: list[str] = Field(default_factory=list)
     evidence_in_prompt: list[str] = Field(default_factory=list)
     evidence_recall: float | None = None
+    #: the history did not fit the model's window: not asked, not judged, out of the accuracy, counted apart
     context_overflow: bool = False
     route: str = ""
     n_conversations: int = 0

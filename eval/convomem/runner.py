@@ -115,6 +115,11 @@ def _row(
         approximate=False if verdict is None else verdict.approximate,
         input_tokens=ans.input_tokens,
         output_tokens=ans.output_tokens,
+        cached_tokens=ans.cached_tokens,
+        helper_input_tokens=ans.helper_input_tokens,
+        helper_output_tokens=ans.helper_output_tokens,
+        helper_model=ans.helper_model,
+        canned=ans.canned,
         latency_ms=round(ans.latency_ms, 2),
         retrieval_ms=round(ans.retrieval_ms, 2),
         cost_usd=ans.cost_usd,
@@ -140,7 +145,7 @@ async def _select_only(answerer: Answerer, case: TestCase, question: str) -> Ans
     started = time.perf_counter()
     sel = await answerer.select(case.haystack, question)
     return Answer(
-        context_mids=sel.context_mids,
+        context_mids=[] if sel.refused else sel.context_mids,
         input_tokens=sel.input_tokens,
         retrieval_ms=sel.retrieval_ms,
         latency_ms=(time.perf_counter() - started) * 1000.0,
@@ -209,10 +214,10 @@ async def ask_all(
                 verdict = None
             else:
                 ans = await answerer.answer(case.haystack, q.question)
-                verdict = await judge.judge(q, ans.text) if (judge is not None and ans.error is None) else None
-        metrics = (
-            scorer(q, ans.text) if (scorer is not None and ans.error is None and not options.retrieval_only) else {}
-        )
+                asked = ans.error is None and not ans.context_overflow
+                verdict = await judge.judge(q, ans.text) if (judge is not None and asked) else None
+        scored = scorer is not None and ans.error is None and not ans.context_overflow and not options.retrieval_only
+        metrics = scorer(q, ans.text) if scored else {}
         row = _row(case, q, method, ans, verdict, options.retrieval_only, prompt_version, metrics)
         async with write_lock:
             results.append(row)

@@ -109,6 +109,25 @@ def test_errors_are_retried_and_excluded_from_accuracy() -> None:
     assert (s.ci95_low_percent, s.ci95_high_percent) == wilson_interval(1, 2)
 
 
+def test_overflow_is_excluded_from_accuracy_and_counted_apart() -> None:
+    base = dict(context_size=300, method="full_context", category="user_facts", evidence_count=1, question="q")
+    rows = [
+        ResultRow(qid="a", gold="g", correct=True, judge="exact", input_tokens=100, haystack_id="h1", **base),
+        ResultRow(qid="b", gold="g", context_overflow=True, haystack_id="h1", **base),
+        ResultRow(qid="c", gold="g", error="LLMError: boom", haystack_id="h2", **base),
+        ResultRow(qid="d", gold="g", correct=False, judge="exact", input_tokens=300, haystack_id="h3", **base),
+    ]
+    [s] = summarise(rows)
+    assert s.total_processed == 2 and s.correct_answers == 1 and s.success_rate_percent == 50.0
+    assert s.context_overflow == 1 and s.errors == 1 and s.questions == 4
+    assert (s.total_test_cases, s.test_cases_completed) == (3, 2)
+    assert s.avg_input_tokens == 200.0
+    assert s.avg_cached_tokens is None and s.cache_ratio_percent is None, "unknown is not zero"
+    cached = [r.model_copy(update={"cached_tokens": 50}) for r in rows]
+    [c] = summarise(cached)
+    assert c.avg_cached_tokens == 50.0 and c.cache_ratio_percent == 25.0
+
+
 def test_wilson_interval_known_values() -> None:
     assert wilson_interval(0, 10) == (0.0, 27.8)  # upper = z^2 / (n + z^2) = 3.84 / 13.84
     assert wilson_interval(5, 10) == (23.7, 76.3)
