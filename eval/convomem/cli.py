@@ -160,7 +160,12 @@ def convomem_command(
         ),
     ] = None,
     limit: Annotated[
-        int | None, typer.Option("--limit", min=1, help="At most N questions per category and evidence count.")
+        int | None,
+        typer.Option(
+            "--limit",
+            min=1,
+            help="Ask at most N questions per category and evidence count (chosen after the haystacks are built).",
+        ),
     ] = None,
     concurrency: Annotated[int, typer.Option("--concurrency", min=1, help="Questions in flight.")] = 1,
     budget_tokens: Annotated[
@@ -211,8 +216,13 @@ def convomem_command(
         ),
     ] = False,
     mix: Annotated[
-        str, typer.Option("--mix", help="standard (one question per haystack) or batched (questions share haystacks).")
-    ] = "standard",
+        str | None,
+        typer.Option(
+            "--mix",
+            help="batched (default: the reference's construction, up to 100 questions share a haystack, at least "
+            "10 haystacks per size) or standard (one question per haystack; the default of --sample, a smoke test).",
+        ),
+    ] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the mixing.")] = 0,
     out: Annotated[Path | None, typer.Option("--out", help=f"Output directory (default {DEFAULT_OUT}).")] = None,
     no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bar.")] = False,
@@ -233,6 +243,7 @@ def convomem_command(
     choice(retrieval, ("dense", "keyword", "hybrid"), "--retrieval")
     choice(judge, ("llm", "exact", "auto"), "--judge")
     choice(mark_extraction, ("llm", "off"), "--mark-extraction")
+    mix = mix or ("standard" if sample else "batched")
     choice(mix, ("standard", "batched"), "--mix")
     categories = {resolve_category(c) for c in category.split(",") if c.strip()} if category else None
     size_list = parse_sizes(sizes if sizes is not None else (SAMPLE_SIZES if sample else None))
@@ -281,9 +292,9 @@ def convomem_command(
         progress=not no_progress,
     )
     console = console_out()
-    n_questions = len({(q.qid, c.context_size) for c in mixed.cases for q in c.questions})
+    n_questions = len({(q.qid, c.context_size, c.repeat(q.qid)) for c in mixed.cases for q in c.questions})
     err.print(
-        f"convomem: {n_questions} question x size pairs, {len(mixed.cases)} haystacks, methods "
+        f"convomem: {n_questions} questions asked over {len(mixed.cases)} haystacks ({mix}), methods "
         f"{', '.join(method_list)}, judge {judge_kind}"
     )
 

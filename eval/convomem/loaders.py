@@ -48,6 +48,8 @@ class ConvoMemData(BaseModel):
     sources: list[str] = Field(default_factory=list)
     #: files of a directory walk that were not ConvoMem data (e.g. dataset_info.json), with the reason
     skipped: list[str] = Field(default_factory=list)
+    #: the questions to ask (``--limit``), chosen after the haystacks are built; None = every question
+    asked: frozenset[str] | None = None
 
     def merge(self, other: ConvoMemData) -> None:
         self.items.extend(other.items)
@@ -225,12 +227,20 @@ def _add_items(
             if not conv.messages:
                 raise InvalidInput(f"{shown}: {where}.conversations.{j}: conversation has no messages")
         cat = _item_category(item, category, shown, i)
+        if not item.person_id:  # the reference's fallback: <personId>_<Role>.json
+            item = item.model_copy(update={"person_id": person_from_file_name(rel)})
         question = _question(item, cat, n if n is not None else len(item.conversations), rel)
         data.items.append(Item(question=question, conversations=list(item.conversations)))
 
 
+def person_from_file_name(rel: Path) -> str:
+    """The persona of a released file named ``<personId>_<Role>.json`` (the reference reads it there when an
+    item has no ``personId``)."""
+    return rel.stem.split("_")[0]
+
+
 def _add_filler(payload: EvidencePayload, rel: Path, data: ConvoMemData, shown: Path) -> None:
-    fallback_person = rel.stem.split("_")[0]
+    fallback_person = person_from_file_name(rel)
     # ConvoMem stamps filler containsEvidence=true at generation; the flag is never trusted nor shown.
     for i, item in enumerate(payload.evidence_items):
         for j, conv in enumerate(item.conversations):

@@ -13,13 +13,16 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field, ValidationError
 
-Key = tuple[str, int, str]
+#: (question id, size, method, repeat): a batched run may ask a question again at a size, in another haystack
+Key = tuple[str, int, str, int]
 
 
 class ResultRow(BaseModel):
     qid: str
     context_size: int
     method: str
+    #: 0 the first time a question is asked at this size, 1 when it is asked again in another haystack ...
+    repeat: int = 0
     category: str
     evidence_count: int
     question: str
@@ -63,7 +66,7 @@ class ResultRow(BaseModel):
 
     @property
     def key(self) -> Key:
-        return (self.qid, self.context_size, self.method)
+        return (self.qid, self.context_size, self.method, self.repeat)
 
 
 class ResultsFile:

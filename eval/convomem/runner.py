@@ -105,6 +105,7 @@ def _row(
         qid=q.qid,
         context_size=case.context_size,
         method=method,
+        repeat=case.repeat(q.qid),
         category=q.category,
         evidence_count=q.evidence_count,
         question=q.question,
@@ -184,7 +185,7 @@ async def ask_all(
     for ci, case in enumerate(cases):
         for q in case.questions:
             for m in methods:
-                key: Key = (q.qid, case.context_size, m)
+                key: Key = (q.qid, case.context_size, m, case.repeat(q.qid))
                 if key in done:
                     already += 1
                 else:

@@ -206,3 +206,8 @@ class TestCase(BaseModel):
     questions: list[Question]
     #: message ids (``conv:msg``) of each question's evidence messages inside this haystack
     evidence_mids: dict[str, list[str]] = Field(default_factory=dict)
+    #: how many earlier haystacks of the same size already ask a question (batched re-asking); 0 when absent
+    repeats: dict[str, int] = Field(default_factory=dict)
+
+    def repeat(self, qid: str) -> int:
+        return self.repeats.get(qid, 0)

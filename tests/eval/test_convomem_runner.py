@@ -27,9 +27,9 @@ from tests.eval.fakes import ScriptedFakeLLM
 ROOT = Path(__file__).parents[2]
 
 
-def _keys(path: Path) -> list[tuple[str, int, str]]:
+def _keys(path: Path) -> list[tuple[str, int, str, int]]:
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return [(r["qid"], r["context_size"], r["method"]) for r in rows]
+    return [(r["qid"], r["context_size"], r["method"], r["repeat"]) for r in rows]
 
 
 def test_resume_after_kill_has_no_duplicates_and_completes(tmp_path: Path) -> None:
@@ -56,8 +56,25 @@ def test_resume_after_kill_has_no_duplicates_and_completes(tmp_path: Path) -> No
     assert (out / "summary.csv").exists() and (out / "accuracy.png").exists()
 
 
+async def test_batched_re_asked_questions_get_a_row_each(tmp_path: Path) -> None:
+    cases = build_cases(load_sample(), MixConfig(sizes=(1,), min_cases=4)).cases
+    repeated = {(q.qid, c.repeat(q.qid)) for c in cases for q in c.questions}
+    assert any(r > 0 for _, r in repeated), "the sample has 3 items per category: some are asked again"
+    fake = ScriptedFakeLLM(lambda m, label: "I don't have any information about that.")
+    options = RunOptions(methods=["full_context"], out_dir=tmp_path, progress=False)
+    report = await run_benchmark(cases, options, AnswererContext(llm=fake), ExactJudge())
+    rows = ResultsFile(tmp_path / "results.jsonl").load()
+    assert report.asked == len(rows) == len(repeated)
+    assert {(qid, rep) for qid, _, _, rep in rows} == repeated
+    assert sum(s.questions for s in report.summary) == len(repeated)
+    # at size 1 a re-asked item's haystack is its own conversation again: test cases count distinct haystacks
+    assert all(1 <= s.total_test_cases <= 4 for s in report.summary)
+    again = await run_benchmark(cases, options, AnswererContext(llm=fake), ExactJudge())
+    assert again.asked == 0
+
+
 async def test_run_writes_results_summary_and_plots(tmp_path: Path) -> None:
-    cases = build_cases(load_sample(), MixConfig(sizes=(1, 2))).cases
+    cases = build_cases(load_sample(), MixConfig(sizes=(1, 2), mode="standard")).cases
     fake = ScriptedFakeLLM(lambda m, label: "I don't have any information about that.")
     ctx = AnswererContext(llm=fake, budget_tokens=900, retrieval="keyword")
     options = RunOptions(methods=["full_context", "rag_keyword"], out_dir=tmp_path, progress=False)
@@ -92,9 +109,9 @@ def test_results_file_tolerates_a_cut_last_line(tmp_path: Path) -> None:
     results.append(row)
     with path.open("a") as fh:
         fh.write('{"qid": "b", "context_si')
-    assert list(results.load()) == [("a", 1, "m")]
+    assert list(results.load()) == [("a", 1, "m", 0)]
     results.append(row.model_copy(update={"qid": "c"}))
-    assert set(results.load()) == {("a", 1, "m"), ("c", 1, "m")}
+    assert set(results.load()) == {("a", 1, "m", 0), ("c", 1, "m", 0)}
 
 
 def test_errors_are_retried_and_excluded_from_accuracy() -> None:
