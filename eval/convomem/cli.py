@@ -257,7 +257,7 @@ def convomem_command(
     selected = select_questions(loaded, categories, evidence_count, limit)
     config = MixConfig(sizes=size_list or DEFAULT_SIZES, mode=mix, seed=seed)  # type: ignore[arg-type]
     mixed = build_cases(selected, config, sizes_given=size_list is not None)
-    if not mixed.cases:
+    if not mixed.count():
         detail = "; ".join(mixed.warnings[:3])
         raise InvalidInput(f"no test cases for the selected questions and sizes{': ' + detail if detail else ''}")
     err = Console(stderr=True)
@@ -292,9 +292,10 @@ def convomem_command(
         progress=not no_progress,
     )
     console = console_out()
-    n_questions = len({(q.qid, c.context_size, c.repeat(q.qid)) for c in mixed.cases for q in c.questions})
+    n_questions = sum(len(c.questions) for c in mixed.metas())
+    streamed = f", {len(mixed.streamed)} of them streamed from pre-mixed shards" if mixed.streamed else ""
     err.print(
-        f"convomem: {n_questions} questions asked over {len(mixed.cases)} haystacks ({mix}), methods "
+        f"convomem: {n_questions} questions asked over {mixed.count()} haystacks ({mix}{streamed}), methods "
         f"{', '.join(method_list)}, judge {judge_kind}"
     )
 
@@ -322,7 +323,7 @@ def convomem_command(
                 max_answer_tokens=max_answer_tokens,
                 helper_llm=helper_client,
             )
-            report = await run_benchmark(mixed.cases, options, answer_ctx, run_judge, console=err)
+            report = await run_benchmark(mixed, options, answer_ctx, run_judge, console=err)
             leniency = None
             if leniency_check and run_judge is not None:
                 from mark_eval.convomem.judge import leniency_check as check

@@ -21,14 +21,14 @@ from __future__ import annotations
 import itertools
 import random
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from mark_eval.convomem.cases import assemble_case
-from mark_eval.convomem.loaders import ConvoMemData
-from mark_eval.convomem.schema import Conversation, Item, Question, TestCase
+from mark_eval.convomem.loaders import ConvoMemData, iter_streamed
+from mark_eval.convomem.schema import Conversation, Item, PremixedRef, Question, TestCase
 from memory_store.errors import InvalidInput
 
 DEFAULT_SIZES: tuple[int, ...] = (1, 2, 3, 4, 5, 6, 10, 20, 30, 50, 70, 100, 150, 200, 300)
@@ -46,8 +46,26 @@ class MixConfig(BaseModel):
 
 
 class MixResult(BaseModel):
+    """The test cases of a run: ``cases`` in memory (mixed here, or small pre-mixed files) and ``streamed``
+    ones of pre-mixed shards, read one at a time. ``all_cases`` gives every test case; ``metas`` what
+    planning needs (size, questions, repeats) without reading any conversation."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
     cases: list[TestCase] = Field(default_factory=list)
+    streamed: list[PremixedRef] = Field(default_factory=list)
     warnings: list[str] = Field(default_factory=list)
+
+    def count(self) -> int:
+        return len(self.cases) + len(self.streamed)
+
+    def metas(self) -> Iterator[TestCase | PremixedRef]:
+        yield from self.cases
+        yield from self.streamed
+
+    def all_cases(self) -> Iterator[TestCase]:
+        yield from self.cases
+        yield from iter_streamed(self.streamed)
 
 
 class ShortOfFiller(Exception):
@@ -82,19 +100,23 @@ def select_questions(
     items = [it for it in data.items if keep(it.question)]
     asked = frozenset(it.question.qid for it in items if take(it.question))
     premixed: list[TestCase] = []
+    streamed: list[PremixedRef] = []
     seen: dict[tuple[str, int], int] = defaultdict(int)
-    for case in sorted(data.premixed, key=lambda c: c.context_size):
+    entries: list[TestCase | PremixedRef] = [*data.premixed, *data.streamed]
+    for case in sorted(entries, key=lambda c: c.context_size):
         qs = [q for q in case.questions if take(q)]
         if qs:
             repeats = {}
             for q in qs:  # a released shard may ask a question again at the same size, in another haystack
                 repeats[q.qid] = seen[(q.qid, case.context_size)]
                 seen[(q.qid, case.context_size)] += 1
-            premixed.append(case.model_copy(update={"questions": qs, "repeats": repeats}))
+            kept = case.model_copy(update={"questions": qs, "repeats": repeats})
+            (premixed if isinstance(kept, TestCase) else streamed).append(kept)  # type: ignore[arg-type]
     return ConvoMemData(
         items=items,
         filler=data.filler,
         premixed=premixed,
+        streamed=streamed,
         sources=data.sources,
         asked=asked if limit is not None else None,
     )
@@ -108,6 +130,7 @@ def build_cases(data: ConvoMemData, config: MixConfig, sizes_given: bool = True)
     for case in data.premixed:
         if not sizes_given or case.context_size in wanted:
             result.cases.append(case)
+    result.streamed = [ref for ref in data.streamed if not sizes_given or ref.context_size in wanted]
     groups: dict[tuple[str, int], list[Item]] = defaultdict(list)
     for item in data.items:
         groups[(item.question.category, item.question.evidence_count)].append(item)

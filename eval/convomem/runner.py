@@ -13,10 +13,9 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 from rich.console import Console
@@ -28,10 +27,43 @@ from mark_eval.convomem.atomic import write_text_atomic
 from mark_eval.convomem.judge import Judge
 from mark_eval.convomem.plots import write_plots
 from mark_eval.convomem.recall import evidence_in_prompt, evidence_recall
-from mark_eval.convomem.results import Key, ResultRow, ResultsFile
+from mark_eval.convomem.results import ResultRow, ResultsFile
 from mark_eval.convomem.schema import Question, TestCase
 from mark_eval.convomem.summary import SummaryRow, print_table, summarise, write_summary_csv
 from memory_store.errors import InvalidInput
+
+
+class CaseMeta(Protocol):
+    """What planning a test case needs: its size, its questions and how often each was asked before."""
+
+    context_size: int
+    questions: list[Question]
+
+    def repeat(self, qid: str) -> int: ...
+
+
+class CaseSource(Protocol):
+    """Test cases that may be too many to hold at once (streamed shards): ``metas`` for planning, then
+    ``all_cases`` in the same order, one at a time."""
+
+    def metas(self) -> Iterable[CaseMeta]: ...
+
+    def all_cases(self) -> Iterable[TestCase]: ...
+
+
+class _ListSource:
+    def __init__(self, cases: list[TestCase]) -> None:
+        self._cases = cases
+
+    def metas(self) -> Iterable[CaseMeta]:
+        return self._cases
+
+    def all_cases(self) -> Iterable[TestCase]:
+        return self._cases
+
+
+def as_source(cases: list[TestCase] | CaseSource) -> CaseSource:
+    return _ListSource(cases) if isinstance(cases, list) else cases
 
 
 class RunOptions(BaseModel):
@@ -157,7 +189,7 @@ async def _select_only(answerer: Answerer, case: TestCase, question: str) -> Ans
 
 
 async def ask_all(
-    cases: list[TestCase],
+    cases: list[TestCase] | CaseSource,
     options: RunOptions,
     ctx: AnswererContext,
     judge: Judge | None,
@@ -180,17 +212,17 @@ async def ask_all(
         methods = [m for m in methods if m not in skipped_methods]
     answerers = {m: create(m, ctx) for m in methods}
 
-    plan: dict[tuple[int, str], list[Question]] = defaultdict(list)
-    already = 0
-    for ci, case in enumerate(cases):
-        for q in case.questions:
-            for m in methods:
-                key: Key = (q.qid, case.context_size, m, case.repeat(q.qid))
-                if key in done:
-                    already += 1
-                else:
-                    plan[(ci, m)].append(q)
-    total = sum(len(v) for v in plan.values())
+    source = as_source(cases)
+
+    def pending(meta: CaseMeta, method: str) -> list[Question]:
+        return [q for q in meta.questions if (q.qid, meta.context_size, method, meta.repeat(q.qid)) not in done]
+
+    total = already = 0
+    for meta in source.metas():  # sizes and questions only: no conversation is read here
+        for m in methods:
+            todo = len(pending(meta, m))
+            total += todo
+            already += len(meta.questions) - todo
 
     semaphore = asyncio.Semaphore(options.concurrency)
     groups = asyncio.Semaphore(max(2, options.concurrency))
@@ -226,18 +258,43 @@ async def ask_all(
             on_row(row)
         progress.update(task_id, advance=1, description=f"{method} @ {case.context_size}")
 
-    async def run_group(ci: int, method: str, questions: list[Question]) -> None:
-        case = cases[ci]
-        async with groups:
-            try:
-                await answerers[method].prepare(case.haystack)
-                await asyncio.gather(*(ask(case, method, q) for q in questions))
-            finally:
-                answerers[method].release(case.haystack)
+    failed: list[BaseException] = []
+
+    async def run_group(case: TestCase, method: str, questions: list[Question]) -> None:
+        try:
+            await answerers[method].prepare(case.haystack)
+            await asyncio.gather(*(ask(case, method, q) for q in questions))
+        except BaseException as exc:
+            failed.append(exc)
+            raise
+        finally:
+            answerers[method].release(case.haystack)
+            groups.release()
+
+    async def produce() -> None:
+        """Test cases are read (streamed shards: parsed) one at a time, and only while fewer than ``groups``
+        haystacks are in flight: memory holds a few haystacks, never the whole benchmark."""
+        tasks: list[asyncio.Future[None]] = []
+        iterator = iter(source.all_cases())
+        try:
+            while not failed:
+                case = await asyncio.to_thread(next, iterator, None)
+                if case is None:
+                    break
+                for m in methods:
+                    todo = pending(case, m)
+                    if not todo or failed:
+                        continue
+                    await groups.acquire()
+                    tasks.append(asyncio.ensure_future(run_group(case, m, todo)))
+        finally:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        if failed:
+            raise failed[0]
 
     try:
         with progress:
-            await asyncio.gather(*(run_group(ci, m, qs) for (ci, m), qs in plan.items()))
+            await produce()
     finally:
         for answerer in answerers.values():
             await answerer.aclose()
@@ -245,7 +302,7 @@ async def ask_all(
 
 
 async def run_benchmark(
-    cases: list[TestCase],
+    cases: list[TestCase] | CaseSource,
     options: RunOptions,
     ctx: AnswererContext,
     judge: Judge | None,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 from datetime import datetime
 from functools import cached_property
+from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -192,6 +193,22 @@ class Haystack(BaseModel):
 
     def __len__(self) -> int:
         return len(self.conversations)
+
+
+class PremixedRef(BaseModel):
+    """A test case of a pre-mixed shard, by position: its questions are known from the loading pass, its
+    conversations are read again from the file when the case is run (a shard is never held in memory whole)."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    path: Path
+    index: int
+    context_size: int
+    questions: list[Question]
+    repeats: dict[str, int] = Field(default_factory=dict)
+
+    def repeat(self, qid: str) -> int:
+        return self.repeats.get(qid, 0)
 
 
 class TestCase(BaseModel):

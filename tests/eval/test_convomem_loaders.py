@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from mark_eval.convomem.categories import CORE_CATEGORIES, resolve_category
-from mark_eval.convomem.loaders import load_data, load_sample
+from mark_eval.convomem.loaders import iter_streamed, load_data, load_sample
 from memory_store.errors import InvalidInput
 
 
@@ -33,8 +33,9 @@ def test_released_layout_loads_every_kind(released_dir: Path) -> None:
     by = {(it.question.category, it.question.evidence_count) for it in data.items}
     assert by == {("user_facts", 1), ("changing", 2)}
     assert data.filler_count == 8
-    assert len(data.premixed) == 1 and data.premixed[0].context_size == 2
-    case = data.premixed[0]
+    # the pre-mixed shard (an array) is indexed, not held: its case is read again when run
+    assert not data.premixed and len(data.streamed) == 1 and data.streamed[0].context_size == 2
+    [case] = iter_streamed(data.streamed)
     assert case.questions[0].category == "user_facts"
     assert case.evidence_mids[case.questions[0].qid] == ["1:2"]
     speakers = {m.speaker for it in data.items for c in it.conversations for m in c.messages}

@@ -142,5 +142,5 @@ def test_sample_and_released_layout_mix(released_dir: Path) -> None:
     assert result.cases and not result.warnings
     data = load_data(released_dir)
     result = build_cases(data, MixConfig(sizes=(2, 4)), sizes_given=True)
-    sizes = sorted({c.context_size for c in result.cases})
+    sizes = sorted({c.context_size for c in result.all_cases()})
     assert sizes == [2, 4]  # the pre-mixed size-2 case plus mixed ones
