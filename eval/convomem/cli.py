@@ -156,7 +156,7 @@ def convomem_command(
             "--methods",
             help="Comma-separated: full_context, rag, "
             "rag_dense, rag_keyword, hybrid, mark, extracted_context, "
-            f"block_based (default {DEFAULT_METHODS}).",
+            f"block_based, mem0 (needs the mem0 extra) (default {DEFAULT_METHODS}).",
         ),
     ] = None,
     limit: Annotated[
@@ -240,6 +240,10 @@ def convomem_command(
     if not sample and data is None:
         raise InvalidInput("give --data PATH (a ConvoMem file or directory) or --sample")
     method_list = resolve_methods(methods or (SAMPLE_METHODS if sample else DEFAULT_METHODS))
+    if "mem0" in method_list and not retrieval_only:
+        from mark_eval.convomem.answerers.mem0_memory import require_mem0
+
+        require_mem0()
     choice(retrieval, ("dense", "keyword", "hybrid"), "--retrieval")
     choice(judge, ("llm", "exact", "auto"), "--judge")
     choice(mark_extraction, ("llm", "off"), "--mark-extraction")
