@@ -125,6 +125,8 @@ class Mem0Memory(Answerer):
         self._mem0_llm = mem0_llm
         self._memory: Any | None = None
         self._lock = asyncio.Lock()
+        #: one Mem0 operation at a time: its in-process Qdrant is not made for concurrent threads
+        self._op_lock = asyncio.Lock()
         self._built: dict[str, asyncio.Task[_Built]] = {}
 
     def _home(self) -> Path | None:
@@ -193,7 +195,8 @@ class Mem0Memory(Answerer):
                 if not messages:
                     continue
                 try:
-                    await memory.add(messages, user_id=self.user_id(haystack), run_id=f"c{i}")
+                    async with self._op_lock:
+                        await memory.add(messages, user_id=self.user_id(haystack), run_id=f"c{i}")
                 except Exception as exc:  # Mem0 raises its own error types: a failed add is counted, not fatal
                     built.failures += 1
                     built.last_error = f"{type(exc).__name__}: {exc}"
@@ -214,9 +217,10 @@ class Mem0Memory(Answerer):
         if built.failures == len(haystack.conversations) and built.failures:
             raise MarkError(f"mem0 could not add any conversation of the haystack ({built.last_error})")
         memory = await self._get_memory()
-        started = time.perf_counter()
-        found = await memory.search(question, filters={"user_id": self.user_id(haystack)}, top_k=SEARCH_TOP_K)
-        retrieval_ms = (time.perf_counter() - started) * 1000.0
+        async with self._op_lock:
+            started = time.perf_counter()
+            found = await memory.search(question, filters={"user_id": self.user_id(haystack)}, top_k=SEARCH_TOP_K)
+            retrieval_ms = (time.perf_counter() - started) * 1000.0
         results = found.get("results", []) if isinstance(found, dict) else list(found or [])
         memories = [str(r.get("memory", "")) for r in results if r.get("memory")]
         runs = {str(r.get("run_id", "")) for r in results}
