@@ -334,6 +334,13 @@ def report_to_console(report: RunReport, console: Console | None = None) -> None
     console.print(f"summary: {escape(str(report.summary_path))}")
     for plot in report.plots:
         console.print(f"plot:    {escape(str(plot))}")
+    overflowed = [r for r in report.summary if r.context_overflow]
+    if overflowed:
+        where = ", ".join(f"{r.method} {r.category} @ {r.context_size}: {r.context_overflow}" for r in overflowed)
+        console.print(
+            f"refused (history over the model's window, not in the accuracy): "
+            f"{sum(r.context_overflow for r in overflowed)} questions ({escape(where)})"
+        )
     if report.skipped_methods:
         skipped = ", ".join(report.skipped_methods)
         console.print(f"skipped with --retrieval-only (they need LLM calls to choose context): {skipped}")

@@ -193,3 +193,23 @@ def test_public_api() -> None:
     for name in convomem.__all__:
         assert getattr(convomem, name) is not None
     assert convomem.DEFAULT_SIZES[-1] == 300
+
+
+async def test_overflowing_sizes_are_reported_with_a_scripted_llm(tmp_path: Path) -> None:
+    from rich.console import Console
+
+    from mark_eval.convomem.runner import report_to_console
+    from mark_eval.convomem.synthetic import synthetic_data
+
+    data = synthetic_data(n_filler=12, n_items=1, n_messages=20)
+    cases = build_cases(data, MixConfig(sizes=(1, 10), mode="standard")).cases
+    fake = ScriptedFakeLLM(lambda m, label: "I don't have any information about that.", context_window=4096)
+    options = RunOptions(methods=["full_context"], out_dir=tmp_path, progress=False)
+    report = await run_benchmark(cases, options, AnswererContext(llm=fake), ExactJudge())
+    by_size = {s.context_size: s for s in report.summary}
+    assert by_size[10].context_overflow == 1 and by_size[10].total_processed == 0
+    assert by_size[1].context_overflow == 0 and by_size[1].total_processed == 1
+    assert len(fake.calls) == 1, "only the size that fits is asked"
+    console = Console(width=250, record=True)
+    report_to_console(report, console)
+    assert "refused (history over the model's window, not in the accuracy): 1 questions" in console.export_text()
