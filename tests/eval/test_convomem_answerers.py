@@ -121,7 +121,7 @@ async def test_rag_stays_within_budget_and_finds_the_evidence(retrieval: str, sh
 
 async def test_hybrid_switches_from_full_context_to_retrieval() -> None:
     data = synthetic_data(n_filler=20, n_items=1, n_messages=20)
-    small, large = build_cases(data, MixConfig(sizes=(1, 20))).cases
+    small, large = build_cases(data, MixConfig(sizes=(1, 20), mode="standard")).cases
     ctx = AnswererContext(llm=None, budget_tokens=2000, retrieval="keyword")
     hybrid = create("hybrid", ctx)
     sel_small = await hybrid.select(small.haystack, small.questions[0].question)
