@@ -104,7 +104,7 @@ def plot_metric(summary: list[SummaryRow], path: Path, metric: str) -> Path | No
     for ax in axes[len(panels) :]:
         ax.set_visible(False)
     fig.suptitle(f"ours: {judge_label(summary)}", fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.98 if len(axes) > 3 else 0.94))
     write_with(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
     plt.close(fig)
     return path
