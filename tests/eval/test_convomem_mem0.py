@@ -54,6 +54,7 @@ async def test_mem0_adds_searches_and_answers_with_a_scripted_llm(tmp_path: Path
     assert ans.route.startswith("mem0:") and "failed" not in ans.route
     assert (tmp_path / "mem0-home" / "history.db").exists()
     assert sys.modules["mem0.memory.telemetry"].MEM0_TELEMETRY is False
+    await answerer.aclose()
 
 
 def test_mem0_is_registered_and_needs_an_llm_to_select() -> None:

@@ -235,3 +235,11 @@ class Mem0Memory(Answerer):
     def release(self, haystack: Haystack) -> None:
         """Kept: another case over the same haystack reuses its memories (as for ``mark``)."""
         return None
+
+    async def aclose(self) -> None:
+        """Close Mem0's in-process Qdrant now (left to the interpreter's exit, it complains while shutting down)."""
+        memory, self._memory = self._memory, None
+        client = getattr(getattr(memory, "vector_store", None), "client", None)
+        close = getattr(client, "close", None)
+        if close is not None:
+            await asyncio.to_thread(close)
