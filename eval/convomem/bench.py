@@ -74,7 +74,7 @@ async def _run(config: BenchConfig, embedder_factory: Callable[[], Any]) -> Benc
     mixing: dict[int, float] = {}
     for size in config.sizes:
         t0 = time.perf_counter()
-        cases = build_cases(data, MixConfig(sizes=(size,), seed=config.seed)).cases
+        cases = build_cases(data, MixConfig(sizes=(size,), seed=config.seed, mode="standard")).cases
         mixing[size] = (time.perf_counter() - t0) * 1000.0 / max(1, len(cases))
         for case in cases:
             for method, answerer in answerers.items():

@@ -48,10 +48,21 @@ def _find(haystack: Haystack, target: str, convs: set[int] | None, taken: set[st
     return None
 
 
-def assemble_case(context_size: int, conversations: list[Conversation], questions: list[Question]) -> TestCase:
+def assemble_case(
+    context_size: int,
+    conversations: list[Conversation],
+    questions: list[Question],
+    repeats: dict[str, int] | None = None,
+) -> TestCase:
     """Build the haystack and locate each question's evidence in it."""
     ids = [c.cid for c in conversations]
     haystack = Haystack.build(conversations)
-    case = TestCase(context_size=context_size, conversation_ids=ids, haystack=haystack, questions=questions)
+    case = TestCase(
+        context_size=context_size,
+        conversation_ids=ids,
+        haystack=haystack,
+        questions=questions,
+        repeats=repeats or {},
+    )
     case.evidence_mids = {q.qid: locate_evidence(haystack, q, ids) for q in questions}
     return case

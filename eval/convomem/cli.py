@@ -44,14 +44,22 @@ def choice(value: str, allowed: tuple[str, ...], option: str) -> str:
     return value
 
 
-def judge_choice(settings: Any, judge: str) -> str:
-    """``auto``: the LLM judge when a judge model is configured apart from the answering model."""
+def judge_choice(settings: Any, judge: str) -> tuple[str, str | None]:
+    """The judge of the run and, when ``auto`` did not pick the LLM judge, the warning that says so.
+
+    ``auto``: the LLM judge when a judge model is configured apart from the answering model, else the exact
+    (keyword) judge, loudly: the warning is printed and every table and plot names the judge.
+    """
     if judge != "auto":
-        return judge
+        return judge, None
     judge_cfg = getattr(settings, "judge_llm", None)
     if judge_cfg is None or judge_cfg == getattr(settings, "llm", None):
-        return "exact"
-    return "llm"
+        return "exact", (
+            "--judge auto: no judge model configured apart from the answering model (MARK_JUDGE_MODEL ...), so "
+            "the verdicts are the exact (keyword) judge's, not an LLM judge's; use --judge llm to let the "
+            "answering model judge"
+        )
+    return "llm", None
 
 
 async def connect_clients(settings: Any, judge_kind: str, need_answerer: bool) -> tuple[Any, Any]:
@@ -67,6 +75,38 @@ async def connect_clients(settings: Any, judge_kind: str, need_answerer: bool) -
     client = await connect(settings) if need_answerer else None
     judge_client = await connect_judge(settings) if judge_kind == "llm" else None
     return client, judge_client
+
+
+def helper_settings(settings: Any, helper_model: str | None) -> Any | None:
+    """The helper model's endpoint settings, or None when the helper is the answering model itself.
+
+    ``MARK_HELPER_*`` (the same names as ``MARK_LLM_*``: BASE_URL, MODEL, API_KEY ...) override the answering
+    model's settings field by field, as ``MARK_JUDGE_*`` do for the judge; ``--helper-model`` sets the model
+    name on top (same endpoint, another model).
+    """
+    import os
+
+    from mark_agents.config import LLMSettings, llm_env_values
+
+    base = getattr(settings, "llm", None)
+    fields = llm_env_values("MARK_HELPER_", os.environ, openai_fallback=False)
+    if helper_model:
+        fields["model"] = helper_model
+    if not fields:
+        return None
+    if base is None:
+        raise InvalidInput("--helper-model needs the run's LLM settings")
+    helper = LLMSettings.model_validate({**base.model_dump(), **fields})
+    return None if helper == base else helper
+
+
+async def connect_helper(settings: Any, helper: Any | None) -> Any | None:
+    """A client of the helper model (``connect_judge``'s way of reaching a second endpoint), or None."""
+    if helper is None:
+        return None
+    from mark_agents.llm import connect_judge
+
+    return await connect_judge(settings.model_copy(update={"judge_llm": helper}))
 
 
 def embedder_factory(settings: Any) -> Any:
@@ -116,11 +156,16 @@ def convomem_command(
             "--methods",
             help="Comma-separated: full_context, rag, "
             "rag_dense, rag_keyword, hybrid, mark, extracted_context, "
-            f"block_based (default {DEFAULT_METHODS}).",
+            f"block_based, mem0 (needs the mem0 extra) (default {DEFAULT_METHODS}).",
         ),
     ] = None,
     limit: Annotated[
-        int | None, typer.Option("--limit", min=1, help="At most N questions per category and evidence count.")
+        int | None,
+        typer.Option(
+            "--limit",
+            min=1,
+            help="Ask at most N questions per category and evidence count (chosen after the haystacks are built).",
+        ),
     ] = None,
     concurrency: Annotated[int, typer.Option("--concurrency", min=1, help="Questions in flight.")] = 1,
     budget_tokens: Annotated[
@@ -146,6 +191,24 @@ def convomem_command(
             "--judge", help="llm, exact, or auto (llm when a judge model is configured apart from the answering model)."
         ),
     ] = "auto",
+    judge_max_tokens: Annotated[
+        int, typer.Option("--judge-max-tokens", min=1, help="Output tokens of one LLM-judge reply.")
+    ] = 64,
+    judge_attempts: Annotated[
+        int,
+        typer.Option("--judge-attempts", min=1, help="LLM-judge calls per verdict while the reply is unparseable."),
+    ] = 20,
+    max_answer_tokens: Annotated[
+        int, typer.Option("--max-answer-tokens", min=16, help="Output tokens of an answer (a ceiling, not a target).")
+    ] = 1024,
+    helper_model: Annotated[
+        str | None,
+        typer.Option(
+            "--helper-model",
+            help="Model of the helper passes of block_based and extracted_context on the answering endpoint "
+            "(MARK_HELPER_BASE_URL, MARK_HELPER_API_KEY ... for another endpoint; default: the answering model).",
+        ),
+    ] = None,
     leniency_check: Annotated[
         bool,
         typer.Option(
@@ -153,8 +216,13 @@ def convomem_command(
         ),
     ] = False,
     mix: Annotated[
-        str, typer.Option("--mix", help="standard (one question per haystack) or batched (questions share haystacks).")
-    ] = "standard",
+        str | None,
+        typer.Option(
+            "--mix",
+            help="batched (default: the reference's construction, up to 100 questions share a haystack, at least "
+            "10 haystacks per size) or standard (one question per haystack; the default of --sample, a smoke test).",
+        ),
+    ] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the mixing.")] = 0,
     out: Annotated[Path | None, typer.Option("--out", help=f"Output directory (default {DEFAULT_OUT}).")] = None,
     no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bar.")] = False,
@@ -172,9 +240,14 @@ def convomem_command(
     if not sample and data is None:
         raise InvalidInput("give --data PATH (a ConvoMem file or directory) or --sample")
     method_list = resolve_methods(methods or (SAMPLE_METHODS if sample else DEFAULT_METHODS))
+    if "mem0" in method_list and not retrieval_only:
+        from mark_eval.convomem.answerers.mem0_memory import require_mem0
+
+        require_mem0()
     choice(retrieval, ("dense", "keyword", "hybrid"), "--retrieval")
     choice(judge, ("llm", "exact", "auto"), "--judge")
     choice(mark_extraction, ("llm", "off"), "--mark-extraction")
+    mix = mix or ("standard" if sample else "batched")
     choice(mix, ("standard", "batched"), "--mix")
     categories = {resolve_category(c) for c in category.split(",") if c.strip()} if category else None
     size_list = parse_sizes(sizes if sizes is not None else (SAMPLE_SIZES if sample else None))
@@ -188,7 +261,7 @@ def convomem_command(
     selected = select_questions(loaded, categories, evidence_count, limit)
     config = MixConfig(sizes=size_list or DEFAULT_SIZES, mode=mix, seed=seed)  # type: ignore[arg-type]
     mixed = build_cases(selected, config, sizes_given=size_list is not None)
-    if not mixed.cases:
+    if not mixed.count():
         detail = "; ".join(mixed.warnings[:3])
         raise InvalidInput(f"no test cases for the selected questions and sizes{': ' + detail if detail else ''}")
     err = Console(stderr=True)
@@ -196,7 +269,10 @@ def convomem_command(
         err.print(f"[yellow]warning:[/] {escape(warning)}")
 
     settings = ctx.obj() if callable(ctx.obj) else ctx.obj
-    judge_kind = "none" if retrieval_only else judge_choice(settings, judge)
+    helper_cfg = helper_settings(settings, helper_model)
+    judge_kind, judge_warning = ("none", None) if retrieval_only else judge_choice(settings, judge)
+    if judge_warning:
+        err.print(f"[yellow]warning:[/] {escape(judge_warning)}")
     fingerprint = {
         "data": "sample" if sample else str(data),
         "seed": seed,
@@ -206,6 +282,8 @@ def convomem_command(
         "retrieval_only": retrieval_only,
         "judge": judge_kind,
         "mark_extraction": mark_extraction,
+        "max_answer_tokens": max_answer_tokens,
+        "helper_model": None if helper_cfg is None else f"{helper_cfg.base_url or 'local'}|{helper_cfg.model}",
     }
     check_fingerprint(out_dir, fingerprint)
 
@@ -218,20 +296,22 @@ def convomem_command(
         progress=not no_progress,
     )
     console = console_out()
-    n_questions = len({(q.qid, c.context_size) for c in mixed.cases for q in c.questions})
+    n_questions = sum(len(c.questions) for c in mixed.metas())
+    streamed = f", {len(mixed.streamed)} of them streamed from pre-mixed shards" if mixed.streamed else ""
     err.print(
-        f"convomem: {n_questions} question x size pairs, {len(mixed.cases)} haystacks, methods "
+        f"convomem: {n_questions} questions asked over {mixed.count()} haystacks ({mix}{streamed}), methods "
         f"{', '.join(method_list)}, judge {judge_kind}"
     )
 
     async def main() -> Any:
         client, judge_client = await connect_clients(settings, judge_kind, need_answerer=not retrieval_only)
+        helper_client = None if retrieval_only else await connect_helper(settings, helper_cfg)
         try:
             run_judge: Any = None
             if judge_kind == "llm":
                 from mark_eval.convomem.judge import LLMJudge
 
-                run_judge = LLMJudge(judge_client)
+                run_judge = LLMJudge(judge_client, attempts=judge_attempts, max_tokens=judge_max_tokens)
             elif judge_kind == "exact":
                 from mark_eval.convomem.judge import ExactJudge
 
@@ -244,8 +324,10 @@ def convomem_command(
                 settings=settings,
                 work_dir=out_dir.resolve(),
                 mark_extraction=mark_extraction,
+                max_answer_tokens=max_answer_tokens,
+                helper_llm=helper_client,
             )
-            report = await run_benchmark(mixed.cases, options, answer_ctx, run_judge, console=err)
+            report = await run_benchmark(mixed, options, answer_ctx, run_judge, console=err)
             leniency = None
             if leniency_check and run_judge is not None:
                 from mark_eval.convomem.judge import leniency_check as check
@@ -253,7 +335,7 @@ def convomem_command(
                 leniency = await check(run_judge, selected.questions())
             return report, leniency
         finally:
-            for c in {id(x): x for x in (client, judge_client) if x is not None}.values():
+            for c in {id(x): x for x in (client, judge_client, helper_client) if x is not None}.values():
                 closer = getattr(c, "aclose", None)
                 if closer is not None:
                     await closer()

@@ -1,7 +1,9 @@
 """Deciding RIGHT or WRONG: ConvoMem's per-category LLM judge, a deterministic judge, a leniency check.
 
 The LLM judge is parsed as the reference code does (``right`` only -> correct, ``wrong`` only -> wrong,
-both -> wrong, neither -> ask again, then give up: unjudged rows are left out of the denominator). The
+both -> wrong, neither -> ask again, up to 20 attempts as in the reference, then give up: unjudged rows are
+left out of the denominator). A reasoning model's ``<think>`` block is dropped before parsing (its musings
+say "right" and "wrong" freely); a reply cut off inside it counts as unparseable and is asked again. The
 deterministic judge needs no model: containment of the core answer for facts, abstention-phrase detection
 for abstention, and keyword overlap with the rubric for preferences/implicit connections (reported as
 approximate, because a rubric really needs a reader).
@@ -15,7 +17,7 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel, Field
 
-from mark_agents.llm import Usage
+from mark_agents.llm import LLMError, LLMUnavailable, Usage
 from mark_eval.convomem.bm25 import tokenize
 from mark_eval.convomem.categories import JudgeKind, spec
 from mark_eval.convomem.prompts import (
@@ -69,12 +71,31 @@ def judge_prompt(question: Question, response: str) -> str:
     return judge_default(question.question, question.answer, response)
 
 
-class LLMJudge:
-    """A judge model (``settings.judge_llm`` via ``connect_judge``) with ConvoMem's category prompts."""
+#: The reference harness retries an unparseable verdict up to 20 times (``ANSWER_VERIFICATION_MAX_RETRIES``).
+JUDGE_ATTEMPTS = 20
+#: Room for a one-word verdict plus whatever a chatty or reasoning judge puts around it.
+JUDGE_MAX_TOKENS = 64
 
-    def __init__(self, client: Any, retries: int = 3, max_tokens: int = 16) -> None:
+_THINK = re.compile(r"<think>.*?(?:</think>|$)", re.IGNORECASE | re.DOTALL)
+
+
+def strip_thinking(text: str) -> str:
+    """The reply without reasoning blocks; an unclosed block (the reply ran out of tokens) is dropped whole."""
+    return _THINK.sub("", text)
+
+
+class LLMJudge:
+    """A judge model (``settings.judge_llm`` via ``connect_judge``) with ConvoMem's category prompts.
+
+    ``attempts`` calls at most per verdict: an unparseable reply or a refused request (``LLMError``) is asked
+    again; an endpoint that is down (``LLMUnavailable``) stops the run, as for the answers.
+    """
+
+    def __init__(self, client: Any, attempts: int = JUDGE_ATTEMPTS, max_tokens: int = JUDGE_MAX_TOKENS) -> None:
+        if attempts < 1 or max_tokens < 1:
+            raise ValueError("attempts and max_tokens must be >= 1")
         self.client = client
-        self.retries = retries
+        self.attempts = attempts
         self.max_tokens = max_tokens
         self.name = "llm"
 
@@ -85,11 +106,17 @@ class LLMJudge:
         ]
         usage = Usage()
         raw = ""
-        for _ in range(self.retries):
-            result = await self.client.chat(messages, max_tokens=self.max_tokens, temperature=0.0, label="judge")
+        for _ in range(self.attempts):
+            try:
+                result = await self.client.chat(messages, max_tokens=self.max_tokens, temperature=0.0, label="judge")
+            except LLMUnavailable:
+                raise
+            except LLMError as exc:
+                raw = f"{type(exc).__name__}: {exc}"
+                continue
             usage = usage + result.usage
             raw = str(getattr(result, "text", "") or "")
-            verdict = parse_verdict(raw)
+            verdict = parse_verdict(strip_thinking(raw))
             if verdict is not None:
                 model = str(getattr(result, "model", "") or "")
                 return Verdict(correct=verdict, judge=f"llm:{model}" if model else "llm", raw=raw, usage=usage)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 from collections import defaultdict
+from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -23,10 +24,12 @@ from mark_eval.convomem.schema import (
     EvidenceItem,
     EvidencePayload,
     Item,
+    PremixedRef,
     Question,
     RawTestCase,
     TestCase,
 )
+from mark_eval.convomem.stream import iter_json_array, starts_with_array
 from memory_store.errors import InvalidInput
 
 _N_EVIDENCE = re.compile(r"^(\d+)_evidence$")
@@ -45,15 +48,20 @@ class ConvoMemData(BaseModel):
     items: list[Item] = Field(default_factory=list)
     filler: dict[str, list[Conversation]] = Field(default_factory=dict)
     premixed: list[TestCase] = Field(default_factory=list)
+    #: test cases of pre-mixed shards (arrays), read again one at a time when run (:func:`iter_streamed`)
+    streamed: list[PremixedRef] = Field(default_factory=list)
     sources: list[str] = Field(default_factory=list)
     #: files of a directory walk that were not ConvoMem data (e.g. dataset_info.json), with the reason
     skipped: list[str] = Field(default_factory=list)
+    #: the questions to ask (``--limit``), chosen after the haystacks are built; None = every question
+    asked: frozenset[str] | None = None
 
     def merge(self, other: ConvoMemData) -> None:
         self.items.extend(other.items)
         for person, convs in other.filler.items():
             self.filler.setdefault(person, []).extend(convs)
         self.premixed.extend(other.premixed)
+        self.streamed.extend(other.streamed)
         self.sources.extend(other.sources)
 
     @property
@@ -64,7 +72,7 @@ class ConvoMemData(BaseModel):
         seen: dict[str, Question] = {}
         for item in self.items:
             seen.setdefault(item.question.qid, item.question)
-        for case in self.premixed:
+        for case in [*self.premixed, *self.streamed]:
             for q in case.questions:
                 seen.setdefault(q.qid, q)
         return list(seen.values())
@@ -88,7 +96,7 @@ def load_data(path: Path) -> ConvoMemData:
             data.skipped.append(str(exc))
             continue
         data.merge(part)
-    if not data.items and not data.premixed:
+    if not data.items and not data.premixed and not data.streamed:
         why = f" (skipped: {data.skipped[0]})" if data.skipped else " (only filler conversations?)"
         raise InvalidInput(f"{path}: no questions found{why}")
     return data
@@ -106,12 +114,59 @@ def load_sample() -> ConvoMemData:
 
 
 def _load_file(file: Path, data: ConvoMemData, root: Path) -> None:
+    rel = file.relative_to(root) if file.is_relative_to(root) else file
     try:
+        if starts_with_array(file):  # a pre-mixed shard, maybe hundreds of MB: streamed, never read whole
+            _ingest_stream(file, rel, data)
+            return
         text = file.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
         raise InvalidInput(f"{file}: not UTF-8 text ({exc.reason})") from None
-    rel = file.relative_to(root) if file.is_relative_to(root) else file
     _ingest(rel, _parse_json(file, text), data, shown=file)
+
+
+def _raw_case(raw: Any, shown: Path, index: int) -> RawTestCase:
+    if not isinstance(raw, dict) or "evidenceItems" not in raw:
+        raise InvalidInput(f"{shown}: element {index}: expected a test case with 'evidenceItems'")
+    try:
+        return RawTestCase.model_validate(raw)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"])
+        raise InvalidInput(f"{shown}: element {index}: {where}: {err['msg']}") from None
+
+
+def _ingest_stream(file: Path, rel: Path, data: ConvoMemData) -> None:
+    """Index a shard's test cases (their questions and sizes), one at a time; the conversations are dropped
+    and read again when the case is run."""
+    data.sources.append(str(rel))
+    n_evidence = next((int(m.group(1)) for part in rel.parts if (m := _N_EVIDENCE.match(part.lower()))), None)
+    path_category = _category_from_path(rel)
+    count = 0
+    for i, raw in iter_json_array(file):
+        case = _raw_case(raw, file, i)
+        questions = _premixed_questions(case, path_category, n_evidence, rel, file, index=i, single=False)
+        data.streamed.append(PremixedRef(path=file, index=i, context_size=case.context_size, questions=questions))
+        count += 1
+    if not count:
+        raise InvalidInput(f"{file}: empty array (expected test cases)")
+
+
+def iter_streamed(refs: list[PremixedRef]) -> Iterator[TestCase]:
+    """The test cases of ``refs``, assembled one at a time: each shard is read once, front to back, and only
+    the chosen elements become test cases."""
+    by_path: dict[Path, dict[int, PremixedRef]] = {}
+    for ref in refs:
+        by_path.setdefault(ref.path, {})[ref.index] = ref
+    for path, wanted in by_path.items():
+        last = max(wanted)
+        for i, raw in iter_json_array(path):
+            ref = wanted.get(i)
+            if ref is not None:
+                case = _raw_case(raw, path, i)
+                yield assemble_case(ref.context_size, list(case.conversations), ref.questions, ref.repeats)
+            if i >= last:
+                break
 
 
 def _parse_json(file: Path, text: str) -> Any:
@@ -151,14 +206,7 @@ def _ingest(rel: Path, payload: Any, data: ConvoMemData, shown: Path | None = No
             if not payload:
                 raise InvalidInput(f"{shown}: empty array (expected test cases)")
             for i, raw in enumerate(payload):
-                if not isinstance(raw, dict) or "evidenceItems" not in raw:
-                    raise InvalidInput(f"{shown}: element {i}: expected a test case with 'evidenceItems'")
-                try:
-                    case = RawTestCase.model_validate(raw)
-                except ValidationError as exc:
-                    err = exc.errors()[0]
-                    where = ".".join(str(p) for p in err["loc"])
-                    raise InvalidInput(f"{shown}: element {i}: {where}: {err['msg']}") from None
+                case = _raw_case(raw, shown, i)
                 data.premixed.append(_premixed(case, path_category, n_evidence, rel, shown, index=i, single=False))
         else:
             raise NotConvoMem(
@@ -225,12 +273,20 @@ def _add_items(
             if not conv.messages:
                 raise InvalidInput(f"{shown}: {where}.conversations.{j}: conversation has no messages")
         cat = _item_category(item, category, shown, i)
+        if not item.person_id:  # the reference's fallback: <personId>_<Role>.json
+            item = item.model_copy(update={"person_id": person_from_file_name(rel)})
         question = _question(item, cat, n if n is not None else len(item.conversations), rel)
         data.items.append(Item(question=question, conversations=list(item.conversations)))
 
 
+def person_from_file_name(rel: Path) -> str:
+    """The persona of a released file named ``<personId>_<Role>.json`` (the reference reads it there when an
+    item has no ``personId``)."""
+    return rel.stem.split("_")[0]
+
+
 def _add_filler(payload: EvidencePayload, rel: Path, data: ConvoMemData, shown: Path) -> None:
-    fallback_person = rel.stem.split("_")[0]
+    fallback_person = person_from_file_name(rel)
     # ConvoMem stamps filler containsEvidence=true at generation; the flag is never trusted nor shown.
     for i, item in enumerate(payload.evidence_items):
         for j, conv in enumerate(item.conversations):
@@ -242,6 +298,14 @@ def _add_filler(payload: EvidencePayload, rel: Path, data: ConvoMemData, shown: 
 def _premixed(
     raw: RawTestCase, category: str | None, n: int | None, rel: Path, shown: Path, index: int, single: bool
 ) -> TestCase:
+    questions = _premixed_questions(raw, category, n, rel, shown, index, single)
+    return assemble_case(raw.context_size, list(raw.conversations), questions)
+
+
+def _premixed_questions(
+    raw: RawTestCase, category: str | None, n: int | None, rel: Path, shown: Path, index: int, single: bool
+) -> list[Question]:
+    """A pre-mixed test case checked (a haystack, no conversation twice, questions) and its questions."""
     if not raw.conversations or not any(c.messages for c in raw.conversations):
         raise InvalidInput(f"{shown}: test case {index}: empty haystack (no conversations with messages)")
     if not raw.evidence_items:
@@ -257,7 +321,7 @@ def _premixed(
         # A single-object file (the LoCoMo conversion) mixes evidence counts: 0 = "any", as in the anchors.
         count = n if n is not None else (0 if single else len(item.conversations))
         questions.append(_question(item, cat, count, rel))
-    return assemble_case(raw.context_size, list(raw.conversations), questions)
+    return questions
 
 
 def group_counts(data: ConvoMemData) -> dict[tuple[str, int], int]:

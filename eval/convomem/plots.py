@@ -9,7 +9,7 @@ from pathlib import Path
 
 from mark_eval.convomem.anchors import PLOT_MODEL, matching
 from mark_eval.convomem.atomic import write_with
-from mark_eval.convomem.summary import SummaryRow
+from mark_eval.convomem.summary import SummaryRow, judge_label
 
 #: taci_tree is an unreleased experiment in ConvoMem's results (collapses to ~0 %); not a baseline.
 IGNORED_ANCHOR_METHODS = frozenset({"taci_tree"})
@@ -103,7 +103,8 @@ def plot_metric(summary: list[SummaryRow], path: Path, metric: str) -> Path | No
         ax.legend(fontsize=7)
     for ax in axes[len(panels) :]:
         ax.set_visible(False)
-    fig.tight_layout()
+    fig.suptitle(f"ours: {judge_label(summary)}", fontsize=10)
+    fig.tight_layout(rect=(0, 0, 1, 0.98 if len(axes) > 3 else 0.94))
     write_with(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
     plt.close(fig)
     return path

@@ -13,13 +13,16 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field, ValidationError
 
-Key = tuple[str, int, str]
+#: (question id, size, method, repeat): a batched run may ask a question again at a size, in another haystack
+Key = tuple[str, int, str, int]
 
 
 class ResultRow(BaseModel):
     qid: str
     context_size: int
     method: str
+    #: 0 the first time a question is asked at this size, 1 when it is asked again in another haystack ...
+    repeat: int = 0
     category: str
     evidence_count: int
     question: str
@@ -28,8 +31,16 @@ class ResultRow(BaseModel):
     correct: bool | None = None
     judge: str = "none"
     approximate: bool = False
+    #: the final answer call's tokens (the reference's accounting); helper passes apart below
     input_tokens: int = 0
     output_tokens: int = 0
+    #: cached prompt tokens of the final call; None = not reported by the endpoint or client
+    cached_tokens: int | None = None
+    helper_input_tokens: int = 0
+    helper_output_tokens: int = 0
+    helper_model: str = ""
+    #: answered without a final call (block_based found nothing): no input tokens to average
+    canned: bool = False
     latency_ms: float = 0.0
     retrieval_ms: float = 0.0
     cost_usd: float = 0.0
@@ -40,6 +51,7 @@ class ResultRow(BaseModel):
     evidence_mids: list[str] = Field(default_factory=list)
     evidence_in_prompt: list[str] = Field(default_factory=list)
     evidence_recall: float | None = None
+    #: the history did not fit the model's window: not asked, not judged, out of the accuracy, counted apart
     context_overflow: bool = False
     route: str = ""
     n_conversations: int = 0
@@ -54,7 +66,7 @@ class ResultRow(BaseModel):
 
     @property
     def key(self) -> Key:
-        return (self.qid, self.context_size, self.method)
+        return (self.qid, self.context_size, self.method, self.repeat)
 
 
 class ResultsFile:

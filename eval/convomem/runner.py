@@ -13,10 +13,9 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 from rich.console import Console
@@ -28,10 +27,43 @@ from mark_eval.convomem.atomic import write_text_atomic
 from mark_eval.convomem.judge import Judge
 from mark_eval.convomem.plots import write_plots
 from mark_eval.convomem.recall import evidence_in_prompt, evidence_recall
-from mark_eval.convomem.results import Key, ResultRow, ResultsFile
+from mark_eval.convomem.results import ResultRow, ResultsFile
 from mark_eval.convomem.schema import Question, TestCase
 from mark_eval.convomem.summary import SummaryRow, print_table, summarise, write_summary_csv
 from memory_store.errors import InvalidInput
+
+
+class CaseMeta(Protocol):
+    """What planning a test case needs: its size, its questions and how often each was asked before."""
+
+    context_size: int
+    questions: list[Question]
+
+    def repeat(self, qid: str) -> int: ...
+
+
+class CaseSource(Protocol):
+    """Test cases that may be too many to hold at once (streamed shards): ``metas`` for planning, then
+    ``all_cases`` in the same order, one at a time."""
+
+    def metas(self) -> Iterable[CaseMeta]: ...
+
+    def all_cases(self) -> Iterable[TestCase]: ...
+
+
+class _ListSource:
+    def __init__(self, cases: list[TestCase]) -> None:
+        self._cases = cases
+
+    def metas(self) -> Iterable[CaseMeta]:
+        return self._cases
+
+    def all_cases(self) -> Iterable[TestCase]:
+        return self._cases
+
+
+def as_source(cases: list[TestCase] | CaseSource) -> CaseSource:
+    return _ListSource(cases) if isinstance(cases, list) else cases
 
 
 class RunOptions(BaseModel):
@@ -105,6 +137,7 @@ def _row(
         qid=q.qid,
         context_size=case.context_size,
         method=method,
+        repeat=case.repeat(q.qid),
         category=q.category,
         evidence_count=q.evidence_count,
         question=q.question,
@@ -115,6 +148,11 @@ def _row(
         approximate=False if verdict is None else verdict.approximate,
         input_tokens=ans.input_tokens,
         output_tokens=ans.output_tokens,
+        cached_tokens=ans.cached_tokens,
+        helper_input_tokens=ans.helper_input_tokens,
+        helper_output_tokens=ans.helper_output_tokens,
+        helper_model=ans.helper_model,
+        canned=ans.canned,
         latency_ms=round(ans.latency_ms, 2),
         retrieval_ms=round(ans.retrieval_ms, 2),
         cost_usd=ans.cost_usd,
@@ -140,7 +178,7 @@ async def _select_only(answerer: Answerer, case: TestCase, question: str) -> Ans
     started = time.perf_counter()
     sel = await answerer.select(case.haystack, question)
     return Answer(
-        context_mids=sel.context_mids,
+        context_mids=[] if sel.refused else sel.context_mids,
         input_tokens=sel.input_tokens,
         retrieval_ms=sel.retrieval_ms,
         latency_ms=(time.perf_counter() - started) * 1000.0,
@@ -151,7 +189,7 @@ async def _select_only(answerer: Answerer, case: TestCase, question: str) -> Ans
 
 
 async def ask_all(
-    cases: list[TestCase],
+    cases: list[TestCase] | CaseSource,
     options: RunOptions,
     ctx: AnswererContext,
     judge: Judge | None,
@@ -174,17 +212,17 @@ async def ask_all(
         methods = [m for m in methods if m not in skipped_methods]
     answerers = {m: create(m, ctx) for m in methods}
 
-    plan: dict[tuple[int, str], list[Question]] = defaultdict(list)
-    already = 0
-    for ci, case in enumerate(cases):
-        for q in case.questions:
-            for m in methods:
-                key: Key = (q.qid, case.context_size, m)
-                if key in done:
-                    already += 1
-                else:
-                    plan[(ci, m)].append(q)
-    total = sum(len(v) for v in plan.values())
+    source = as_source(cases)
+
+    def pending(meta: CaseMeta, method: str) -> list[Question]:
+        return [q for q in meta.questions if (q.qid, meta.context_size, method, meta.repeat(q.qid)) not in done]
+
+    total = already = 0
+    for meta in source.metas():  # sizes and questions only: no conversation is read here
+        for m in methods:
+            todo = len(pending(meta, m))
+            total += todo
+            already += len(meta.questions) - todo
 
     semaphore = asyncio.Semaphore(options.concurrency)
     groups = asyncio.Semaphore(max(2, options.concurrency))
@@ -209,10 +247,10 @@ async def ask_all(
                 verdict = None
             else:
                 ans = await answerer.answer(case.haystack, q.question)
-                verdict = await judge.judge(q, ans.text) if (judge is not None and ans.error is None) else None
-        metrics = (
-            scorer(q, ans.text) if (scorer is not None and ans.error is None and not options.retrieval_only) else {}
-        )
+                asked = ans.error is None and not ans.context_overflow
+                verdict = await judge.judge(q, ans.text) if (judge is not None and asked) else None
+        scored = scorer is not None and ans.error is None and not ans.context_overflow and not options.retrieval_only
+        metrics = scorer(q, ans.text) if scored else {}
         row = _row(case, q, method, ans, verdict, options.retrieval_only, prompt_version, metrics)
         async with write_lock:
             results.append(row)
@@ -220,18 +258,43 @@ async def ask_all(
             on_row(row)
         progress.update(task_id, advance=1, description=f"{method} @ {case.context_size}")
 
-    async def run_group(ci: int, method: str, questions: list[Question]) -> None:
-        case = cases[ci]
-        async with groups:
-            try:
-                await answerers[method].prepare(case.haystack)
-                await asyncio.gather(*(ask(case, method, q) for q in questions))
-            finally:
-                answerers[method].release(case.haystack)
+    failed: list[BaseException] = []
+
+    async def run_group(case: TestCase, method: str, questions: list[Question]) -> None:
+        try:
+            await answerers[method].prepare(case.haystack)
+            await asyncio.gather(*(ask(case, method, q) for q in questions))
+        except BaseException as exc:
+            failed.append(exc)
+            raise
+        finally:
+            answerers[method].release(case.haystack)
+            groups.release()
+
+    async def produce() -> None:
+        """Test cases are read (streamed shards: parsed) one at a time, and only while fewer than ``groups``
+        haystacks are in flight: memory holds a few haystacks, never the whole benchmark."""
+        tasks: list[asyncio.Future[None]] = []
+        iterator = iter(source.all_cases())
+        try:
+            while not failed:
+                case = await asyncio.to_thread(next, iterator, None)
+                if case is None:
+                    break
+                for m in methods:
+                    todo = pending(case, m)
+                    if not todo or failed:
+                        continue
+                    await groups.acquire()
+                    tasks.append(asyncio.ensure_future(run_group(case, m, todo)))
+        finally:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        if failed:
+            raise failed[0]
 
     try:
         with progress:
-            await asyncio.gather(*(run_group(ci, m, qs) for (ci, m), qs in plan.items()))
+            await produce()
     finally:
         for answerer in answerers.values():
             await answerer.aclose()
@@ -239,7 +302,7 @@ async def ask_all(
 
 
 async def run_benchmark(
-    cases: list[TestCase],
+    cases: list[TestCase] | CaseSource,
     options: RunOptions,
     ctx: AnswererContext,
     judge: Judge | None,
@@ -271,6 +334,13 @@ def report_to_console(report: RunReport, console: Console | None = None) -> None
     console.print(f"summary: {escape(str(report.summary_path))}")
     for plot in report.plots:
         console.print(f"plot:    {escape(str(plot))}")
+    overflowed = [r for r in report.summary if r.context_overflow]
+    if overflowed:
+        where = ", ".join(f"{r.method} {r.category} @ {r.context_size}: {r.context_overflow}" for r in overflowed)
+        console.print(
+            f"refused (history over the model's window, not in the accuracy): "
+            f"{sum(r.context_overflow for r in overflowed)} questions ({escape(where)})"
+        )
     if report.skipped_methods:
         skipped = ", ".join(report.skipped_methods)
         console.print(f"skipped with --retrieval-only (they need LLM calls to choose context): {skipped}")

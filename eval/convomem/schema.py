@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 from datetime import datetime
 from functools import cached_property
+from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -194,6 +195,22 @@ class Haystack(BaseModel):
         return len(self.conversations)
 
 
+class PremixedRef(BaseModel):
+    """A test case of a pre-mixed shard, by position: its questions are known from the loading pass, its
+    conversations are read again from the file when the case is run (a shard is never held in memory whole)."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    path: Path
+    index: int
+    context_size: int
+    questions: list[Question]
+    repeats: dict[str, int] = Field(default_factory=dict)
+
+    def repeat(self, qid: str) -> int:
+        return self.repeats.get(qid, 0)
+
+
 class TestCase(BaseModel):
     """A haystack at a target conversation count and the questions asked against it (each independently)."""
 
@@ -206,3 +223,8 @@ class TestCase(BaseModel):
     questions: list[Question]
     #: message ids (``conv:msg``) of each question's evidence messages inside this haystack
     evidence_mids: dict[str, list[str]] = Field(default_factory=dict)
+    #: how many earlier haystacks of the same size already ask a question (batched re-asking); 0 when absent
+    repeats: dict[str, int] = Field(default_factory=dict)
+
+    def repeat(self, qid: str) -> int:
+        return self.repeats.get(qid, 0)

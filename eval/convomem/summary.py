@@ -19,12 +19,14 @@ from rich.table import Table
 from mark_eval.convomem.atomic import write_text_atomic
 from mark_eval.convomem.results import ResultRow
 
-#: ConvoMem's columns first (same names and meaning), then ours.
+#: ConvoMem's columns first (same names, order and meaning as the reference's CSV export), then ours.
 CONVOMEM_COLUMNS = [
     "context_size",
     "success_rate_percent",
     "correct_answers",
     "total_processed",
+    "test_cases_completed",
+    "total_test_cases",
     "avg_response_time_ms",
     "avg_input_tokens",
     "avg_output_tokens",
@@ -32,6 +34,8 @@ CONVOMEM_COLUMNS = [
     "p50_ms",
     "p90_ms",
     "p99_ms",
+    "avg_cached_tokens",
+    "cache_ratio_percent",
 ]
 EXTRA_COLUMNS = [
     "method",
@@ -47,6 +51,8 @@ EXTRA_COLUMNS = [
     "judge",
     "avg_retrieval_ms",
     "avg_index_tokens",
+    "avg_helper_input_tokens",
+    "avg_helper_output_tokens",
 ]
 COLUMNS = CONVOMEM_COLUMNS + EXTRA_COLUMNS
 
@@ -60,6 +66,9 @@ class GroupStats(BaseModel):
     ci95_high_percent: float | None
     correct_answers: int
     total_processed: int
+    #: haystacks (test cases) with a row in the group, and those whose every row completed without an error
+    test_cases_completed: int
+    total_test_cases: int
     avg_response_time_ms: float
     avg_input_tokens: float
     avg_output_tokens: float
@@ -68,6 +77,9 @@ class GroupStats(BaseModel):
     p90_ms: float
     p95_ms: float
     p99_ms: float
+    #: None when no row reported cached tokens (unknown, not zero)
+    avg_cached_tokens: float | None
+    cache_ratio_percent: float | None
     evidence_recall_percent: float | None
     questions: int
     context_overflow: int
@@ -76,6 +88,8 @@ class GroupStats(BaseModel):
     judge: str
     avg_retrieval_ms: float
     avg_index_tokens: float
+    avg_helper_input_tokens: float
+    avg_helper_output_tokens: float
 
 
 class SummaryRow(GroupStats):
@@ -109,13 +123,27 @@ def mean(values: list[float]) -> float:
 
 
 def group_stats(group: list[ResultRow]) -> dict[str, Any]:
-    """The :class:`GroupStats` fields of a group; unjudged rows (answer or judge failures) are left out of
-    ``total_processed``, as in ConvoMem."""
-    ok = [r for r in group if r.error is None]
+    """The :class:`GroupStats` fields of a group. Unjudged rows (answer or judge failures) are left out of
+    ``total_processed``, as in ConvoMem; so are rows whose history overflowed the model's window (refused,
+    counted in ``context_overflow``). Input and cached tokens are averaged over the rows that made a final
+    answer call, as the reference averages only the calls that reported them."""
+    no_error = [r for r in group if r.error is None]
+    ok = [r for r in no_error if not r.context_overflow]
     judged = [r for r in ok if r.correct is not None]
     correct = sum(1 for r in judged if r.correct)
     latencies = sorted(r.latency_ms for r in ok)
     recalls = [r.evidence_recall for r in ok if r.evidence_recall is not None]
+    called = [r for r in ok if not r.canned]
+    cached = [r.cached_tokens for r in called if r.cached_tokens is not None]
+    avg_in = mean([r.input_tokens for r in called])
+    avg_cached = mean([float(c) for c in cached]) if cached else None
+    cache_ratio = None
+    if avg_cached is not None:
+        prompt = max(avg_in, avg_cached)
+        cache_ratio = round(min(100.0 * avg_cached / prompt, 100.0), 1) if prompt > 0 else 0.0
+    haystacks: dict[str, bool] = {}
+    for r in group:
+        haystacks[r.haystack_id] = haystacks.get(r.haystack_id, True) and r.error is None
     ci = wilson_interval(correct, len(judged))
     return {
         "success_rate_percent": round(100.0 * correct / len(judged), 1) if judged else None,
@@ -123,22 +151,28 @@ def group_stats(group: list[ResultRow]) -> dict[str, Any]:
         "ci95_high_percent": ci[1] if ci else None,
         "correct_answers": correct,
         "total_processed": len(judged),
+        "test_cases_completed": sum(1 for done in haystacks.values() if done),
+        "total_test_cases": len(haystacks),
         "avg_response_time_ms": round(mean(latencies), 1),
-        "avg_input_tokens": round(mean([r.input_tokens for r in ok]), 1),
-        "avg_output_tokens": round(mean([r.output_tokens for r in ok]), 1),
+        "avg_input_tokens": round(avg_in, 1),
+        "avg_output_tokens": round(mean([r.output_tokens for r in called]), 1),
         "avg_cost": round(mean([r.cost_usd for r in ok]), 6),
         "p50_ms": round(percentile(latencies, 50), 1),
         "p90_ms": round(percentile(latencies, 90), 1),
         "p95_ms": round(percentile(latencies, 95), 1),
         "p99_ms": round(percentile(latencies, 99), 1),
+        "avg_cached_tokens": None if avg_cached is None else round(avg_cached, 1),
+        "cache_ratio_percent": cache_ratio,
         "evidence_recall_percent": round(100.0 * mean(recalls), 1) if recalls else None,
         "questions": len(group),
-        "context_overflow": sum(1 for r in ok if r.context_overflow),
-        "errors": len(group) - len(ok),
+        "context_overflow": sum(1 for r in no_error if r.context_overflow),
+        "errors": len(group) - len(no_error),
         "approximate": any(r.approximate for r in judged),
         "judge": "+".join(sorted({r.judge for r in judged})),
         "avg_retrieval_ms": round(mean([r.retrieval_ms for r in ok]), 1),
         "avg_index_tokens": round(mean([r.index_tokens for r in ok]), 1),
+        "avg_helper_input_tokens": round(mean([r.helper_input_tokens for r in ok]), 1),
+        "avg_helper_output_tokens": round(mean([r.helper_output_tokens for r in ok]), 1),
     }
 
 
@@ -166,12 +200,30 @@ def write_summary_csv(path: Path, summary: list[SummaryRow]) -> None:
     write_text_atomic(path, to_csv(summary))
 
 
+def judge_label(summary: list[SummaryRow]) -> str:
+    """Which judge produced the verdicts of a summary, for every table title and plot: a reader must never take
+    the keyword judge's figures for an LLM judge's."""
+    names = sorted({part for r in summary for part in r.judge.split("+") if part})
+    if not names:
+        return "no verdicts (nothing judged)"
+    shown = []
+    for name in names:
+        if name == "exact":
+            shown.append("exact (deterministic keyword judge, no model)")
+        elif name.startswith("llm"):
+            model = name.split(":", 1)[1] if ":" in name else "?"
+            shown.append(f"llm ({model})")
+        else:
+            shown.append(name)
+    return "verdicts by " + " + ".join(shown)
+
+
 def _fmt(value: float | None, spec: str = ".1f") -> str:
     return "-" if value is None else format(value, spec)
 
 
 def console_table(summary: list[SummaryRow], title: str = "ConvoMem") -> Table:
-    table = Table(title=title, show_lines=False)
+    table = Table(title=f"{title}: {judge_label(summary)}", show_lines=False)
     for name, justify in [
         ("method", "left"),
         ("category", "left"),
@@ -186,6 +238,7 @@ def console_table(summary: list[SummaryRow], title: str = "ConvoMem") -> Table:
         ("p50 ms", "right"),
         ("overflow", "right"),
         ("err", "right"),
+        ("judge", "left"),
     ]:
         table.add_column(name, justify=justify)  # type: ignore[arg-type]
     for r in summary:
@@ -205,8 +258,12 @@ def console_table(summary: list[SummaryRow], title: str = "ConvoMem") -> Table:
             _fmt(r.p50_ms, ".0f"),
             str(r.context_overflow),
             str(r.errors),
+            escape(r.judge or "-"),
         )
-    table.caption = "~ = approximate (deterministic rubric judge); recall = evidence messages that reached the prompt"
+    table.caption = (
+        "~ = approximate (deterministic rubric judge); recall = evidence messages that reached the prompt; "
+        "overflow = questions refused because the history exceeds the model's window (not in acc %)"
+    )
     return table
 
 

@@ -25,6 +25,8 @@ class ScriptedFakeLLM:
     script: Callable[[list[dict[str, str]], str], str]
     context_window: int | None = None
     calls: list[tuple[str, list[dict[str, str]]]] = field(default_factory=list)
+    #: (label, max_tokens) of every chat call, to check the caps a method asks for
+    limits: list[tuple[str, int | None]] = field(default_factory=list)
     closed: bool = False
 
     async def chat(
@@ -37,6 +39,7 @@ class ScriptedFakeLLM:
         label: str = "chat",
     ) -> FakeChatResult:
         self.calls.append((label, messages))
+        self.limits.append((label, max_tokens))
         text = self.script(messages, label)
         prompt = sum(len(m["content"]) for m in messages) // 4
         return FakeChatResult(

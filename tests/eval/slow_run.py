@@ -18,7 +18,7 @@ SIZES = (1, 2, 4)
 
 
 def expected_rows() -> int:
-    cases = build_cases(load_sample(), MixConfig(sizes=SIZES)).cases
+    cases = build_cases(load_sample(), MixConfig(sizes=SIZES, mode="standard")).cases
     return sum(len(c.questions) for c in cases) * len(METHODS)
 
 
@@ -30,7 +30,7 @@ class SlowFake(ScriptedFakeLLM):
 
 def main() -> None:
     out = Path(sys.argv[1])
-    cases = build_cases(load_sample(), MixConfig(sizes=SIZES)).cases
+    cases = build_cases(load_sample(), MixConfig(sizes=SIZES, mode="standard")).cases
     fake = SlowFake(lambda m, label: "I don't have any information about that.")
     ctx = AnswererContext(llm=fake, budget_tokens=800, retrieval="keyword")
     options = RunOptions(methods=METHODS, out_dir=out, concurrency=2, progress=False, fingerprint={"seed": 0})

@@ -72,17 +72,32 @@ async def test_prompts_never_leak_ids_or_evidence_flags(locomo_dir: Path) -> Non
     assert "There is no information in prior conversations to answer this question" not in text
 
 
-async def test_full_context_over_the_window_records_overflow_and_keeps_recent() -> None:
+async def test_full_context_over_the_window_is_refused_never_truncated_with_a_scripted_llm() -> None:
     data = synthetic_data(n_filler=10, n_items=1, n_messages=20)
     case = build_cases(data, MixConfig(sizes=(10,))).cases[0]
     fake = ScriptedFakeLLM(_echo, context_window=2048)
     ctx = AnswererContext(llm=fake, budget_tokens=1000)
     ans = await create("full_context", ctx).answer(case.haystack, case.questions[0].question)
-    assert ans.error is None and ans.context_overflow
-    last = len(case.haystack) - 1
-    assert any(mid.startswith(f"{last}:") for mid in ans.context_mids)
-    assert not any(mid.startswith("0:") for mid in ans.context_mids)
-    assert ans.input_tokens <= 2048
+    assert ans.error is None and ans.context_overflow and ans.text == ""
+    assert fake.calls == [], "an overflowing history is not sent at all"
+    assert ans.context_mids == [] and ans.route.startswith("refused")
+    # a window that holds the history: asked whole
+    roomy = ScriptedFakeLLM(_echo, context_window=200_000)
+    whole = await create("full_context", AnswererContext(llm=roomy)).answer(case.haystack, case.questions[0].question)
+    assert not whole.context_overflow and len(roomy.calls) == 1
+    assert {mid.split(":")[0] for mid in whole.context_mids} == {str(i) for i in range(len(case.haystack))}
+
+
+@pytest.mark.parametrize("method", ["extracted_context", "block_based"])
+async def test_two_stage_methods_refuse_a_history_over_the_helper_window_with_a_scripted_llm(method: str) -> None:
+    data = synthetic_data(n_filler=30, n_items=1, n_messages=40)
+    case = build_cases(data, MixConfig(sizes=(30,))).cases[0]
+    helper = ScriptedFakeLLM(_echo, context_window=1024)
+    answer = ScriptedFakeLLM(_echo, context_window=1_000_000)
+    ans = await create(method, AnswererContext(llm=answer, helper_llm=helper)).answer(
+        case.haystack, case.questions[0].question
+    )
+    assert ans.context_overflow and ans.error is None and not helper.calls and not answer.calls
 
 
 @pytest.mark.parametrize("retrieval", ["keyword", "dense", "hybrid"])
@@ -106,7 +121,7 @@ async def test_rag_stays_within_budget_and_finds_the_evidence(retrieval: str, sh
 
 async def test_hybrid_switches_from_full_context_to_retrieval() -> None:
     data = synthetic_data(n_filler=20, n_items=1, n_messages=20)
-    small, large = build_cases(data, MixConfig(sizes=(1, 20))).cases
+    small, large = build_cases(data, MixConfig(sizes=(1, 20), mode="standard")).cases
     ctx = AnswererContext(llm=None, budget_tokens=2000, retrieval="keyword")
     hybrid = create("hybrid", ctx)
     sel_small = await hybrid.select(small.haystack, small.questions[0].question)
@@ -116,20 +131,42 @@ async def test_hybrid_switches_from_full_context_to_retrieval() -> None:
     assert sel_large.input_tokens <= 2000
 
 
-async def test_llm_errors_become_row_errors_not_crashes() -> None:
-    try:
-        from mark_agents.llm import LLMError
-    except ImportError:
-        pytest.skip("mark_agents.llm not available yet")
+async def test_llm_errors_become_row_errors_and_window_refusals_overflow_with_a_scripted_llm() -> None:
+    from mark_agents.llm import LLMContextExceeded, LLMError
 
     def boom(messages: list[dict[str, str]], label: str) -> str:
-        raise LLMError("context length exceeded")
+        raise LLMError("HTTP 400: bad request")
+
+    def too_long(messages: list[dict[str, str]], label: str) -> str:
+        raise LLMContextExceeded("the request does not fit the model's context window")
 
     case = _sample_cases()[0]
-    ans = await create("full_context", AnswererContext(llm=ScriptedFakeLLM(boom))).answer(
+    question = case.questions[0].question
+    ans = await create("full_context", AnswererContext(llm=ScriptedFakeLLM(boom))).answer(case.haystack, question)
+    assert ans.error and not ans.context_overflow
+    over = await create("full_context", AnswererContext(llm=ScriptedFakeLLM(too_long))).answer(case.haystack, question)
+    assert over.error is None and over.context_overflow and over.text == ""
+    helper_over = await create(
+        "block_based", AnswererContext(llm=ScriptedFakeLLM(_echo), helper_llm=ScriptedFakeLLM(too_long))
+    ).answer(case.haystack, question)
+    assert helper_over.error is None and helper_over.context_overflow
+
+
+async def test_two_stage_tokens_are_the_final_calls_with_helpers_apart_with_a_scripted_llm() -> None:
+    case = _sample_cases((12,))[0]
+    answer_llm = ScriptedFakeLLM(lambda m, label: "Biscuit")
+    helper_llm = ScriptedFakeLLM(lambda m, label: "User: my dog is called Biscuit")
+    ans = await create("block_based", AnswererContext(llm=answer_llm, helper_llm=helper_llm)).answer(
         case.haystack, case.questions[0].question
     )
-    assert ans.error and ans.context_overflow
+    final_prompt = sum(len(m["content"]) for m in answer_llm.calls[0][1]) // 4
+    helper_prompts = sum(sum(len(m["content"]) for m in msgs) // 4 for _, msgs in helper_llm.calls)
+    assert ans.input_tokens == final_prompt and ans.helper_input_tokens == helper_prompts
+    assert ans.helper_output_tokens > 0 and ans.calls == len(helper_llm.calls) + 1
+    assert ans.helper_model == "scripted-fake" and ans.cached_tokens is None
+    nothing = ScriptedFakeLLM(lambda m, label: "No information is relevant.")
+    canned = await create("block_based", AnswererContext(llm=nothing)).answer(case.haystack, "What is my cat called?")
+    assert canned.canned and canned.input_tokens == 0 and canned.helper_input_tokens > 0
 
 
 def test_registry_and_sentinel() -> None:
@@ -170,3 +207,49 @@ def test_sample_json_is_valid_convomem_payload() -> None:
     for path in root.glob("*.json"):
         payload = json.loads(path.read_text())
         assert set(payload) == {"evidence_items", "checkpoint"}
+
+
+@pytest.mark.parametrize("method", ["extracted_context", "block_based"])
+async def test_two_stage_methods_use_the_helper_model_uncapped_with_a_scripted_llm(method: str) -> None:
+    case = _sample_cases((12,))[0]
+    answer_llm = ScriptedFakeLLM(lambda m, label: "Biscuit")
+    helper_llm = ScriptedFakeLLM(lambda m, label: "User: my dog is called Biscuit")
+    ctx = AnswererContext(llm=answer_llm, helper_llm=helper_llm, retrieval="keyword")
+    ans = await create(method, ctx).answer(case.haystack, case.questions[0].question)
+    assert ans.error is None and ans.text == "Biscuit"
+    assert {label for label, _ in helper_llm.calls} <= {"extract.context", "extract.block"} and helper_llm.calls
+    assert [label for label, _ in answer_llm.calls] == [f"answer.{method}"]
+    assert {limit for _, limit in helper_llm.limits} == {None}, "no cap on a helper pass, as in the reference"
+    assert answer_llm.limits == [(f"answer.{method}", 1024)]
+    # without a helper model the answering model does both
+    alone = ScriptedFakeLLM(lambda m, label: "Biscuit")
+    await create(method, AnswererContext(llm=alone, retrieval="keyword")).answer(
+        case.haystack, case.questions[0].question
+    )
+    assert alone.calls[0][0].startswith("extract") and alone.calls[-1][0] == f"answer.{method}"
+
+
+async def test_answer_cap_is_configurable_with_a_scripted_llm() -> None:
+    case = _sample_cases()[0]
+    fake = ScriptedFakeLLM(lambda m, label: "Biscuit")
+    await create("full_context", AnswererContext(llm=fake, max_answer_tokens=2048)).answer(
+        case.haystack, case.questions[0].question
+    )
+    assert fake.limits == [("answer.full_context", 2048)]
+
+
+def test_helper_settings_from_option_and_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from mark_agents.config import LLMSettings, Settings
+    from mark_eval.convomem.cli import helper_settings
+
+    for name in ("MARK_HELPER_MODEL", "MARK_HELPER_BASE_URL", "MARK_HELPER_API_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    settings = Settings(llm=LLMSettings(base_url="http://127.0.0.1:9/v1", model="big", api_key="k"))
+    assert helper_settings(settings, None) is None
+    assert helper_settings(settings, "big") is None  # the answering model itself
+    small = helper_settings(settings, "small")
+    assert small.model == "small" and small.base_url == "http://127.0.0.1:9/v1" and small.api_key == "k"
+    monkeypatch.setenv("MARK_HELPER_BASE_URL", "http://127.0.0.1:8/v1")
+    monkeypatch.setenv("MARK_HELPER_MODEL", "lite")
+    other = helper_settings(settings, None)
+    assert other.base_url == "http://127.0.0.1:8/v1" and other.model == "lite" and other.api_key == "k"

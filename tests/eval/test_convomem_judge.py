@@ -57,8 +57,48 @@ async def test_llm_judge_retries_unparseable_replies_then_gives_up() -> None:
     verdict = await LLMJudge(fake).judge(_q("assistant_facts", "x"), "x")
     assert verdict.correct is True and len(fake.calls) == 2
     stuck = ScriptedFakeLLM(lambda m, label: "no idea")
-    verdict = await LLMJudge(stuck, retries=3).judge(_q("assistant_facts", "x"), "x")
+    verdict = await LLMJudge(stuck, attempts=3).judge(_q("assistant_facts", "x"), "x")
     assert verdict.correct is None and len(stuck.calls) == 3
+
+
+async def test_llm_judge_defaults_like_the_reference_with_a_scripted_llm() -> None:
+    """20 attempts for an unparseable verdict and room for more than one word, as the reference harness gives."""
+    seen: list[int | None] = []
+
+    class Recording(ScriptedFakeLLM):
+        async def chat(self, messages, *, max_tokens=None, temperature=None, meter=None, label="chat"):  # type: ignore[no-untyped-def]
+            seen.append(max_tokens)
+            return await super().chat(messages, max_tokens=max_tokens, label=label)
+
+    stuck = Recording(lambda m, label: "hmm, let me see")
+    verdict = await LLMJudge(stuck).judge(_q("assistant_facts", "x"), "x")
+    assert verdict.correct is None and len(stuck.calls) == 20
+    assert set(seen) == {64}
+    tuned = Recording(lambda m, label: "hmm")
+    await LLMJudge(tuned, attempts=2, max_tokens=256).judge(_q("assistant_facts", "x"), "x")
+    assert len(tuned.calls) == 2 and seen[-1] == 256
+
+
+async def test_llm_judge_ignores_reasoning_and_retries_refused_requests_with_a_scripted_llm() -> None:
+    from mark_agents.llm import LLMError
+
+    replies = iter(
+        [
+            "<think>Is it right or wrong? The user said",  # cut off inside the reasoning: unparseable
+            LLMError("HTTP 400: bad request"),
+            "<think>It could be wrong, but the core answer is right.</think>\nRIGHT",
+        ]
+    )
+
+    def script(messages, label):  # type: ignore[no-untyped-def]
+        reply = next(replies)
+        if isinstance(reply, Exception):
+            raise reply
+        return reply
+
+    fake = ScriptedFakeLLM(script)
+    verdict = await LLMJudge(fake).judge(_q("assistant_facts", "x"), "x")
+    assert verdict.correct is True and len(fake.calls) == 3
 
 
 @pytest.mark.parametrize(
@@ -108,3 +148,36 @@ async def test_leniency_check_reports_a_lenient_judge_with_scripted_fake_llm() -
     questions = load_sample().questions()
     report = await leniency_check(LLMJudge(ScriptedFakeLLM(lambda m, label: "RIGHT")), questions)
     assert report.rate_percent == 100.0 and report.examples
+
+
+def test_auto_judge_never_falls_back_silently() -> None:
+    from mark_agents.config import LLMSettings, Settings
+    from mark_eval.convomem.cli import judge_choice
+
+    same = Settings(llm=LLMSettings(base_url="http://127.0.0.1:9/v1", model="a"), judge_llm=None)
+    kind, warning = judge_choice(same, "auto")
+    assert kind == "exact" and warning is not None and "exact (keyword) judge" in warning
+    apart = Settings(
+        llm=LLMSettings(base_url="http://127.0.0.1:9/v1", model="a"),
+        judge_llm=LLMSettings(base_url="http://127.0.0.1:9/v1", model="b"),
+    )
+    assert judge_choice(apart, "auto") == ("llm", None)
+    assert judge_choice(same, "llm") == ("llm", None)
+
+
+def test_every_table_names_the_judge() -> None:
+    from rich.console import Console
+
+    from mark_eval.convomem.results import ResultRow
+    from mark_eval.convomem.summary import console_table, judge_label, summarise, to_csv
+
+    base = dict(context_size=1, category="user_facts", evidence_count=1, question="q", gold="g")
+    exact = summarise([ResultRow(qid="a", method="rag", correct=True, judge="exact", **base)])
+    llm = summarise([ResultRow(qid="a", method="rag", correct=True, judge="llm:qwen-7b", **base)])
+    assert "exact" in judge_label(exact) and "keyword" in judge_label(exact)
+    assert judge_label(llm) == "verdicts by llm (qwen-7b)"
+    console = Console(width=250, record=True)
+    console.print(console_table(exact))
+    text = console.export_text()
+    assert "verdicts by exact" in text.splitlines()[0] + text.splitlines()[1]
+    assert ",exact," in to_csv(exact) and ",llm:qwen-7b," in to_csv(llm)

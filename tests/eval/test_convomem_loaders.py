@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from mark_eval.convomem.categories import CORE_CATEGORIES, resolve_category
-from mark_eval.convomem.loaders import load_data, load_sample
+from mark_eval.convomem.loaders import iter_streamed, load_data, load_sample
 from memory_store.errors import InvalidInput
 
 
@@ -33,8 +33,9 @@ def test_released_layout_loads_every_kind(released_dir: Path) -> None:
     by = {(it.question.category, it.question.evidence_count) for it in data.items}
     assert by == {("user_facts", 1), ("changing", 2)}
     assert data.filler_count == 8
-    assert len(data.premixed) == 1 and data.premixed[0].context_size == 2
-    case = data.premixed[0]
+    # the pre-mixed shard (an array) is indexed, not held: its case is read again when run
+    assert not data.premixed and len(data.streamed) == 1 and data.streamed[0].context_size == 2
+    [case] = iter_streamed(data.streamed)
     assert case.questions[0].category == "user_facts"
     assert case.evidence_mids[case.questions[0].qid] == ["1:2"]
     speakers = {m.speaker for it in data.items for c in it.conversations for m in c.messages}
@@ -114,3 +115,32 @@ def test_directory_walk_skips_files_that_are_not_convomem_data(released_dir: Pat
     assert data.items and len(data.skipped) == 1 and "dataset_info.json" in data.skipped[0]
     with pytest.raises(InvalidInput, match="not a ConvoMem file"):
         load_data(released_dir / "dataset_info.json")
+
+
+def test_person_id_falls_back_to_the_evidence_file_name(tmp_path: Path) -> None:
+    """As the reference loads evidence: an item without ``personId`` belongs to ``<personId>_<Role>.json``."""
+    import json
+
+    from mark_eval.convomem.mixing import MixConfig, build_cases
+
+    root = tmp_path / "core_benchmark"
+    ev = root / "evidence_questions" / "user_evidence" / "1_evidence"
+    ev.mkdir(parents=True)
+    item = {
+        "question": "What is my cat called?",
+        "answer": "Miso",
+        "message_evidences": [{"speaker": "User", "text": "My cat Miso is asleep."}],
+        "conversations": [{"id": "ev-1", "messages": [{"speaker": "User", "text": "My cat Miso is asleep."}]}],
+    }
+    (ev / "abc123_Product_Manager.json").write_text(json.dumps({"evidence_items": [item]}))
+    fill = root / "filler_conversations"
+    fill.mkdir(parents=True)
+    for person in ("abc123", "zzz999"):
+        convs = [{"id": f"{person}-{i}", "messages": [{"speaker": "User", "text": f"{person} {i}"}]} for i in range(4)]
+        payload = {"evidence_items": [{"question": "x", "answer": "y", "conversations": convs}]}
+        (fill / f"{person}_Role.json").write_text(json.dumps(payload))
+    data = load_data(tmp_path)
+    [q] = data.questions()
+    assert q.person_id == "abc123"
+    cases = build_cases(data, MixConfig(sizes=(4,))).cases
+    assert cases and all(cid.startswith(("ev-", "abc123-")) for c in cases for cid in c.conversation_ids)

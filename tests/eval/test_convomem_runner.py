@@ -27,9 +27,9 @@ from tests.eval.fakes import ScriptedFakeLLM
 ROOT = Path(__file__).parents[2]
 
 
-def _keys(path: Path) -> list[tuple[str, int, str]]:
+def _keys(path: Path) -> list[tuple[str, int, str, int]]:
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return [(r["qid"], r["context_size"], r["method"]) for r in rows]
+    return [(r["qid"], r["context_size"], r["method"], r["repeat"]) for r in rows]
 
 
 def test_resume_after_kill_has_no_duplicates_and_completes(tmp_path: Path) -> None:
@@ -56,8 +56,25 @@ def test_resume_after_kill_has_no_duplicates_and_completes(tmp_path: Path) -> No
     assert (out / "summary.csv").exists() and (out / "accuracy.png").exists()
 
 
+async def test_batched_re_asked_questions_get_a_row_each(tmp_path: Path) -> None:
+    cases = build_cases(load_sample(), MixConfig(sizes=(1,), min_cases=4)).cases
+    repeated = {(q.qid, c.repeat(q.qid)) for c in cases for q in c.questions}
+    assert any(r > 0 for _, r in repeated), "the sample has 3 items per category: some are asked again"
+    fake = ScriptedFakeLLM(lambda m, label: "I don't have any information about that.")
+    options = RunOptions(methods=["full_context"], out_dir=tmp_path, progress=False)
+    report = await run_benchmark(cases, options, AnswererContext(llm=fake), ExactJudge())
+    rows = ResultsFile(tmp_path / "results.jsonl").load()
+    assert report.asked == len(rows) == len(repeated)
+    assert {(qid, rep) for qid, _, _, rep in rows} == repeated
+    assert sum(s.questions for s in report.summary) == len(repeated)
+    # at size 1 a re-asked item's haystack is its own conversation again: test cases count distinct haystacks
+    assert all(1 <= s.total_test_cases <= 4 for s in report.summary)
+    again = await run_benchmark(cases, options, AnswererContext(llm=fake), ExactJudge())
+    assert again.asked == 0
+
+
 async def test_run_writes_results_summary_and_plots(tmp_path: Path) -> None:
-    cases = build_cases(load_sample(), MixConfig(sizes=(1, 2))).cases
+    cases = build_cases(load_sample(), MixConfig(sizes=(1, 2), mode="standard")).cases
     fake = ScriptedFakeLLM(lambda m, label: "I don't have any information about that.")
     ctx = AnswererContext(llm=fake, budget_tokens=900, retrieval="keyword")
     options = RunOptions(methods=["full_context", "rag_keyword"], out_dir=tmp_path, progress=False)
@@ -92,9 +109,9 @@ def test_results_file_tolerates_a_cut_last_line(tmp_path: Path) -> None:
     results.append(row)
     with path.open("a") as fh:
         fh.write('{"qid": "b", "context_si')
-    assert list(results.load()) == [("a", 1, "m")]
+    assert list(results.load()) == [("a", 1, "m", 0)]
     results.append(row.model_copy(update={"qid": "c"}))
-    assert set(results.load()) == {("a", 1, "m"), ("c", 1, "m")}
+    assert set(results.load()) == {("a", 1, "m", 0), ("c", 1, "m", 0)}
 
 
 def test_errors_are_retried_and_excluded_from_accuracy() -> None:
@@ -107,6 +124,25 @@ def test_errors_are_retried_and_excluded_from_accuracy() -> None:
     [s] = summarise(rows)
     assert s.success_rate_percent == 50.0 and s.total_processed == 2 and s.errors == 1 and s.questions == 3
     assert (s.ci95_low_percent, s.ci95_high_percent) == wilson_interval(1, 2)
+
+
+def test_overflow_is_excluded_from_accuracy_and_counted_apart() -> None:
+    base = dict(context_size=300, method="full_context", category="user_facts", evidence_count=1, question="q")
+    rows = [
+        ResultRow(qid="a", gold="g", correct=True, judge="exact", input_tokens=100, haystack_id="h1", **base),
+        ResultRow(qid="b", gold="g", context_overflow=True, haystack_id="h1", **base),
+        ResultRow(qid="c", gold="g", error="LLMError: boom", haystack_id="h2", **base),
+        ResultRow(qid="d", gold="g", correct=False, judge="exact", input_tokens=300, haystack_id="h3", **base),
+    ]
+    [s] = summarise(rows)
+    assert s.total_processed == 2 and s.correct_answers == 1 and s.success_rate_percent == 50.0
+    assert s.context_overflow == 1 and s.errors == 1 and s.questions == 4
+    assert (s.total_test_cases, s.test_cases_completed) == (3, 2)
+    assert s.avg_input_tokens == 200.0
+    assert s.avg_cached_tokens is None and s.cache_ratio_percent is None, "unknown is not zero"
+    cached = [r.model_copy(update={"cached_tokens": 50}) for r in rows]
+    [c] = summarise(cached)
+    assert c.avg_cached_tokens == 50.0 and c.cache_ratio_percent == 25.0
 
 
 def test_wilson_interval_known_values() -> None:
@@ -157,3 +193,23 @@ def test_public_api() -> None:
     for name in convomem.__all__:
         assert getattr(convomem, name) is not None
     assert convomem.DEFAULT_SIZES[-1] == 300
+
+
+async def test_overflowing_sizes_are_reported_with_a_scripted_llm(tmp_path: Path) -> None:
+    from rich.console import Console
+
+    from mark_eval.convomem.runner import report_to_console
+    from mark_eval.convomem.synthetic import synthetic_data
+
+    data = synthetic_data(n_filler=12, n_items=1, n_messages=20)
+    cases = build_cases(data, MixConfig(sizes=(1, 10), mode="standard")).cases
+    fake = ScriptedFakeLLM(lambda m, label: "I don't have any information about that.", context_window=4096)
+    options = RunOptions(methods=["full_context"], out_dir=tmp_path, progress=False)
+    report = await run_benchmark(cases, options, AnswererContext(llm=fake), ExactJudge())
+    by_size = {s.context_size: s for s in report.summary}
+    assert by_size[10].context_overflow == 1 and by_size[10].total_processed == 0
+    assert by_size[1].context_overflow == 0 and by_size[1].total_processed == 1
+    assert len(fake.calls) == 1, "only the size that fits is asked"
+    console = Console(width=250, record=True)
+    report_to_console(report, console)
+    assert "refused (history over the model's window, not in the accuracy): 1 questions" in console.export_text()

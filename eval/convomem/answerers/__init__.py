@@ -7,6 +7,7 @@ from mark_eval.convomem.answerers.extracted import BlockBased, ExtractedContext
 from mark_eval.convomem.answerers.full_context import FullContext
 from mark_eval.convomem.answerers.hybrid import Hybrid
 from mark_eval.convomem.answerers.mark import MarkMemory
+from mark_eval.convomem.answerers.mem0_memory import Mem0Memory
 from mark_eval.convomem.answerers.rag import Rag
 from mark_eval.convomem.answerers.registry import (
     create,
@@ -24,6 +25,7 @@ register("hybrid", Hybrid)
 register("mark", MarkMemory, needs_llm_to_select=lambda ctx: ctx.mark_extraction == "llm")
 register("extracted_context", ExtractedContext, needs_llm_to_select=True)
 register("block_based", BlockBased, needs_llm_to_select=True)
+register("mem0", Mem0Memory, needs_llm_to_select=True)
 
 __all__ = [
     "Answer",
@@ -34,6 +36,7 @@ __all__ = [
     "FullContext",
     "Hybrid",
     "MarkMemory",
+    "Mem0Memory",
     "Rag",
     "Selection",
     "create",

@@ -39,13 +39,29 @@ class Selection(BaseModel):
     #: set when the method answers without a final call (block_based with nothing relevant)
     canned_answer: str | None = None
     route: str = ""
+    #: the model that ran the helper passes (two-stage methods)
+    helper_model: str = ""
+    #: True when the history does not fit the model's window: the question is not asked at all (never truncated
+    #: and scored); the row is counted apart as ``context_overflow``
+    refused: bool = False
 
 
 class Answer(BaseModel):
+    """One answer. Tokens follow the reference's accounting: ``input_tokens``/``output_tokens``/``cached_tokens``
+    are the final answer call's; the helper passes of two-stage methods are reported apart (``helper_*``);
+    ``cost_usd`` and ``calls`` cover every call."""
+
     text: str = ""
     context_mids: list[str] = Field(default_factory=list)
     input_tokens: int = 0
     output_tokens: int = 0
+    #: prompt tokens the endpoint served from its cache (None: the endpoint or client does not report them)
+    cached_tokens: int | None = None
+    helper_input_tokens: int = 0
+    helper_output_tokens: int = 0
+    helper_model: str = ""
+    #: the method answered without a final call (block_based when no block had anything relevant)
+    canned: bool = False
     latency_ms: float = 0.0
     retrieval_ms: float = 0.0
     cost_usd: float = 0.0
@@ -66,7 +82,14 @@ class AnswererContext(BaseModel):
     budget_tokens: int = 4000
     retrieval: RetrievalMode = "hybrid"
     neighbours: int = 1
-    max_answer_tokens: int = 200
+    #: Output tokens of an answer. The reference's published answers average 217-600 output tokens for
+    #: preferences and implicit connections: the cap must sit well above that, never cut a long answer.
+    max_answer_tokens: int = 1024
+    #: The helper model of the two-stage methods (block_based, extracted_context); None = the answering model.
+    helper_llm: Any | None = None
+    #: Output tokens of one helper pass; None = no cap (the reference sets none: an extraction is as long as
+    #: what it finds).
+    helper_max_tokens: int | None = None
     embedder_factory: Callable[[], Embedder] | None = None
     settings: Any | None = None
     work_dir: Any | None = None
@@ -83,6 +106,16 @@ class AnswererContext(BaseModel):
     def context_window(self) -> int | None:
         return getattr(self.llm, "context_window", None) if self.llm is not None else None
 
+    @property
+    def helper(self) -> Any | None:
+        """The client of the helper passes: the helper model when one is configured, else the answering one."""
+        return self.helper_llm if self.helper_llm is not None else self.llm
+
+    @property
+    def helper_window(self) -> int | None:
+        helper = self.helper
+        return getattr(helper, "context_window", None) if helper is not None else None
+
 
 def llm_errors() -> tuple[type[BaseException], type[BaseException]]:
     """(LLMError, LLMUnavailable) from the agents package, or stand-ins while it is absent."""
@@ -97,10 +130,18 @@ def llm_errors() -> tuple[type[BaseException], type[BaseException]]:
     return LLMError, LLMUnavailable
 
 
-async def chat(ctx: AnswererContext, messages: list[dict[str, str]], label: str, max_tokens: int) -> Any:
+async def chat(ctx: AnswererContext, messages: list[dict[str, str]], label: str, max_tokens: int | None) -> Any:
     if ctx.llm is None:
         raise MarkError("this step needs an LLM but the run has none (use --retrieval-only or configure one)")
     return await ctx.llm.chat(messages, max_tokens=max_tokens, temperature=0.0, label=label)
+
+
+async def helper_chat(ctx: AnswererContext, messages: list[dict[str, str]], label: str) -> Any:
+    """One helper pass (extraction), on the helper model, with the helper's cap (none by default)."""
+    client = ctx.helper
+    if client is None:
+        raise MarkError("this step needs an LLM but the run has none (use --retrieval-only or configure one)")
+    return await client.chat(messages, max_tokens=ctx.helper_max_tokens, temperature=0.0, label=label)
 
 
 class Answerer(ABC):
@@ -131,51 +172,97 @@ class Answerer(ABC):
 
     async def answer(self, haystack: Haystack, question: str) -> Answer:
         """Select, then one answer call. LLM failures become ``error`` (never an exception) unless the
-        endpoint is down, which stops the run (the results file is the resume point)."""
+        endpoint is down, which stops the run (the results file is the resume point). A history over the
+        model's window is refused (``context_overflow``, no answer), never truncated."""
         llm_error, unavailable = llm_errors()
+        exceeded = context_exceeded_error()
         started = time.perf_counter()
         try:
             sel = await self.select(haystack, question)
         except unavailable:
             raise
+        except exceeded:
+            return Answer(context_overflow=True, latency_ms=_ms(started), route="refused: over the window")
         except llm_error as exc:
             return Answer(error=f"{type(exc).__name__}: {exc}", latency_ms=_ms(started))
-        usage = sel.helper_usage
-        model = ""
+        helper = sel.helper_usage
+        common = {
+            "context_mids": sel.context_mids,
+            "retrieval_ms": sel.retrieval_ms,
+            "route": sel.route,
+            "helper_input_tokens": helper.prompt_tokens,
+            "helper_output_tokens": helper.completion_tokens,
+            "helper_model": sel.helper_model,
+            "index_tokens": sel.index_usage.prompt_tokens + sel.index_usage.completion_tokens,
+        }
+        if sel.refused:
+            return Answer(
+                context_overflow=True,
+                latency_ms=_ms(started),
+                cost_usd=helper.cost_usd,
+                calls=helper.calls,
+                **common,
+            )
         if sel.canned_answer is not None:
-            text = sel.canned_answer
-        else:
-            try:
-                result = await chat(self.ctx, sel.messages, f"answer.{self.name}", self.ctx.max_answer_tokens)
-            except unavailable:
-                raise
-            except llm_error as exc:
-                overflow = sel.context_overflow or "context" in str(exc).lower()
-                return Answer(
-                    error=f"{type(exc).__name__}: {exc}",
-                    context_mids=sel.context_mids,
-                    input_tokens=sel.input_tokens,
-                    context_overflow=overflow,
-                    latency_ms=_ms(started),
-                    route=sel.route,
-                )
-            text = str(getattr(result, "text", "") or "").strip()
-            model = str(getattr(result, "model", "") or "")
-            usage = usage + result.usage
+            return Answer(
+                text=sel.canned_answer,
+                canned=True,
+                latency_ms=_ms(started),
+                cost_usd=helper.cost_usd,
+                calls=helper.calls,
+                **common,
+            )
+        try:
+            result = await chat(self.ctx, sel.messages, f"answer.{self.name}", self.ctx.max_answer_tokens)
+        except unavailable:
+            raise
+        except exceeded:
+            return Answer(
+                context_overflow=True,
+                input_tokens=sel.input_tokens,
+                latency_ms=_ms(started),
+                cost_usd=helper.cost_usd,
+                calls=helper.calls,
+                **{**common, "route": f"{sel.route}; refused by the endpoint: over the window"},
+            )
+        except llm_error as exc:
+            return Answer(
+                error=f"{type(exc).__name__}: {exc}",
+                input_tokens=sel.input_tokens,
+                latency_ms=_ms(started),
+                **common,
+            )
+        final = result.usage
         return Answer(
-            text=text,
-            context_mids=sel.context_mids,
-            input_tokens=usage.prompt_tokens or sel.input_tokens,
-            output_tokens=usage.completion_tokens,
+            text=str(getattr(result, "text", "") or "").strip(),
+            input_tokens=final.prompt_tokens or sel.input_tokens,
+            output_tokens=final.completion_tokens,
+            cached_tokens=cached_tokens(final),
             latency_ms=_ms(started),
-            retrieval_ms=sel.retrieval_ms,
-            cost_usd=usage.cost_usd,
-            calls=usage.calls,
-            context_overflow=sel.context_overflow,
-            model=model,
-            route=sel.route,
-            index_tokens=sel.index_usage.prompt_tokens + sel.index_usage.completion_tokens,
+            cost_usd=helper.cost_usd + final.cost_usd,
+            calls=helper.calls + final.calls,
+            model=str(getattr(result, "model", "") or ""),
+            **common,
         )
+
+
+def cached_tokens(usage: Any) -> int | None:
+    """Cached prompt tokens when the client reports them (``Usage.cached_tokens``), else None: unknown is not 0."""
+    value = getattr(usage, "cached_tokens", None)
+    return int(value) if isinstance(value, int) else None
+
+
+def context_exceeded_error() -> type[BaseException]:
+    """``LLMContextExceeded`` (the endpoint refused a prompt over its window), or a stand-in."""
+    try:
+        from mark_agents.llm import LLMContextExceeded
+    except ImportError:
+
+        class _Never(Exception):
+            pass
+
+        return _Never
+    return LLMContextExceeded
 
 
 def _ms(started: float) -> float:

@@ -1,8 +1,9 @@
 """ConvoMem's two-stage methods: ``extracted_context`` (one helper pass over the flattened history) and
 ``block_based`` (helper passes over blocks of 10 conversations, in parallel), then the shared answer prompt.
 
-The helper is the same client as the answerer here (ConvoMem used a cheaper helper model). Evidence recall
-counts what reached the helper's prompt: that is what the system could see.
+The helper passes run on ``AnswererContext.helper`` (the ``--helper-model``, else the answering model; ConvoMem
+used Gemini Flash-Lite) with no output cap by default, as in the reference. Evidence recall counts what reached
+the helper's prompt: that is what the system could see.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from mark_eval.convomem.answerers.base import (
     Answerer,
     AnswererContext,
     Selection,
-    chat,
+    helper_chat,
     selection,
 )
 from mark_eval.convomem.answerers.full_context import WINDOW_SAFETY
@@ -25,7 +26,6 @@ from mark_eval.convomem.schema import Haystack, HaystackMessage
 from mark_eval.convomem.tokens import estimate_tokens, messages_tokens
 
 BLOCK_SIZE = 10
-EXTRACT_MAX_TOKENS = 400
 CANNED = "I don't have any information about that."
 
 
@@ -49,18 +49,26 @@ def is_no_info(text: str) -> bool:
     return not a or (abs(len(a) - len(b)) <= 5 and _levenshtein(a, b) <= 5)
 
 
-def _fit(ctx: AnswererContext, convs: list[tuple[HaystackMessage, ...]], question: str) -> tuple[int, bool]:
-    """How many oldest conversations to drop so the helper prompt fits the window."""
-    window = ctx.context_window
+def _overflows(ctx: AnswererContext, convs: list[tuple[HaystackMessage, ...]], question: str) -> bool:
+    """True when a helper prompt over these conversations exceeds the helper's window (room is kept for its
+    reply: its cap, or the answer cap when it has none). Such a question is refused, never truncated."""
+    window = ctx.helper_window
     if not window:
-        return 0, False
-    limit = int(window * WINDOW_SAFETY) - EXTRACT_MAX_TOKENS - messages_tokens(extract_messages(question, ""))
-    sizes = [sum(estimate_tokens(line(m)) + 1 for m in c) for c in convs]
-    first, total = 0, sum(sizes)
-    while first < len(sizes) and total > limit:
-        total -= sizes[first]
-        first += 1
-    return first, first > 0
+        return False
+    reply = ctx.helper_max_tokens or ctx.max_answer_tokens
+    limit = int(window * WINDOW_SAFETY) - reply - messages_tokens(extract_messages(question, ""))
+    return sum(estimate_tokens(line(m)) + 1 for c in convs for m in c) > limit
+
+
+def _refused(convs: list[tuple[HaystackMessage, ...]]) -> Selection:
+    return Selection(
+        messages=[],
+        context_mids=[],
+        input_tokens=0,
+        context_overflow=True,
+        refused=True,
+        route=f"refused: {len(convs)} conversations over the helper's window",
+    )
 
 
 class ExtractedContext(Answerer):
@@ -69,17 +77,20 @@ class ExtractedContext(Answerer):
 
     async def select(self, haystack: Haystack, question: str) -> Selection:
         convs = list(haystack.conversations)
-        first, overflow = _fit(self.ctx, convs, question)
-        kept = convs[first:]
-        result = await chat(
-            self.ctx, extract_messages(question, render_flat(kept)), "extract.context", EXTRACT_MAX_TOKENS
-        )
-        usage = result.usage
+        if _overflows(self.ctx, convs, question):
+            return _refused(convs)
+        result = await helper_chat(self.ctx, extract_messages(question, render_flat(convs)), "extract.context")
         text = str(getattr(result, "text", "") or "")
         context = "" if is_no_info(text) else text
         messages = answer_messages(question, context, ContextKind.EXTRACTED, self.ctx.prompts)
-        mids = [m.mid for c in kept for m in c]
-        return selection(messages, mids, context_overflow=overflow, helper_usage=usage, route="extracted")
+        mids = [m.mid for c in convs for m in c]
+        return selection(
+            messages,
+            mids,
+            helper_usage=result.usage,
+            helper_model=str(getattr(result, "model", "") or ""),
+            route="extracted",
+        )
 
 
 class BlockBased(Answerer):
@@ -89,15 +100,11 @@ class BlockBased(Answerer):
     async def select(self, haystack: Haystack, question: str) -> Selection:
         convs = list(haystack.conversations)
         blocks = [convs[i : i + BLOCK_SIZE] for i in range(0, len(convs), BLOCK_SIZE)]
-        overflow = False
-        prompts = []
-        seen: list[str] = []
-        for block in blocks:
-            first, cut = _fit(self.ctx, block, question)
-            overflow = overflow or cut
-            prompts.append(extract_messages(question, render_conversations(block[first:])))
-            seen.extend(m.mid for c in block[first:] for m in c)
-        results = await asyncio.gather(*(chat(self.ctx, p, "extract.block", EXTRACT_MAX_TOKENS) for p in prompts))
+        if any(_overflows(self.ctx, block, question) for block in blocks):
+            return _refused(convs)
+        prompts = [extract_messages(question, render_conversations(block)) for block in blocks]
+        seen = [m.mid for c in convs for m in c]
+        results = await asyncio.gather(*(helper_chat(self.ctx, p, "extract.block") for p in prompts))
         usage = Usage()
         kept: list[str] = []
         for result in results:
@@ -111,8 +118,8 @@ class BlockBased(Answerer):
         return selection(
             messages,
             seen,
-            context_overflow=overflow,
             helper_usage=usage,
+            helper_model=str(getattr(results[0], "model", "") or "") if results else "",
             canned_answer=canned,
             route=f"blocks:{len(kept)}/{len(blocks)}",
         )

@@ -1,7 +1,8 @@
 """``full_context``: every conversation in one prompt (ConvoMem's long_context).
 
-Over the model's window the oldest conversations are dropped until the prompt fits and the row is flagged
-``context_overflow``: a real chatbot would have to do the same, and the run never crashes on it.
+A history over the model's window (when the window is known: the local server's) is refused: no call, the row
+is flagged ``context_overflow`` and counted apart, never truncated and scored as if the model had seen it all.
+An endpoint that rejects a prompt as too long gets the same treatment (``Answerer.answer``).
 """
 
 from __future__ import annotations
@@ -39,20 +40,25 @@ class FullContext(Answerer):
         _, sizes = self._render(haystack)
         return messages_tokens(answer_messages(question, "", ContextKind.HISTORY, self.ctx.prompts)) + sum(sizes)
 
-    async def select(self, haystack: Haystack, question: str) -> Selection:
-        texts, sizes = self._render(haystack)
-        skeleton = messages_tokens(answer_messages(question, "", ContextKind.HISTORY, self.ctx.prompts))
-        first, overflow = 0, False
+    def overflows(self, haystack: Haystack, question: str) -> bool:
+        """True when the whole prompt plus the answer's room exceeds the model's window (as far as we can tell)."""
         window = self.ctx.context_window
-        if window:
-            limit = int(window * WINDOW_SAFETY) - self.ctx.max_answer_tokens - skeleton
-            total = sum(sizes)
-            while first < len(texts) and total > limit:
-                total -= sizes[first]
-                first += 1
-            overflow = first > 0
-        kept = haystack.conversations[first:]
-        messages = answer_messages(question, "\n\n".join(texts[first:]), ContextKind.HISTORY, self.ctx.prompts)
-        mids = [m.mid for conv in kept for m in conv]
-        route = f"dropped {first} oldest conversations" if overflow else "full"
-        return selection(messages, mids, context_overflow=overflow, route=route)
+        if not window:
+            return False
+        limit = int(window * WINDOW_SAFETY) - self.ctx.max_answer_tokens
+        return self.prompt_tokens(haystack, question) > limit
+
+    async def select(self, haystack: Haystack, question: str) -> Selection:
+        if self.overflows(haystack, question):
+            return Selection(
+                messages=[],
+                context_mids=[],
+                input_tokens=self.prompt_tokens(haystack, question),
+                context_overflow=True,
+                refused=True,
+                route="refused: over the window",
+            )
+        texts, _ = self._render(haystack)
+        messages = answer_messages(question, "\n\n".join(texts), ContextKind.HISTORY, self.ctx.prompts)
+        mids = [m.mid for conv in haystack.conversations for m in conv]
+        return selection(messages, mids, route="full")
