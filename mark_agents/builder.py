@@ -195,9 +195,7 @@ class MemoryBuilder:
         user_id = turns[0].user_id
         local = UsageMeter()
         report = BuildReport(user_id=user_id)
-        notes = await self._extract(turns, local, report)
-        guard = await asyncio.to_thread(self.store.forget_guard, user_id)
-        notes = self._clean(notes, turns, report, guard)
+        notes = await self._notes(turns, local, report)
         decisions = await self._plan(notes, user_id, local)
         report.usage = local.total
         if meter is not None:
@@ -205,7 +203,30 @@ class MemoryBuilder:
         await asyncio.to_thread(self._apply, decisions, turns, report)
         return report
 
+    async def extract_notes(
+        self, turns: list[Turn], *, meter: UsageMeter | None = None
+    ) -> tuple[list[ExtractedNote], BuildReport]:
+        """The notes :meth:`build` would resolve for these turns, and the report of what was dropped and why.
+
+        Writes nothing: this is the extraction alone, for ``mark bench extraction`` to score.
+        """
+        if not turns:
+            raise ValueError("no turns to extract from")
+        local = UsageMeter()
+        report = BuildReport(user_id=turns[0].user_id)
+        notes = await self._notes(turns, local, report)
+        report.usage = local.total
+        if meter is not None:
+            meter.record(local.total, "extract")
+        return notes, report
+
     # -- phase 1: extraction ----------------------------------------------------------------------------
+
+    async def _notes(self, turns: list[Turn], meter: UsageMeter, report: BuildReport) -> list[ExtractedNote]:
+        """Extraction (the LLM call) then cleaning: the candidate notes of the turns, less what the user forgot."""
+        notes = await self._extract(turns, meter, report)
+        guard = await asyncio.to_thread(self.store.forget_guard, turns[0].user_id)
+        return self._clean(notes, turns, report, guard)
 
     async def _extract(self, turns: list[Turn], meter: UsageMeter, report: BuildReport) -> list[ExtractedNote]:
         """The notes of an exchange, its turns cut to fit the model's context (halved again if it still refuses)."""
