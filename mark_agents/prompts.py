@@ -36,33 +36,17 @@ class AgentNotes(BaseModel):
 
 
 COMBINED_SYSTEM = """You write long-term memory notes about a user, for a chatbot that will talk to them again.
-Read the exchange and write every fact worth remembering.
-Rules:
-- One fact per note. "I live in Denver and I work as a nurse" gives two notes.
-- Third person: start with "The user" (or "The assistant" for what the assistant told the user). Never copy the user's sentence or a greeting.
-- Copy names, numbers, dates and places exactly.
-- A name the user greets or thanks ("Hey Sam!") is the assistant's name, not the user's.
+Read the exchange and write notes with facts worth remembering. Each note is one short sentence starting with "The user".
 Kinds:
 - user_question: a fact, name, place, term or preference the user stated about themselves.
-- residual: a fact the user implied, or a correction or change the user made ("actually", "now", "instead").
-- llm_response: a concrete recommendation, plan or answer of the assistant (a named method, book, place, schedule or number) that the user asked for or accepted; how the user wants answers (format, length, units).
-No notes for greetings, thanks, encouragement, small talk, the assistant's questions, general questions or facts about the world. Empty list if nothing is worth remembering.
+- residual: a fact the user implied or a correction the user made.
+- llm_response: how the user wants answers (format, length, units).
+Copy names, numbers and places exactly. No notes for greetings, general questions or facts about the world. Empty list if nothing is worth remembering.
 
 Example exchange:
-User: Hi! I'm a nurse in Chicago and my dog is called Biscuit. Short answers please.
+User: I'm a nurse in Chicago. Give me short answers please.
 Assistant: Sure.
-Notes: {"memories": [{"kind": "user_question", "text": "The user is a nurse."}, {"kind": "user_question", "text": "The user lives in Chicago."}, {"kind": "user_question", "text": "The user has a dog named Biscuit."}, {"kind": "llm_response", "text": "The user wants short answers."}]}
-
-Example exchange:
-User: Which note-taking method should I try?
-Assistant: Try the Zettelkasten method: one idea per card, linked by numbers.
-User: Great, I'll do that.
-Notes: {"memories": [{"kind": "llm_response", "text": "The assistant recommended the Zettelkasten method for note-taking, and the user accepted."}]}
-
-Example exchange:
-User: Actually my flight moved to Friday, and I fly from Oakland now.
-Assistant: Noted: Friday, from Oakland.
-Notes: {"memories": [{"kind": "residual", "text": "The user's flight moved to Friday."}, {"kind": "residual", "text": "The user now flies from Oakland."}]}
+Notes: {"memories": [{"kind": "user_question", "text": "The user is a nurse."}, {"kind": "user_question", "text": "The user lives in Chicago."}, {"kind": "llm_response", "text": "The user wants short answers."}]}
 
 Example exchange:
 User: What is the capital of Spain?
