@@ -5,7 +5,8 @@
     reply = await agent.achat("alice", "What is my dog's name?")    # async (same instance: pick one style)
 
 A chat turn: store the raw user turn (nothing can be lost after this) -> recall -> respond -> reply returned;
-then, in the background, the MARK builder turns the exchange into memories. Failed extractions are
+then, in the background, the MARK builder turns the exchange into memories with the memory model
+(``Settings.memory``: its own endpoint or embedded model, or the chat model's). Failed extractions are
 retried (`process_pending`), never dropped: the raw turns stay in the store.
 """
 
@@ -33,7 +34,16 @@ from mark_agents.builder import BuildReport, MemoryBuilder
 from mark_agents.chat_state import rewrite_chat_state
 from mark_agents.config import Settings
 from mark_agents.graph import ChatState, build_messages, make_graph
-from mark_agents.llm import LLMClient, LLMContextExceeded, LLMError, LLMUnavailable, Usage, UsageMeter, connect
+from mark_agents.llm import (
+    LLMClient,
+    LLMContextExceeded,
+    LLMError,
+    LLMUnavailable,
+    Usage,
+    UsageMeter,
+    connect,
+    connect_memory,
+)
 from mark_agents.recall import Recall, RecalledMemory, RecalledTurn, recall
 from memory_store import ForgetPlan, ForgetReport, InvalidInput, MarkError, MemoryStore, PurgeReport, Turn, forgetter
 from memory_store.validation import MAX_TURN_CHARS, check_optional_id, check_scope_id, check_text, user_key
@@ -90,12 +100,19 @@ class MemoryAgent:
         *,
         llm: LLMClient | None = None,
         store: MemoryStore | None = None,
+        memory_llm: LLMClient | None = None,
     ) -> None:
+        """``llm`` answers the user; ``memory_llm`` builds the notes. Unless ``settings.memory_llm`` names a
+        memory model of its own, a given ``llm`` builds the notes too. Clients given here are the caller's to
+        close; the memory client the agent connects itself is closed by :meth:`aclose`."""
         self.settings = settings or Settings()
         self.config = self.settings.agent
         self._owns_store = store is None
         self.store = store or MemoryStore(self.settings)
         self._llm = llm
+        self._llm_given = llm is not None
+        self._memory_llm = memory_llm
+        self._owns_memory_llm = False
         self._graph = None
         self._saver_conn: aiosqlite.Connection | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -141,6 +158,25 @@ class MemoryAgent:
         if self._llm is None:
             raise MarkError("the LLM is not connected yet (call an async method first)")
         return self._llm
+
+    async def _memory(self) -> LLMClient:
+        """The memory model's client, connected on first use (a chat alone never starts the memory model).
+
+        The chat client is shared when the memory model is the chat model (same settings), or when a chat
+        client was given and no memory model is configured; otherwise the agent connects (and owns) one.
+        """
+        self._bind_loop()
+        async with self._init_lock:
+            if self._memory_llm is None:
+                s = self.settings
+                if s.memory_llm is None and (self._llm_given or s.memory == s.llm):
+                    if self._llm is None:
+                        self._llm = await connect(s)
+                    self._memory_llm = self._llm
+                else:
+                    self._memory_llm = await connect_memory(s)
+                    self._owns_memory_llm = True
+        return self._memory_llm
 
     def _lock_for(self, user_id: str) -> asyncio.Lock:
         return self._user_locks.setdefault(user_id, asyncio.Lock())
@@ -312,7 +348,7 @@ class MemoryAgent:
             self._bind_loop()
             self._spawn(self._process_user(user_id, chunk_messages=chunk_messages, complete=True))
             return RememberResult(turn_ids=ids, status="scheduled")
-        await self._ready()
+        self._bind_loop()
         reports, error, usage = await self._process_user(user_id, chunk_messages=chunk_messages, complete=True)
         return RememberResult(turn_ids=ids, status=_status(reports, error), reports=reports, error=error, usage=usage)
 
@@ -330,11 +366,11 @@ class MemoryAgent:
         meter = UsageMeter()
         async with self._lock_for(user_id):
             try:
-                await self._ready()
+                memory_llm = await self._memory()
             except LLMError as exc:
                 log.warning("memory extraction postponed for a user: %s", exc)
                 return reports, str(exc), meter.total
-            builder = MemoryBuilder(self.store, self.llm, self.config)
+            builder = MemoryBuilder(self.store, memory_llm, self.config)
             pending = await asyncio.to_thread(self.store.retryable_turns, user_id, self.config.max_attempts)
             queue = collections.deque(self._exchanges(pending, chunk_messages, hold_open=not complete))
             while queue:
@@ -406,9 +442,10 @@ class MemoryAgent:
         """Re-derive a user's memories from their raw turns (after a prompt or model change)."""
         check_scope_id(user_id)
         try:
-            await self._ready()
-            # Probe the model before touching anything: a rebuild must not delete memories it cannot re-derive.
-            await self.llm.chat([{"role": "user", "content": "Reply with OK."}], max_tokens=2)
+            # Probe the memory model before touching anything: a rebuild must not delete memories it cannot
+            # re-derive.
+            memory_llm = await self._memory()
+            await memory_llm.chat([{"role": "user", "content": "Reply with OK."}], max_tokens=2)
         except LLMError as exc:
             turns = await asyncio.to_thread(self.store.turns, user_id, limit=100_000)
             return RememberResult(turn_ids=[t.id for t in turns], status="failed", error=str(exc))
@@ -516,6 +553,9 @@ class MemoryAgent:
         if self._saver_conn is not None:
             await self._saver_conn.close()
             self._saver_conn = None
+        if self._owns_memory_llm and self._memory_llm is not None:
+            await self._memory_llm.aclose()
+            self._memory_llm, self._owns_memory_llm = None, False
         if self._llm is not None:
             await self._llm.aclose()
         if self._owns_store:

@@ -7,8 +7,9 @@ Three measurements, each in a scratch store (a temp dir, or ``--keep DIR`` to re
     microseconds, so model time is excluded by construction; background extraction is awaited between turns so
     it does not overlap the next turn's measurement. Direct ``recall()`` + ``build_messages`` timings are given
     too (no graph, no thread hop).
-(b) background extraction throughput with the real model (the configured endpoint or the embedded local
-    server): exchanges per minute and tokens per extraction over a few short exchanges (``--no-llm`` skips it).
+(b) background extraction throughput with the real memory model (``Settings.memory``: the configured
+    endpoint or the embedded local server): exchanges per minute and tokens per extraction over a few short
+    exchanges (``--no-llm`` skips it).
 (c) input tokens per turn over a scripted conversation split into sessions: with memory (what the agent
     really sends: system prompt, memory block, the session's recent history, the message) against a no-memory
     baseline (the same without the memory block) and against sending the full history of every session.
@@ -42,6 +43,7 @@ from mark_agents.agent import MemoryAgent
 from mark_agents.config import LLMSettings, Settings
 from mark_agents.graph import build_messages
 from mark_agents.llm import LLMClient, LLMError, estimate_message_tokens, estimate_tokens
+from mark_agents.local_llm import local_model_name
 from mark_agents.prompts import ANSWER_SYSTEM, COMBINED_SYSTEM, RELATION_SYSTEM, quote_message
 from mark_agents.recall import recall
 from memory_store import MemoryKind, MemoryStore, NewMemory
@@ -298,17 +300,18 @@ async def measure_overhead(agent: MemoryAgent, queries: int, progress: Progress,
 async def measure_extraction(
     settings: Settings, bench_settings: Settings, store: MemoryStore, exchanges: int, progress: Progress
 ) -> dict[str, Any]:
-    from mark_agents.llm import connect
+    from mark_agents.llm import connect_memory
 
     server = None
     was_running = True
-    if settings.llm.is_local:
+    memory = settings.memory
+    if memory.is_local:
         from mark_agents.local_llm import LocalServer
 
-        server = LocalServer(settings)
+        server = LocalServer(settings.model_copy(update={"llm": memory}))
         was_running = server.status().running
     t = time.perf_counter()
-    llm = await connect(settings)
+    llm = await connect_memory(settings)
     start_s = time.perf_counter() - t
     agent = MemoryAgent(bench_settings, llm=llm, store=store)
     pairs = [EXCHANGES[i % len(EXCHANGES)] for i in range(exchanges)]
@@ -345,7 +348,7 @@ async def measure_extraction(
     total = sum(seconds)
     return {
         "endpoint": llm.base_url,
-        "model": settings.llm.model if not settings.llm.is_local else "embedded local model",
+        "model": memory.model if not memory.is_local else f"embedded {local_model_name(memory)}",
         "server_started_for_bench": not was_running,
         "connect_s": start_s,
         "exchanges": len(pairs),

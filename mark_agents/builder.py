@@ -51,6 +51,14 @@ _EXTRACT_MAX_TOKENS = 400
 _MIN_EXCHANGE_CHARS = 1000
 #: Tries with a halved budget when the endpoint still says the exchange does not fit.
 _FIT_ATTEMPTS = 3
+#: A short note that only reacts ("Sorry to hear that!", "Sounds great.") is small talk, not a memory.
+_SMALL_TALK = re.compile(
+    r"^(sorry|thanks|thank you|congrats|congratulations|wow|cool|nice|great|awesome|good luck|glad|happy|bye|"
+    r"see you|sounds|good to|can't wait|love it)\b",
+    re.IGNORECASE,
+)
+#: The words the prompt asks notes to be framed with: they never make a note an echo of the instructions.
+_FRAMING = {"assistant", "recommended", "suggested", "advised", "planned", "answered", "told", "accepted", "agreed"}
 #: A note that only restates what the user asked is not a durable memory.
 _RESTATES_QUESTION = re.compile(
     r"\b(wants? to know|is asking|asked (about|for|what|how|if|whether)|would like to know)\b"
@@ -79,30 +87,100 @@ class BuildReport(BaseModel):
     usage: Usage = Field(default_factory=Usage)
 
 
-_GREETING = re.compile(r"^(hi|hello|hey|good (morning|afternoon|evening))\b[^a-z0-9]*", re.IGNORECASE)
+#: What a copied message opens with that carries nothing: "Hey Gina!", "Yes,", "Cool, Sam!" (an interjection, maybe
+#: a capitalised name, then punctuation).
+_OPENER = re.compile(
+    r"^(?:(?i:hi|hello|hey|good (?:morning|afternoon|evening)|thanks|thank you|sorry|wow|woah|cool|yeah|yes|yep|"
+    r"ok|okay|oh|great|awesome|nice|well|congrats|congratulations)(?:,?\s+[A-Z][a-z]+)?\s*[!.,:;]+\s*)+"
+)
 _FIRST_PERSON = [
     (re.compile(r"^I am\b"), "The user is"),
     (re.compile(r"^I'm\b"), "The user is"),
     (re.compile(r"^I've\b"), "The user has"),
+    (re.compile(r"^I'll\b"), "The user will"),
+    (re.compile(r"^I'd\b"), "The user would"),
     (re.compile(r"^I\b"), "The user"),
     (re.compile(r"^My\b"), "The user's"),
     (re.compile(r"\bmy\b"), "the user's"),
     (re.compile(r"\bme\b"), "the user"),
 ]
+#: First-person words inside a note that copies the user ("... so I'm gonna start my own business").
+_INNER_FIRST_PERSON = [
+    (re.compile(r"\bI(?: am|'m|’m)\b"), "the user is"),
+    (re.compile(r"\bI(?:'ve|’ve)\b"), "the user has"),
+    (re.compile(r"\bI(?:'ll|’ll)\b"), "the user will"),
+    (re.compile(r"\bI(?:'d|’d)\b"), "the user would"),
+    (re.compile(r"\bI\b"), "the user"),
+    (re.compile(r"\b[Mm]y\b"), "the user's"),
+    (re.compile(r"\bmyself\b"), "themselves"),
+    (re.compile(r"\bme\b"), "the user"),
+]
+_HAS_FIRST_PERSON = re.compile(r"\b(I|I'm|I’m|I've|I’ve|I'll|I’ll|I'd|I’d|[Mm]y|me|myself)\b")
+#: Sentences that start without their subject ("Lost my job yesterday."): a past tense gets "The user" before it.
+_PAST_VERBS = set(
+    "lost got went took made found had began bought sold left met won saw came gave became built ran wrote read "
+    "moved started joined finished quit signed tried adopted visited launched opened".split()
+)
 
 
-def third_person(text: str) -> str:
+def third_person(text: str, kind: str = "user_question") -> str:
     """A note as the user's sentence ("Hi! My dog is called Biscuit.") becomes a note about the user ("The user's
-    dog is called Biscuit."): small models copy the user's words despite the instructions."""
-    text = _GREETING.sub("", text).strip()
-    if not text or not re.match(r"^(I|I'm|I've|My)\b", text):
+    dog is called Biscuit."): small models copy the user's words despite the instructions.
+
+    A note of the assistant's advice (``llm_response``) is only converted where it starts in the first person: its
+    inner "I" may be the assistant speaking.
+    """
+    text = _capitalised(_OPENER.sub("", text).strip())
+    if not text:
         return text
-    verb = re.match(r"^I ([a-z]+)\b", text)
-    if verb and verb.group(1) in _PRESENT_VERBS:
-        text = "The user " + _third_singular(verb.group(1)) + text[verb.end() :]
-    for pattern, repl in _FIRST_PERSON:
+    if re.match(r"^(I|I'm|I've|My)\b", text):
+        verb = re.match(r"^I ([a-z]+)\b", text)
+        if verb and verb.group(1) in _PRESENT_VERBS:
+            text = "The user " + _third_singular(verb.group(1)) + text[verb.end() :]
+        for pattern, repl in _FIRST_PERSON:
+            text = pattern.sub(repl, text)
+    if kind == "llm_response" or text.lower().startswith("the assistant") or not _HAS_FIRST_PERSON.search(text):
+        return text
+    verb = re.match(r"^([A-Z][a-z]+)\b", text)
+    if verb and verb.group(1).lower() in _PAST_VERBS:
+        text = "The user " + verb.group(1).lower() + text[verb.end() :]
+    for pattern, repl in _INNER_FIRST_PERSON:
         text = pattern.sub(repl, text)
     return text
+
+
+def _capitalised(text: str) -> str:
+    return text[:1].upper() + text[1:]
+
+
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[\"'“A-Z0-9])")
+_PRONOUN_START = re.compile(r"^(it|it's|it’s|that|that's|this|these|those|they|they're|he|she|which)\b", re.I)
+
+
+def note_sentences(text: str) -> list[str]:
+    """The statements of a note that copies a whole message: questions dropped, openers ("Hey Sam!") cut, and a
+    sentence that starts with a pronoun kept with the one before it (it is about the same thing)."""
+    pieces: list[str] = []
+    for sentence in _SENTENCE_END.split(text):
+        sentence = _capitalised(_OPENER.sub("", sentence.strip()).strip())
+        if not sentence or sentence.endswith("?"):
+            continue
+        if pieces and _PRONOUN_START.match(sentence):
+            pieces[-1] += " " + sentence
+        else:
+            pieces.append(sentence)
+    return pieces
+
+
+def split_sentences(notes: list[ExtractedNote]) -> list[ExtractedNote]:
+    """One note per statement: a model that copies a message ("Cool, Sam! I love jazz. What's your fave?") gives
+    its statements, not a question-ending note that cleaning would drop whole. All-question notes stay as they are
+    (cleaning reports them)."""
+    out: list[ExtractedNote] = []
+    for note in notes:
+        pieces = note_sentences(note.text)
+        out += [ExtractedNote(kind=note.kind, text=p) for p in pieces] if pieces else [note]
+    return out
 
 
 #: Verbs conjugated for "The user": common present-tense verbs of notes (anything else, a past tense
@@ -137,8 +215,18 @@ def split_facts(notes: list[ExtractedNote]) -> list[ExtractedNote]:
         if len(parts) < 2:
             out.append(note)
             continue
-        subject = "The user" if note.text.lower().startswith("the user") else None
+        # A clause with no fact of its own ("..., and the user accepted") stays with the one before it.
+        joined: list[str] = []
         for p in parts:
+            if joined and len(content_words(p)) < 2:
+                joined[-1] += ", and " + p
+            else:
+                joined.append(p)
+        if len(joined) < 2:
+            out.append(note)
+            continue
+        subject = "The user" if note.text.lower().startswith("the user") else None
+        for p in joined:
             if subject and re.match(r"^(he|she)\s", p, re.IGNORECASE):
                 p = subject + " " + p.split(" ", 1)[1]
             out.append(ExtractedNote(kind=note.kind, text=p[0].upper() + p[1:] + "."))
@@ -195,9 +283,7 @@ class MemoryBuilder:
         user_id = turns[0].user_id
         local = UsageMeter()
         report = BuildReport(user_id=user_id)
-        notes = await self._extract(turns, local, report)
-        guard = await asyncio.to_thread(self.store.forget_guard, user_id)
-        notes = self._clean(notes, turns, report, guard)
+        notes = await self._notes(turns, local, report)
         decisions = await self._plan(notes, user_id, local)
         report.usage = local.total
         if meter is not None:
@@ -205,7 +291,30 @@ class MemoryBuilder:
         await asyncio.to_thread(self._apply, decisions, turns, report)
         return report
 
+    async def extract_notes(
+        self, turns: list[Turn], *, meter: UsageMeter | None = None
+    ) -> tuple[list[ExtractedNote], BuildReport]:
+        """The notes :meth:`build` would resolve for these turns, and the report of what was dropped and why.
+
+        Writes nothing: this is the extraction alone, for ``mark bench extraction`` to score.
+        """
+        if not turns:
+            raise ValueError("no turns to extract from")
+        local = UsageMeter()
+        report = BuildReport(user_id=turns[0].user_id)
+        notes = await self._notes(turns, local, report)
+        report.usage = local.total
+        if meter is not None:
+            meter.record(local.total, "extract")
+        return notes, report
+
     # -- phase 1: extraction ----------------------------------------------------------------------------
+
+    async def _notes(self, turns: list[Turn], meter: UsageMeter, report: BuildReport) -> list[ExtractedNote]:
+        """Extraction (the LLM call) then cleaning: the candidate notes of the turns, less what the user forgot."""
+        notes = await self._extract(turns, meter, report)
+        guard = await asyncio.to_thread(self.store.forget_guard, turns[0].user_id)
+        return self._clean(notes, turns, report, guard)
 
     async def _extract(self, turns: list[Turn], meter: UsageMeter, report: BuildReport) -> list[ExtractedNote]:
         """The notes of an exchange, its turns cut to fit the model's context (halved again if it still refuses)."""
@@ -273,13 +382,13 @@ class MemoryBuilder:
         assistant_lines = [" ".join(t.content.lower().split()) for t in turns if t.role == "assistant"]
         user_lines = [" ".join(t.content.lower().split()) for t in turns if t.role == "user"]
         user_words = content_words(" ".join(t.content for t in turns if t.role == "user"))
-        instructions = content_words(COMBINED_SYSTEM + " ".join(AGENT_SYSTEM.values())) - exchange
+        instructions = content_words(COMBINED_SYSTEM + " ".join(AGENT_SYSTEM.values())) - exchange - _FRAMING
         dictated = dictated_texts(t.content for t in turns if t.role == "user")
         kept: list[ExtractedNote] = []
         seen: set[str] = set()
-        for note in split_facts(notes):
+        for note in split_facts(split_sentences(notes)):
             # Messages reach the extractor as quoted strings: a note copied from one may keep the quotes.
-            text = third_person(" ".join(note.text.split()).strip('"“”'))
+            text = third_person(" ".join(note.text.split()).strip('"“”'), note.kind)
             words = content_words(text)
             why = None
             if guard is not None and guard.blocks_candidate(text, newest):
@@ -296,6 +405,8 @@ class MemoryBuilder:
                 why = "not grounded in what the user said"
             elif not words & exchange:
                 why = "not grounded in the exchange"
+            elif _SMALL_TALK.match(text) and len(words) <= 4:
+                why = "small talk"
             elif text.lower() in seen:
                 why = "repeated"
             elif " ".join(text.lower().split()) in user_lines and not text.lower().startswith("the user"):

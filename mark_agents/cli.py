@@ -282,6 +282,53 @@ def bench_forget(
         raise typer.Exit(1)
 
 
+# -- mark bench extraction ------------------------------------------------------------------------------------
+
+
+def bench_extraction(
+    ctx: typer.Context,
+    local_model: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--local-model",
+            help="An embedded memory model to score: a bundled name (qwen2.5-coder-0.5b, qwen2.5-coder-1.5b) or a "
+            "GGUF file; repeat to compare. Default: the configured memory model (MARK_MEMORY_LLM_*).",
+        ),
+    ] = None,
+    set_path: Annotated[
+        Path | None, typer.Option("--set", help="Labelled set (default: tests/data/extraction_set.json).")
+    ] = None,
+    limit: Annotated[int | None, typer.Option("--limit", min=1, help="Only the first N exchanges.")] = None,
+    out: Annotated[Path, typer.Option("--out", help="JSON file of the figures and every note.")] = Path(
+        "extraction-bench.json"
+    ),
+    plot_path: Annotated[Path, typer.Option("--plot", help="PNG bar chart.")] = Path("extraction-bench.png"),
+    markdown: Annotated[bool, typer.Option("--markdown", help="Also print the table as Markdown.")] = False,
+) -> None:
+    """Score the memory model's extraction on labelled exchanges: fact coverage, one fact per note, speed."""
+    from rich.console import Console
+
+    from mark_agents.bench_extraction import (
+        default_set_path,
+        load_set,
+        markdown_table,
+        plot,
+        render,
+        run_extraction_bench,
+    )
+
+    path = (set_path or default_set_path()).expanduser()
+    exchanges = load_set(path)[:limit]
+    result = run_extraction_bench(ctx.obj(), exchanges, list(local_model or [None]), set_path=path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1, default=str) + "\n")
+    plot(result, plot_path)
+    render(result, Console())
+    if markdown:
+        typer.echo(markdown_table(result))
+    typer.echo(f"figures and notes: {out}\nchart: {plot_path}")
+
+
 # -- registration -------------------------------------------------------------------------------------------
 
 
@@ -298,3 +345,4 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
         store_cli.FORGET_HOOKS.append(_forget_chat_state)
     bench_app.command("chat")(bench_chat)
     bench_app.command("forget")(bench_forget)
+    bench_app.command("extraction")(bench_extraction)

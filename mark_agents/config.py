@@ -1,7 +1,8 @@
 """Settings of the agents: the store's settings plus the LLM endpoint(s) they talk to.
 
-The chat model and the evaluation judge are each an OpenAI-compatible endpoint, or (``base_url`` None) the
-embedded local model server that :mod:`mark_agents.local_llm` starts on demand. Everything is read from the
+The chat model, the memory model (extraction and resolution of notes) and the evaluation judge are each an
+OpenAI-compatible endpoint, or (``base_url`` None) an embedded local model server that
+:mod:`mark_agents.local_llm` starts on demand. Everything is read from the
 environment with the ``MARK_`` prefix, built once by the caller and passed down; nothing here starts a server.
 
 Environment variables (an empty value counts as unset):
@@ -15,17 +16,22 @@ Environment variables (an empty value counts as unset):
 ``MARK_LLM_TEMPERATURE``                  sampling temperature
 ``MARK_LLM_PRICE_INPUT_PER_MTOK``         USD per 1M prompt tokens (overrides the built-in table)
 ``MARK_LLM_PRICE_OUTPUT_PER_MTOK``        USD per 1M completion tokens
-``MARK_LLM_MODEL_PATH``                   a GGUF for the local server (``MARK_LLM_LOCAL_MODEL_PATH``)
+``MARK_LLM_LOCAL_MODEL``                  a bundled model by name (``qwen2.5-coder-0.5b``, ``qwen2.5-coder-1.5b``)
+``MARK_LLM_MODEL_PATH``                   a GGUF for the local server (``MARK_LLM_LOCAL_MODEL_PATH``; wins over a name)
 ``MARK_LLM_N_CTX``                        local server context size (``MARK_LLM_LOCAL_N_CTX``)
 ``MARK_LLM_THREADS``                      local server threads (``MARK_LLM_LOCAL_THREADS``)
 ``MARK_LLM_IDLE_SECONDS``                 a local server stops after this long without a request (0 = never)
 ``MARK_LLM_SERVER_DIR``                   registry of the running local servers (shared by data directories)
+``MARK_MEMORY_LLM_*``                     the same names for the memory model (no ``OPENAI_*`` fallback)
 ``MARK_JUDGE_*``                          the same names for the judge (no ``OPENAI_*`` fallback)
 ========================================  ==========================================================
 
-A judge is configured as soon as one ``MARK_JUDGE_*`` variable is set; the fields it does not set are copied
-from the chat LLM's resolved settings (so ``MARK_JUDGE_MODEL=gpt-4o`` alone means "same endpoint and key,
-another model"). Explicit constructor arguments always win over the environment (``judge_llm=None`` too).
+A memory model or a judge is configured as soon as one of its variables is set; the fields it does not set
+are copied from the chat LLM's resolved settings (so ``MARK_JUDGE_MODEL=gpt-4o`` alone means "same endpoint
+and key, another model"), except that naming a local model (``*_LOCAL_MODEL``, ``*_MODEL_PATH``) means the
+embedded server, whatever endpoint the chat uses. Unconfigured, the memory model is the chat model, or, when
+the chat runs the default embedded model, the default embedded memory model (:attr:`Settings.memory`).
+Explicit constructor arguments always win over the environment (``judge_llm=None`` too).
 """
 
 from __future__ import annotations
@@ -35,8 +41,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
+from mark_agents.bundled_models import BUNDLED_MODELS, DEFAULT_CHAT_MODEL, DEFAULT_MEMORY_MODEL
 from memory_store.config import StoreSettings
 
 #: Environment suffix (after ``MARK_LLM_`` / ``MARK_JUDGE_``) -> LLMSettings field. Several spellings per field
@@ -50,6 +57,7 @@ _ENV_FIELDS: dict[str, tuple[str, ...]] = {
     "temperature": ("TEMPERATURE",),
     "price_input_per_mtok": ("PRICE_INPUT_PER_MTOK",),
     "price_output_per_mtok": ("PRICE_OUTPUT_PER_MTOK",),
+    "local_model": ("LOCAL_MODEL",),
     "local_model_path": ("MODEL_PATH", "LOCAL_MODEL_PATH"),
     "local_n_ctx": ("N_CTX", "LOCAL_N_CTX"),
     "local_threads": ("THREADS", "LOCAL_THREADS"),
@@ -59,6 +67,11 @@ _ENV_FIELDS: dict[str, tuple[str, ...]] = {
 
 #: Fallbacks for the chat LLM only: the names every OpenAI-compatible tool already understands.
 _OPENAI_FALLBACKS: dict[str, str] = {"base_url": "OPENAI_BASE_URL", "api_key": "OPENAI_API_KEY"}
+#: Settings field of each role -> its environment prefix.
+_ROLE_PREFIX: dict[str, str] = {"llm": "MARK_LLM_", "memory_llm": "MARK_MEMORY_LLM_", "judge_llm": "MARK_JUDGE_"}
+#: Fields that say which endpoint (or which local model) a role talks to: a role that names a local model
+#: inherits none of the chat's endpoint fields, nor the chat's choice of local model.
+_ENDPOINT_FIELDS = ("base_url", "api_key", "model", "local_model", "local_model_path")
 
 
 class LLMSettings(BaseModel):
@@ -73,7 +86,9 @@ class LLMSettings(BaseModel):
     #: USD per 1M tokens; when set they override the built-in price table (see ``mark_agents.llm.price_for``).
     price_input_per_mtok: float | None = None
     price_output_per_mtok: float | None = None
-    #: Any GGUF file; default = the bundled Qwen2.5-Coder-0.5B-Instruct assembled under ``<home>/models``.
+    #: A bundled model by name (see :mod:`mark_agents.bundled_models`); None = the role's default.
+    local_model: str | None = None
+    #: Any GGUF file (wins over ``local_model``; not verified: it is the user's file).
     local_model_path: Path | None = None
     local_n_ctx: int = Field(default=8192, ge=256)
     #: Threads of the local server; default = the CPUs this process may use.
@@ -85,10 +100,24 @@ class LLMSettings(BaseModel):
     #: ``<user cache dir>/mark/llm-servers``.
     local_server_dir: Path | None = None
 
+    @field_validator("local_model")
+    @classmethod
+    def _known_model(cls, value: str | None) -> str | None:
+        if value is not None and value not in BUNDLED_MODELS:
+            raise ValueError(
+                f"unknown bundled model (known: {', '.join(BUNDLED_MODELS)}); for a GGUF file set *_MODEL_PATH"
+            )
+        return value
+
     @property
     def is_local(self) -> bool:
         """True when calls go to the embedded local server rather than a configured endpoint."""
         return not self.base_url
+
+    @property
+    def names_local_model(self) -> bool:
+        """True when a local model is chosen explicitly (by name or file), not left to the role's default."""
+        return self.local_model is not None or self.local_model_path is not None
 
 
 def _env(name: str, environ: Mapping[str, str]) -> str | None:
@@ -121,8 +150,8 @@ def env_variable(loc: Sequence[object], environ: Mapping[str, str] | None = None
     environ = os.environ if environ is None else environ
     head = str(loc[0]) if loc else ""
     field = str(loc[1]) if len(loc) > 1 else ""
-    if head in ("llm", "judge_llm") and field in _ENV_FIELDS:
-        prefix = "MARK_LLM_" if head == "llm" else "MARK_JUDGE_"
+    if head in _ROLE_PREFIX and field in _ENV_FIELDS:
+        prefix = _ROLE_PREFIX[head]
         names = [prefix + suffix for suffix in _ENV_FIELDS[field]]
         if head == "llm" and field in _OPENAI_FALLBACKS:
             names.append(_OPENAI_FALLBACKS[field])
@@ -162,17 +191,20 @@ class AgentConfig(BaseModel):
 
 
 class Settings(StoreSettings):
-    """Store settings plus the chat LLM and the (optional) evaluation judge."""
+    """Store settings plus the chat LLM, the (optional) memory model and the (optional) evaluation judge."""
 
     llm: LLMSettings = Field(default_factory=LLMSettings)
     agent: AgentConfig = Field(default_factory=AgentConfig)
+    #: The model that extracts and resolves memory notes; None = see :attr:`memory`.
+    memory_llm: LLMSettings | None = None
     #: The judge of evaluations; None = the same as ``llm``.
     judge_llm: LLMSettings | None = None
 
     @model_validator(mode="before")
     @classmethod
     def _llm_from_environment(cls, data: Any) -> Any:
-        """Fill ``llm`` / ``judge_llm`` from MARK_LLM_* (then OPENAI_*) and MARK_JUDGE_* explicitly.
+        """Fill ``llm`` / ``memory_llm`` / ``judge_llm`` from MARK_LLM_* (then OPENAI_*), MARK_MEMORY_LLM_* and
+        MARK_JUDGE_* explicitly.
 
         pydantic-settings would only read a nested model from one JSON variable (``MARK_LLM``); the flat
         names are what users type. Values given to the constructor (or via ``MARK_LLM`` JSON) win.
@@ -183,18 +215,44 @@ class Settings(StoreSettings):
         environ = os.environ
         llm = _merge_env(data.get("llm"), llm_env_values("MARK_LLM_", environ, openai_fallback=True))
         data["llm"] = llm
-        judge_env = llm_env_values("MARK_JUDGE_", environ, openai_fallback=False)
-        if "judge_llm" not in data and judge_env:
-            base = llm.model_dump() if isinstance(llm, LLMSettings) else LLMSettings.model_validate(llm).model_dump()
-            data["judge_llm"] = {**base, **judge_env}
-        elif isinstance(data.get("judge_llm"), dict):
-            data["judge_llm"] = _merge_env(data["judge_llm"], judge_env)
+        for role in ("memory_llm", "judge_llm"):
+            role_env = llm_env_values(_ROLE_PREFIX[role], environ, openai_fallback=False)
+            if role not in data and role_env:
+                data[role] = _inherit(llm, role_env)
+            elif isinstance(data.get(role), dict):
+                data[role] = _merge_env(data[role], role_env)
         return data
 
     @property
     def judge(self) -> LLMSettings:
         """The judge's settings, defaulting to the chat LLM's."""
         return self.judge_llm or self.llm
+
+    @property
+    def memory(self) -> LLMSettings:
+        """The memory model's settings: ``memory_llm`` if configured, else the chat model's.
+
+        When the chat runs the embedded model it was given by default (no model named), the memory model is
+        the default embedded memory model instead, which the measurement chose apart from the chat's.
+        """
+        if self.memory_llm is not None:
+            return self.memory_llm
+        if self.llm.is_local and not self.llm.names_local_model and DEFAULT_MEMORY_MODEL != DEFAULT_CHAT_MODEL:
+            return self.llm.model_copy(update={"local_model": DEFAULT_MEMORY_MODEL})
+        return self.llm
+
+
+def _inherit(llm: Any, role_env: dict[str, str]) -> dict[str, Any]:
+    """A role configured from the environment: the chat's resolved settings under the role's own values.
+
+    A role that names a local model runs the embedded server: the chat's endpoint, key, model name and local
+    model are not inherited (MARK_MEMORY_LLM_LOCAL_MODEL=... beside a hosted chat model means a local one).
+    """
+    base = llm.model_dump() if isinstance(llm, LLMSettings) else LLMSettings.model_validate(llm).model_dump()
+    if "local_model" in role_env or "local_model_path" in role_env:
+        for field in _ENDPOINT_FIELDS:
+            base.pop(field, None)
+    return {**base, **role_env}
 
 
 def _merge_env(given: Any, env_values: dict[str, str]) -> Any:

