@@ -59,6 +59,10 @@ class StoreSettings(BaseSettings):
     )
     embedding_device: str = "cpu"
     vector_backend: Literal["chroma", "exact"] = "chroma"
+    store_url: str | None = Field(
+        default=None,
+        description="postgresql://... : keep memories in Postgres with pgvector (unset: SQLite + chroma under home).",
+    )
     scoring: ScoringConfig = Field(default_factory=ScoringConfig)
 
     @property
