@@ -35,7 +35,7 @@ def m001_initial(conn: psycopg.Connection) -> None:
         CREATE TABLE mark_memories (
             user_key text NOT NULL,
             id text NOT NULL,
-            seq bigint GENERATED ALWAYS AS IDENTITY,
+            seq bigserial,
             user_id text NOT NULL,
             agent_id text,
             session_id text,
@@ -71,7 +71,7 @@ def m001_initial(conn: psycopg.Connection) -> None:
         CREATE TABLE mark_turns (
             user_key text NOT NULL,
             id text NOT NULL,
-            seq bigint GENERATED ALWAYS AS IDENTITY,
+            seq bigserial,
             user_id text NOT NULL,
             agent_id text,
             session_id text,
@@ -104,7 +104,7 @@ def m001_initial(conn: psycopg.Connection) -> None:
         CREATE TABLE mark_history (
             user_key text NOT NULL,
             id text NOT NULL,
-            seq bigint GENERATED ALWAYS AS IDENTITY,
+            seq bigserial,
             memory_id text NOT NULL,
             user_id text NOT NULL,
             event text NOT NULL,
@@ -126,7 +126,7 @@ def m001_initial(conn: psycopg.Connection) -> None:
         CREATE TABLE mark_feedback (
             user_key text NOT NULL,
             id text NOT NULL,
-            seq bigint GENERATED ALWAYS AS IDENTITY,
+            seq bigserial,
             user_id text NOT NULL,
             response_id text,
             memory_ids jsonb NOT NULL DEFAULT '[]',
@@ -144,7 +144,7 @@ def m001_initial(conn: psycopg.Connection) -> None:
         CREATE TABLE mark_forgotten (
             user_key text NOT NULL,
             id text NOT NULL,
-            seq bigint GENERATED ALWAYS AS IDENTITY,
+            seq bigserial,
             user_id text NOT NULL,
             memory_id text,
             kind text NOT NULL,

@@ -21,178 +21,25 @@ from datetime import datetime
 from typing import Any
 
 import numpy as np
-
-try:
-    import psycopg
-    from pgvector import Vector
-    from pgvector.psycopg import register_vector
-    from psycopg.conninfo import conninfo_to_dict
-    from psycopg.rows import dict_row
-    from psycopg.types.json import Jsonb
-    from psycopg_pool import ConnectionPool
-except ImportError as exc:  # pragma: no cover - depends on the install
-    raise ImportError(
-        "MARK_STORE_URL names Postgres, which needs the `postgres` extra: pip install 'mark-memory[postgres]'"
-    ) from exc
+import psycopg
+from pgvector.psycopg import register_vector
+from psycopg.rows import dict_row
+from psycopg_pool import ConnectionPool
 
 from memory_store import pg_migrations
+from memory_store import postgres_rows as pgrows
 from memory_store.backend import MemoryFilter, VectorState
 from memory_store.errors import Conflict, StoreError
 from memory_store.keywords import query_words
-from memory_store.models import CheckReport, Feedback, HistoryEvent, Memory, MemoryKind, MemoryStatus, Source, Turn
-from memory_store.validation import episode_key_of, is_episode_key, user_key, user_key_of
+from memory_store.models import CheckReport, Feedback, HistoryEvent, Memory, Turn
+from memory_store.validation import is_episode_key, user_key, user_key_of
 
 log = logging.getLogger(__name__)
 
-MEMORY_COLUMNS = (
-    "id, user_id, agent_id, session_id, kind, text, status, created_at, updated_at, last_confirmed_at, "
-    "confirm_count, last_recalled_at, recall_count, trust, valid_from, valid_until, superseded_by, source, "
-    "metadata, embedding_model"
-)
-TURN_COLUMNS = (
-    "id, seq, user_id, agent_id, session_id, role, content, created_at, extraction_status, attempts, last_error, "
-    "metadata, outdated_by"
-)
-#: Columns of a memory the core may set (`Transaction.update_memory`); anything else is a programming error.
-UPDATABLE = frozenset(
-    {"text", "embedding", "embedding_model", "trust", "metadata", "status", "valid_until", "superseded_by"}
-    | {"updated_at"}
-)
-HISTORY_UPDATABLE = frozenset({"old_text", "new_text", "reason", "metadata"})
+MEMORY_COLUMNS, TURN_COLUMNS = pgrows.MEMORY_COLUMNS, pgrows.TURN_COLUMNS
 #: pgvector's HNSW search keeps this many candidates at most (hnsw.ef_search's ceiling).
 MAX_EF_SEARCH = 1000
 POOL_SIZE = 8
-
-
-def describe(url: str) -> str:
-    """Where a URL points, without its password: host (or socket directory), port and database."""
-    try:
-        info = conninfo_to_dict(url)
-    except psycopg.ProgrammingError:
-        return "the Postgres server named by MARK_STORE_URL"
-    host = info.get("host") or "localhost"
-    port = f":{info['port']}" if info.get("port") else ""
-    return f"Postgres at {host}{port}/{info.get('dbname') or info.get('user') or ''}"
-
-
-def _vec(value: Any) -> np.ndarray | None:
-    if value is None:
-        return None
-    if isinstance(value, Vector):
-        return value.to_numpy()
-    return np.asarray(value, dtype=np.float32)
-
-
-def _f32(vector: np.ndarray | None) -> np.ndarray | None:
-    return None if vector is None else np.ascontiguousarray(vector, dtype=np.float32)
-
-
-def row_to_memory(r: Mapping[str, Any]) -> Memory:
-    return Memory(
-        id=r["id"],
-        user_id=r["user_id"],
-        agent_id=r["agent_id"],
-        session_id=r["session_id"],
-        kind=MemoryKind(r["kind"]),
-        text=r["text"],
-        status=MemoryStatus(r["status"]),
-        created_at=r["created_at"],
-        updated_at=r["updated_at"],
-        last_confirmed_at=r["last_confirmed_at"],
-        confirm_count=r["confirm_count"],
-        last_recalled_at=r["last_recalled_at"],
-        recall_count=r["recall_count"],
-        trust=r["trust"],
-        valid_from=r["valid_from"],
-        valid_until=r["valid_until"],
-        superseded_by=r["superseded_by"],
-        source=Source.model_validate(r["source"]) if r["source"] else Source(),
-        metadata=r["metadata"] or {},
-        embedding_model=r["embedding_model"] or "",
-    )
-
-
-def row_to_turn(r: Mapping[str, Any]) -> Turn:
-    return Turn(
-        id=r["id"],
-        user_id=r["user_id"],
-        agent_id=r["agent_id"],
-        session_id=r["session_id"],
-        role=r["role"],
-        content=r["content"],
-        created_at=r["created_at"],
-        extraction_status=r["extraction_status"],
-        attempts=r["attempts"],
-        last_error=r["last_error"],
-        metadata=r["metadata"] or {},
-        outdated_by=r["outdated_by"],
-        seq=r["seq"],
-    )
-
-
-def row_to_history(r: Mapping[str, Any]) -> HistoryEvent:
-    return HistoryEvent(
-        id=r["id"],
-        memory_id=r["memory_id"],
-        user_id=r["user_id"],
-        event=r["event"],
-        old_text=r["old_text"],
-        new_text=r["new_text"],
-        reason=r["reason"] or "",
-        actor=r["actor"] or "api",
-        created_at=r["created_at"],
-        metadata=r["metadata"] or {},
-    )
-
-
-def row_to_feedback(r: Mapping[str, Any]) -> Feedback:
-    return Feedback(
-        id=r["id"],
-        user_id=r["user_id"],
-        response_id=r["response_id"] or "",
-        memory_ids=r["memory_ids"] or [],
-        value=r["value"],
-        comment=r["comment"] or "",
-        created_at=r["created_at"],
-    )
-
-
-def filter_sql(flt: MemoryFilter) -> tuple[str, list[Any]]:
-    """The WHERE clause (after the user scope) of a memory filter, with its parameters."""
-    where = ["status = ANY(%s)"]
-    params: list[Any] = [list(flt.statuses)]
-    if flt.kinds:
-        where.append("kind = ANY(%s)")
-        params.append(list(flt.kinds))
-    if flt.session_id is not None:
-        where.append("session_id = %s")
-        params.append(flt.session_id)
-    if flt.agent_id is not None:
-        where.append("agent_id = %s")
-        params.append(flt.agent_id)
-    if flt.since is not None:
-        where.append("created_at >= %s")
-        params.append(flt.since)
-    if flt.until is not None:
-        where.append("created_at <= %s")
-        params.append(flt.until)
-    if flt.ids is not None:
-        where.append("id = ANY(%s)")
-        params.append(list(flt.ids))
-    return " AND ".join(where), params
-
-
-def tsquery_sql(words: Sequence[str]) -> str:
-    """A tsquery matching any of the words, each stemmed as the index stems ('english'); words are parameters."""
-    return " || ".join(["plainto_tsquery('english', %s)"] * len(words))
-
-
-def _encode(column: str, value: Any) -> Any:
-    if column in ("metadata", "source", "memory_ids") and not isinstance(value, str | type(None)):
-        return Jsonb(value)
-    if column == "embedding":
-        return _f32(value)
-    return value
 
 
 class PgTx:
@@ -212,49 +59,19 @@ class PgTx:
             f"SELECT {MEMORY_COLUMNS} FROM mark_memories WHERE user_key = %s AND user_id = %s AND id = %s FOR UPDATE",
             [user_key(user_id), user_id, memory_id],
         ).fetchone()
-        return row_to_memory(row) if row else None
+        return pgrows.row_to_memory(row) if row else None
 
     def insert_memories(self, memories: Sequence[Memory], vectors: Sequence[np.ndarray | None]) -> None:
-        if not memories:
-            return
-        self.backend.ensure_dim(self.conn, vectors)
-        with self.conn.cursor() as cur:
-            cur.executemany(
-                "INSERT INTO mark_memories (user_key, id, user_id, agent_id, session_id, kind, text, status, "
-                "created_at, updated_at, last_confirmed_at, confirm_count, last_recalled_at, recall_count, trust, "
-                "valid_from, valid_until, superseded_by, source, metadata, embedding_model, embedding) "
-                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-                [
-                    [
-                        user_key(m.user_id),
-                        m.id,
-                        m.user_id,
-                        m.agent_id,
-                        m.session_id,
-                        m.kind.value,
-                        m.text,
-                        m.status.value,
-                        m.created_at,
-                        m.updated_at,
-                        m.last_confirmed_at,
-                        m.confirm_count,
-                        m.last_recalled_at,
-                        m.recall_count,
-                        m.trust,
-                        m.valid_from,
-                        m.valid_until,
-                        m.superseded_by,
-                        Jsonb(m.source.model_dump(mode="json")),
-                        Jsonb(m.metadata),
-                        m.embedding_model,
-                        _f32(v),
-                    ]
-                    for m, v in zip(memories, vectors, strict=True)
-                ],
-            )
+        if memories:
+            self.backend.ensure_dim(self.conn, vectors)
+            with self.conn.cursor() as cur:
+                cur.executemany(
+                    pgrows.insert_sql("mark_memories", ["embedding"]),
+                    [pgrows.values("mark_memories", m, pgrows.f32(v)) for m, v in zip(memories, vectors, strict=True)],
+                )
 
     def update_memory(self, user_id: str, memory_id: str, changes: Mapping[str, Any]) -> None:
-        unknown = set(changes) - UPDATABLE
+        unknown = set(changes) - pgrows.UPDATABLE
         if unknown:
             raise ValueError(f"not an updatable memory column: {sorted(unknown)}")
         if "embedding" in changes:
@@ -262,7 +79,7 @@ class PgTx:
         sets = ", ".join(f"{k} = %s" for k in changes)
         self._x(
             f"UPDATE mark_memories SET {sets} WHERE user_key = %s AND user_id = %s AND id = %s",
-            [*(_encode(k, v) for k, v in changes.items()), user_key(user_id), user_id, memory_id],
+            [*(pgrows.encode(k, v) for k, v in changes.items()), user_key(user_id), user_id, memory_id],
         )
 
     def confirm_memory(self, user_id: str, memory_id: str, trust: float, now: datetime) -> None:
@@ -289,48 +106,28 @@ class PgTx:
         self.backend.ensure_dim(self.conn, [vector])
         self._x(
             "UPDATE mark_memories SET embedding = %s, embedding_model = %s WHERE user_key = %s AND id = %s",
-            [_f32(vector), model, key, memory_id],
+            [pgrows.f32(vector), model, key, memory_id],
         )
 
     # -- history -------------------------------------------------------------------------------------------
 
     def add_history(self, events: Sequence[HistoryEvent]) -> None:
-        if not events:
-            return
-        with self.conn.cursor() as cur:
-            cur.executemany(
-                "INSERT INTO mark_history (user_key, id, memory_id, user_id, event, old_text, new_text, reason, "
-                "actor, created_at, metadata) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-                [
-                    [
-                        user_key(e.user_id),
-                        e.id,
-                        e.memory_id,
-                        e.user_id,
-                        e.event,
-                        e.old_text,
-                        e.new_text,
-                        e.reason,
-                        e.actor,
-                        e.created_at,
-                        Jsonb(e.metadata),
-                    ]
-                    for e in events
-                ],
-            )
+        if events:
+            with self.conn.cursor() as cur:
+                cur.executemany(pgrows.insert_sql("mark_history"), [pgrows.values("mark_history", e) for e in events])
 
     def delete_history(self, events: Sequence[HistoryEvent]) -> None:
         for key, ids in _by_key((e.user_id, e.id) for e in events).items():
             self._x("DELETE FROM mark_history WHERE user_key = %s AND id = ANY(%s)", [key, ids])
 
     def rewrite_history(self, user_id: str, event_id: str, fields: Mapping[str, Any]) -> None:
-        unknown = set(fields) - HISTORY_UPDATABLE
+        unknown = set(fields) - pgrows.HISTORY_UPDATABLE
         if unknown:
             raise ValueError(f"not an updatable history column: {sorted(unknown)}")
         sets = ", ".join(f"{k} = %s" for k in fields)
         self._x(
             f"UPDATE mark_history SET {sets} WHERE user_key = %s AND user_id = %s AND id = %s",
-            [*(_encode(k, v) for k, v in fields.items()), user_key(user_id), user_id, event_id],
+            [*(pgrows.encode(k, v) for k, v in fields.items()), user_key(user_id), user_id, event_id],
         )
 
     # -- turns -----------------------------------------------------------------------------------------------
@@ -342,27 +139,11 @@ class PgTx:
             self.backend.ensure_dim(self.conn, list(vectors))
         with self.conn.cursor() as cur:
             cur.executemany(
-                "INSERT INTO mark_turns (user_key, id, user_id, agent_id, session_id, role, content, created_at, "
-                "extraction_status, attempts, last_error, metadata, outdated_by, embedding, embedding_model) "
-                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                pgrows.insert_sql("mark_turns", ["embedding", "embedding_model"]),
                 [
-                    [
-                        user_key(t.user_id),
-                        t.id,
-                        t.user_id,
-                        t.agent_id,
-                        t.session_id,
-                        t.role,
-                        t.content,
-                        t.created_at,
-                        t.extraction_status,
-                        t.attempts,
-                        t.last_error,
-                        Jsonb(t.metadata),
-                        t.outdated_by,
-                        None if vectors is None else _f32(vectors[n]),
-                        None if vectors is None else model,
-                    ]
+                    pgrows.values(
+                        "mark_turns", t, *((None, None) if vectors is None else (pgrows.f32(vectors[n]), model))
+                    )
                     for n, t in enumerate(turns)
                 ],
             )
@@ -392,33 +173,20 @@ class PgTx:
         self._x(
             "UPDATE mark_turns SET content = %s, last_error = %s, embedding = %s "
             "WHERE user_key = %s AND user_id = %s AND id = %s",
-            [content, last_error, _f32(vector), user_key(user_id), user_id, turn_id],
+            [content, last_error, pgrows.f32(vector), user_key(user_id), user_id, turn_id],
         )
 
     def set_turn_embedding(self, key: str, turn_id: str, vector: np.ndarray, model: str) -> None:
         self.backend.ensure_dim(self.conn, [vector])
         self._x(
             "UPDATE mark_turns SET embedding = %s, embedding_model = %s WHERE user_key = %s AND id = %s",
-            [_f32(vector), model, key, turn_id],
+            [pgrows.f32(vector), model, key, turn_id],
         )
 
     # -- feedback and forgetting ---------------------------------------------------------------------------
 
     def add_feedback(self, fb: Feedback) -> None:
-        self._x(
-            "INSERT INTO mark_feedback (user_key, id, user_id, response_id, memory_ids, value, comment, created_at) "
-            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
-            [
-                user_key(fb.user_id),
-                fb.id,
-                fb.user_id,
-                fb.response_id,
-                Jsonb(fb.memory_ids),
-                fb.value,
-                fb.comment,
-                fb.created_at,
-            ],
-        )
+        self._x(pgrows.insert_sql("mark_feedback"), pgrows.values("mark_feedback", fb))
 
     def delete_feedback(self, fb: Feedback) -> None:
         self._x("DELETE FROM mark_feedback WHERE user_key = %s AND id = %s", [user_key(fb.user_id), fb.id])
@@ -429,30 +197,12 @@ class PgTx:
             [comment, user_key(user_id), user_id, feedback_id],
         )
 
-    def add_forgotten(self, rows: Sequence[Mapping[str, Any]]) -> None:
-        if not rows:
-            return
-        with self.conn.cursor() as cur:
-            cur.executemany(
-                "INSERT INTO mark_forgotten (user_key, id, user_id, memory_id, kind, fingerprint, text_hash, "
-                "before_seq, reason, actor, created_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-                [
-                    [
-                        user_key(r["user_id"]),
-                        r["id"],
-                        r["user_id"],
-                        r.get("memory_id"),
-                        r["kind"],
-                        r["fingerprint"],
-                        r.get("text_hash"),
-                        r["before_seq"],
-                        r.get("reason"),
-                        r.get("actor"),
-                        r["created_at"],
-                    ]
-                    for r in rows
-                ],
-            )
+    def add_forgotten(self, records: Sequence[Mapping[str, Any]]) -> None:
+        if records:
+            with self.conn.cursor() as cur:
+                cur.executemany(
+                    pgrows.insert_sql("mark_forgotten"), [pgrows.values("mark_forgotten", r) for r in records]
+                )
 
     def purge_user(self, user_id: str) -> dict[str, int]:
         key = user_key(user_id)
@@ -520,7 +270,7 @@ class PostgresBackend:
 
     def __init__(self, url: str, *, pool_size: int = POOL_SIZE) -> None:
         self.url = url
-        self.where = describe(url)
+        self.where = pgrows.describe(url)
         self._dim: int | None = None
         self._dim_tx: int | None = None
         try:
@@ -608,7 +358,7 @@ class PostgresBackend:
             f"SELECT {MEMORY_COLUMNS} FROM mark_memories WHERE user_key = %s AND user_id = %s AND id = %s",
             [user_key(user_id), user_id, memory_id],
         )
-        return row_to_memory(rows[0]) if rows else None
+        return pgrows.row_to_memory(rows[0]) if rows else None
 
     def resolve_prefix(self, prefix: str, user_id: str) -> list[str]:
         escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
@@ -627,40 +377,40 @@ class PostgresBackend:
             [user_key(user_id), user_id, list(ids)],
             binary=True,
         )
-        return {r["id"]: (row_to_memory(r), _vec(r["embedding"])) for r in rows}
+        return {r["id"]: (pgrows.row_to_memory(r), pgrows.vec(r["embedding"])) for r in rows}
 
     def filtered_vectors(self, user_id: str, flt: MemoryFilter) -> list[tuple[str, np.ndarray | None]]:
-        where, params = filter_sql(flt)
+        where, params = pgrows.filter_sql(flt)
         rows = self.query(
             f"SELECT id, embedding FROM mark_memories WHERE user_key = %s AND user_id = %s AND {where}",
             [user_key(user_id), user_id, *params],
             binary=True,
         )
-        return [(r["id"], _vec(r["embedding"])) for r in rows]
+        return [(r["id"], pgrows.vec(r["embedding"])) for r in rows]
 
     def count_memories(self, user_id: str, flt: MemoryFilter) -> int:
-        where, params = filter_sql(flt)
+        where, params = pgrows.filter_sql(flt)
         return self.query(
             f"SELECT count(*) AS n FROM mark_memories WHERE user_key = %s AND user_id = %s AND {where}",
             [user_key(user_id), user_id, *params],
         )[0]["n"]
 
     def list_memories(self, user_id: str, flt: MemoryFilter, limit: int, offset: int) -> tuple[list[Memory], int]:
-        where, params = filter_sql(flt)
+        where, params = pgrows.filter_sql(flt)
         rows = self.query(
             f"SELECT {MEMORY_COLUMNS}, count(*) OVER () AS total FROM mark_memories "
             f"WHERE user_key = %s AND user_id = %s AND {where} ORDER BY created_at DESC, id LIMIT %s OFFSET %s",
             [user_key(user_id), user_id, *params, limit, offset],
         )
         total = rows[0]["total"] if rows else (self.count_memories(user_id, flt) if offset else 0)
-        return [row_to_memory(r) for r in rows], total
+        return [pgrows.row_to_memory(r) for r in rows], total
 
     def _keywords(self, table: str, key: str, text: str, limit: int) -> list[tuple[str, float]]:
         words = query_words(text)
         if not words:
             return []
         rows = self.query(
-            f"SELECT t.id, ts_rank(t.tsv, q.q) AS score FROM {table} t, (SELECT {tsquery_sql(words)} AS q) q "
+            f"SELECT t.id, ts_rank(t.tsv, q.q) AS score FROM {table} t, (SELECT {pgrows.tsquery_sql(words)} AS q) q "
             "WHERE t.user_key = %s AND t.tsv @@ q.q ORDER BY score DESC, t.seq LIMIT %s",
             [*words, key, limit],
         )
@@ -674,7 +424,7 @@ class PostgresBackend:
         """The HNSW index first; when the user's rows are a small part of the table the index's candidates may hold
         fewer than k of them, and the user's rows are then scored exactly (an ORDER BY the index cannot serve)."""
         table, scope = self.vector_table(key)
-        q = _f32(vector)
+        q = pgrows.f32(vector)
         sql = (
             f"SELECT id, 1 - (embedding <=> %s) AS sim FROM {table} "
             "WHERE user_key = %s AND embedding IS NOT NULL ORDER BY {order} LIMIT %s"
@@ -704,8 +454,8 @@ class PostgresBackend:
             binary=True,
         )
         for r in rows:
-            v = _vec(r["embedding"])
-            yield row_to_memory(r), (None if v is None else v.astype(np.float32).tobytes())
+            v = pgrows.vec(r["embedding"])
+            yield pgrows.row_to_memory(r), (None if v is None else v.astype(np.float32).tobytes())
 
     def memory_owners(self, ids: Sequence[str]) -> dict[str, str]:
         if not ids:
@@ -743,7 +493,7 @@ class PostgresBackend:
                 "ORDER BY seq LIMIT %s OFFSET %s",
                 [*scope, memory_id, limit, offset],
             )
-        return [row_to_history(r) for r in rows]
+        return [pgrows.row_to_history(r) for r in rows]
 
     def history_rows(self, user_id: str) -> list[dict[str, Any]]:
         return self.query(
@@ -776,7 +526,7 @@ class PostgresBackend:
             "LIMIT %s OFFSET %s",
             [*params, limit, offset],
         )
-        return [row_to_turn(r) for r in rows]
+        return [pgrows.row_to_turn(r) for r in rows]
 
     def turns_by_ids(self, user_id: str, ids: Sequence[str]) -> dict[str, tuple[Turn, np.ndarray | None]]:
         if not ids:
@@ -786,7 +536,7 @@ class PostgresBackend:
             [user_key(user_id), user_id, list(ids)],
             binary=True,
         )
-        return {r["id"]: (row_to_turn(r), _vec(r["embedding"])) for r in rows}
+        return {r["id"]: (pgrows.row_to_turn(r), pgrows.vec(r["embedding"])) for r in rows}
 
     def episode_keyword_search(self, key: str, text: str, limit: int) -> list[tuple[str, float]]:
         return self._keywords("mark_turns", key, text, limit)
@@ -804,7 +554,7 @@ class PostgresBackend:
             "ORDER BY seq LIMIT %s",
             [*scope, after + 1],
         )
-        return [row_to_turn(r) for r in reversed(older)] + [row_to_turn(r) for r in newer]
+        return [pgrows.row_to_turn(r) for r in reversed(older)] + [pgrows.row_to_turn(r) for r in newer]
 
     def history_size(self, user_id: str, cap: int | None = None) -> tuple[int, int]:
         limit = "" if cap is None else f" LIMIT {int(cap)}"
@@ -821,7 +571,7 @@ class PostgresBackend:
             "(extraction_status = 'pending' OR (extraction_status = 'failed' AND attempts < %s)) ORDER BY seq",
             [user_key(user_id), user_id, max_attempts],
         )
-        return [row_to_turn(r) for r in rows]
+        return [pgrows.row_to_turn(r) for r in rows]
 
     def pending_turn_users(self, max_attempts: int) -> list[str]:
         rows = self.query(
@@ -842,7 +592,7 @@ class PostgresBackend:
             "SELECT * FROM mark_feedback WHERE user_key = %s AND user_id = %s ORDER BY seq",
             [user_key(user_id), user_id],
         )
-        return [row_to_feedback(r) for r in rows]
+        return [pgrows.row_to_feedback(r) for r in rows]
 
     def forget_key(self) -> bytes:
         rows = self.query("SELECT value FROM mark_meta WHERE key = 'forget_key'")
@@ -921,4 +671,4 @@ def _one_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-__all__ = ["PostgresBackend", "describe", "episode_key_of"]
+__all__ = ["PostgresBackend"]

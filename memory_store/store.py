@@ -27,6 +27,7 @@ from memory_store.core.privacy import PrivacyOps
 from memory_store.core.search import EXACT_FILTER_LIMIT, SearchOps
 from memory_store.core.transfer import TransferOps
 from memory_store.embeddings import Embedder
+from memory_store.errors import StoreError
 from memory_store.models import utcnow
 from memory_store.vectors import VectorIndex
 
@@ -38,9 +39,14 @@ def open_backend(settings: StoreSettings, vector_index: VectorIndex | None = Non
     if settings.store_url:
         if vector_index is not None:
             raise ValueError("a vector index is part of the embedded engine; Postgres keeps vectors in its rows")
-        from memory_store.postgres_backend import PostgresBackend
-
-        return PostgresBackend(settings.store_url)
+        try:
+            from memory_store.postgres_backend import PostgresBackend
+        except ImportError as exc:
+            raise StoreError(
+                f"MARK_STORE_URL names Postgres, which needs the `postgres` extra ({exc}): "
+                "pip install 'mark-memory[postgres]'"
+            ) from None
+        return PostgresBackend(settings.store_url, pool_size=settings.store_pool_size)
     from memory_store.sqlite_engine import SQLiteBackend
 
     return SQLiteBackend(settings, vector_index)

@@ -7,7 +7,10 @@ Never skipped: without pgserver (or psycopg) the tests fail and say what to inst
 from __future__ import annotations
 
 import itertools
+import shutil
+import tempfile
 import warnings
+from pathlib import Path
 
 import pytest
 
@@ -16,8 +19,12 @@ _numbers = itertools.count()
 
 
 @pytest.fixture(scope="session")
-def pg_server(tmp_path_factory):
-    """The admin URL of a private Postgres server, stopped at the end of the session."""
+def pg_server():
+    """A private Postgres server, stopped and deleted at the end of the session.
+
+    Its directory is not under pytest's temporary root: run as root, pgserver runs the server as another user,
+    and a later pytest session makes that root private again (0700), which cuts the server off its files.
+    """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # pgserver warns that XDG_RUNTIME_DIR is unset (harmless)
         try:
@@ -27,13 +34,14 @@ def pg_server(tmp_path_factory):
             from memory_store.postgres_backend import PostgresBackend
         except ImportError as exc:
             pytest.fail(f"the postgres tests need the dev extra (pgserver, psycopg): pip install -e '.[dev]' ({exc})")
-        server = pgserver.get_server(tmp_path_factory.mktemp("pg") / "data", cleanup_mode="stop")
+        server = pgserver.get_server(Path(tempfile.mkdtemp(prefix="mark-pg-")) / "data", cleanup_mode="delete")
     url = server.get_uri()
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(f"CREATE DATABASE {TEMPLATE}")
     PostgresBackend(server.get_uri(TEMPLATE)).close()  # migrated once; each test copies it
     yield server
     server.cleanup()
+    shutil.rmtree(server.pgdata.parent, ignore_errors=True)
 
 
 def new_database(server) -> str:
