@@ -1,7 +1,8 @@
 """memory_store: storage and retrieval of long-term memories, usable on its own.
 
-SQLite (through sqlite-utils) is the source of truth, a vector index (chromadb by default) serves
-similarity, and search is hybrid (dense + keyword) and decay-ranked. Knows nothing of LLMs.
+One core over two engines: embedded SQLite (the truth) with a vector index (chromadb by default) under a data
+directory, or Postgres with pgvector (``MARK_STORE_URL=postgresql://...``). Search is hybrid (dense + keyword)
+and decay-ranked. Knows nothing of LLMs.
 
     from memory_store import MemoryStore
     store = MemoryStore(home="./data")

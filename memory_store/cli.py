@@ -357,6 +357,27 @@ def rebuild_index(ctx: typer.Context, as_json: Json = False) -> None:
         console.print(f"rebuilt the index: {n} vectors")
 
 
+@memory_app.command("pg-dev")
+def pg_dev(
+    ctx: typer.Context,
+    directory: Annotated[
+        Path | None, typer.Option("--dir", help="Where the server keeps its data (default: MARK_HOME/postgres).")
+    ] = None,
+    stop: Annotated[bool, typer.Option("--stop", help="Stop the server instead.")] = False,
+) -> None:
+    """Start a local Postgres with pgvector (the pgserver wheel, offline) and print its URL:
+    `export MARK_STORE_URL=$(mark memory pg-dev)`."""
+    from memory_store import pg_dev as dev
+
+    where = directory or Path(ctx.obj().home) / "postgres"
+    if stop:
+        if not dev.stop(where):
+            raise InvalidInput(f"no local Postgres in {where}")
+        console.print(f"stopped the Postgres server in {escape(str(where))}", highlight=False)
+        return
+    typer.echo(dev.start(where))
+
+
 @bench_app.command("store")
 def bench_store(
     ctx: typer.Context,
@@ -364,15 +385,23 @@ def bench_store(
     users: Annotated[int, typer.Option("--users", min=1)] = 10,
     queries: Annotated[int, typer.Option("--queries", min=1)] = 200,
     batch: Annotated[int, typer.Option("--batch", min=1)] = 1000,
-    backend: Annotated[str, typer.Option("--backend", help="chroma or exact")] = "chroma",
+    backend: Annotated[
+        str, typer.Option("--backend", help="chroma or exact (SQLite), or postgres (pgvector)")
+    ] = "chroma",
+    url: Annotated[
+        str | None,
+        typer.Option("--url", help="postgres: this database (default: a private server, deleted afterwards)."),
+    ] = None,
     keep: Annotated[Path | None, typer.Option("--keep", help="Build the store here (default: a temp dir).")] = None,
     as_json: Json = False,
 ) -> None:
     """Add throughput, scoped search latency (with and without the query embedding) and peak RSS."""
     from memory_store.bench import run_store_bench
 
-    if backend not in ("chroma", "exact"):
-        raise InvalidInput("--backend must be chroma or exact")
+    if backend not in ("chroma", "exact", "postgres"):
+        raise InvalidInput("--backend must be chroma, exact or postgres")
+    if url is not None and backend != "postgres":
+        raise InvalidInput("--url is for --backend postgres")
     try:
         result = run_store_bench(
             ctx.obj(),
@@ -383,6 +412,7 @@ def bench_store(
             backend=backend,
             keep=keep,
             progress=not as_json,
+            url=url,
         )
     except OSError as exc:
         raise StoreError(f"benchmark failed: {exc}") from exc

@@ -59,6 +59,13 @@ class StoreSettings(BaseSettings):
     )
     embedding_device: str = "cpu"
     vector_backend: Literal["chroma", "exact"] = "chroma"
+    store_url: str | None = Field(
+        default=None,
+        description="postgresql://... : keep memories in Postgres with pgvector (unset: SQLite + chroma under home).",
+    )
+    store_pool_size: int = Field(
+        default=8, ge=1, description="Postgres: connections per store (each app server opens its own pool)."
+    )
     scoring: ScoringConfig = Field(default_factory=ScoringConfig)
 
     @property

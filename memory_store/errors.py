@@ -38,3 +38,9 @@ def first_error(exc: Exception) -> str:
         loc = ".".join(str(p) for p in first.get("loc", ()))
         return f"{loc}: {first.get('msg')}" if loc else str(first.get("msg"))
     return str(exc).splitlines()[0]
+
+
+class Conflict(StoreError):
+    """A write broke a constraint of the stored data (a duplicate id): the transaction was rolled back."""
+
+    exit_code = 2

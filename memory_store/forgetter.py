@@ -33,10 +33,10 @@ from memory_store.forgetting import (
 )
 from memory_store.importing import ExportFile
 from memory_store.models import ForgetPlan, ForgetReport, Memory, Turn
-from memory_store.sqlite_backend import ts
-from memory_store.validation import check_scope_id, check_text, episode_key, user_key
+from memory_store.validation import check_scope_id, check_text, user_key
 
 if TYPE_CHECKING:
+    from memory_store.backend import Transaction
     from memory_store.store import MemoryStore
 
 log = logging.getLogger(__name__)
@@ -115,9 +115,8 @@ def _same_fact(store: MemoryStore, target: Memory) -> list[Memory]:
 
 def forget(store: MemoryStore, p: ForgetPlan, *, reason: str, actor: str) -> ForgetReport:
     user_id = check_scope_id(p.user_id)
-    key = store.db.forget_key()
-    ukey = user_key(user_id)
-    before_seq = store.db.last_turn_seq()
+    key = store.backend.forget_key()
+    before_seq = store.backend.last_turn_seq(user_id)
     now = store.clock()
     work = _Work()
     targets = {m.id for m in p.memories}
@@ -134,7 +133,7 @@ def forget(store: MemoryStore, p: ForgetPlan, *, reason: str, actor: str) -> For
     # The turns: the notes' sources, the plan's episodes, and every turn sharing a keyword with what goes (the
     # keyword index stems more loosely than the rule, so it finds every turn the rule can match, and fast).
     source_ids = list(dict.fromkeys(t for m in notes for t in m.source.turn_ids))
-    candidates: dict[str, Turn] = {i: t for i, (t, _) in store.db.turns_by_ids(user_id, source_ids).items()}
+    candidates: dict[str, Turn] = {i: t for i, (t, _) in store.backend.turns_by_ids(user_id, source_ids).items()}
     for t in p.turns:
         candidates.setdefault(t.id, t)
     _add_keyword_hits(store, user_id, [m.text for m in notes] + ([p.about] if p.about else []), candidates)
@@ -190,32 +189,21 @@ def forget(store: MemoryStore, p: ForgetPlan, *, reason: str, actor: str) -> For
     report._replacements.update({m.text: t for m, t in rewritten})
     report._fingerprints = list(fps)
     gone = {m.id for m in deleted}
-    with store.db.write() as w:
+    with store.backend.transaction() as tx:
         for (t, content, error), vec in zip(work.turns.values(), turn_vecs, strict=True):
-            store.db.rewrite_turn(w, t.id, content, error, vec)
-        if work.turns:
-            store.db.enqueue_vectors(w, "upsert", episode_key(user_id), list(work.turns))
+            tx.rewrite_turn(user_id, t.id, content, error, vec)
         for (m, text), vec in zip(rewritten, note_vecs, strict=True):
-            store.db.update_memory(
-                w,
-                m.id,
-                {"text": text, "embedding": np.asarray(vec, dtype=np.float32).tobytes(), "updated_at": ts(now)},
-            )
+            tx.update_memory(user_id, m.id, {"text": text, "embedding": vec, "updated_at": now})
         for m in deleted:
-            store.db.delete_memory(w, m.id)
-        if rewritten:
-            store.db.enqueue_vectors(w, "upsert", ukey, [m.id for m, _ in rewritten])
-        if deleted:
-            store.db.enqueue_vectors(w, "delete", ukey, [m.id for m in deleted])
-        report.history = _scrub_history(store, w, user_id, key, fps, gone)
-        report.feedback = _scrub_feedback(w, store, user_id, key, fps)
+            tx.delete_memory(user_id, m.id)
+        report.history = _scrub_history(store, tx, user_id, key, fps, gone)
+        report.feedback = _scrub_feedback(store, tx, user_id, key, fps)
         safe_reason = redact(reason, key, fps) if reason else reason
         events = [
             store._history(m, "forget", safe_reason, actor, text_hash=text_hash(key, m.text)) for m in deleted
         ] + [store._history(m, "redact", safe_reason, actor, text_hash=text_hash(key, m.text)) for m, _ in rewritten]
-        store.db.add_history(w, events)
-        store.db.add_forgotten(
-            w,
+        tx.add_history(events)
+        tx.add_forgotten(
             [
                 {
                     "id": fp.id or _new_id(),
@@ -227,20 +215,21 @@ def forget(store: MemoryStore, p: ForgetPlan, *, reason: str, actor: str) -> For
                     "before_seq": before_seq,
                     "reason": safe_reason,
                     "actor": actor,
-                    "created_at": ts(now),
+                    "created_at": now,
                 }
                 for fp, mid, kind, th in work.fingerprints
             ],
         )
-    _settle(store, user_id)
+    # The index's files keep no vector of the old text; the engine's free space is scrubbed.
+    store.backend.scrub_user(user_id, refill=True)
     return report
 
 
 def _add_keyword_hits(store: MemoryStore, user_id: str, texts: list[str], into: dict[str, Turn]) -> None:
     ukey = user_key(user_id)
     for text in texts:
-        ids = [i for i, _ in store.db.episode_keyword_search(ukey, text, 100_000) if i not in into]
-        for i, (t, _) in store.db.turns_by_ids(user_id, ids).items():
+        ids = [i for i, _ in store.backend.episode_keyword_search(ukey, text, 100_000) if i not in into]
+        for i, (t, _) in store.backend.turns_by_ids(user_id, ids).items():
             into[i] = t
 
 
@@ -286,12 +275,15 @@ def _fallback_clauses(
     return out
 
 
-def _scrub_history(store: MemoryStore, w: Any, user_id: str, key: bytes, fps: list[Fingerprint], gone: set[str]) -> int:
+def _scrub_history(
+    store: MemoryStore, tx: Transaction, user_id: str, key: bytes, fps: list[Fingerprint], gone: set[str]
+) -> int:
     """Events of the removed notes lose their text (a keyed hash stays); others lose the fact's clauses."""
     n = 0
-    for r in store.db.history_rows(user_id):
+    for r in store.backend.history_rows(user_id):
         fields: dict[str, Any] = {}
-        meta = json.loads(r["metadata"]) if r["metadata"] else {}
+        raw = r["metadata"]
+        meta = dict(raw) if isinstance(raw, dict) else json.loads(raw) if raw else {}
         for col in ("old_text", "new_text"):
             value = r[col]
             if not value:
@@ -309,32 +301,21 @@ def _scrub_history(store: MemoryStore, w: Any, user_id: str, key: bytes, fps: li
                 fields["reason"] = red
         if fields:
             if any(c in fields and fields[c] is None for c in ("old_text", "new_text")):
-                fields["metadata"] = json.dumps(meta, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
-            store.db.rewrite_history(w, r["id"], fields)
+                fields["metadata"] = meta
+            tx.rewrite_history(user_id, r["id"], fields)
             n += 1
     return n
 
 
-def _scrub_feedback(w: Any, store: MemoryStore, user_id: str, key: bytes, fps: list[Fingerprint]) -> int:
+def _scrub_feedback(store: MemoryStore, tx: Transaction, user_id: str, key: bytes, fps: list[Fingerprint]) -> int:
     n = 0
-    for f in store.db.feedback(user_id):
+    for f in store.backend.feedback(user_id):
         if f.comment:
             red = redact(f.comment, key, fps)
             if red != f.comment:
-                w.execute("UPDATE feedback SET comment = ? WHERE id = ?", [red, f.id])
+                tx.redact_feedback(user_id, f.id, red)
                 n += 1
     return n
-
-
-def _settle(store: MemoryStore, user_id: str) -> None:
-    """After the commit: vectors applied, the user's vector groups rebuilt from SQLite (the index's files keep no
-    vector of the old text), the keyword index merged and the WAL emptied (secure delete zeroed the rows)."""
-    store.flush_vectors()
-    for k in (user_key(user_id), episode_key(user_id)):
-        with store._vlock, store._vfile:
-            if not store._refill_user(k):
-                log.warning("the vector index could not be rebuilt after a forget: run `mark memory check --repair`")
-    store.db.scrub()
 
 
 __all__ = ["ABOUT_PARAPHRASE", "ABOUT_SIMILARITY", "forget", "guard_import", "plan", "redactor"]
@@ -343,7 +324,7 @@ __all__ = ["ABOUT_PARAPHRASE", "ABOUT_SIMILARITY", "forget", "guard_import", "pl
 def redactor(store: MemoryStore, report: ForgetReport) -> Callable[[str], str]:
     """A str -> str function that removes what `report`'s forget removed, from copies of the same text kept
     elsewhere (the checkpointed chat state): the rewritten turns by their exact text, then the fact's clauses."""
-    key = store.db.forget_key()
+    key = store.backend.forget_key()
     fps = list(report._fingerprints)
     pairs: dict[str, str] = {}
     for old, new in report._replacements.items():

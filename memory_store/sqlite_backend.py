@@ -11,12 +11,11 @@ from __future__ import annotations
 import contextlib
 import json
 import random
-import re
 import sqlite3
 import threading
 import time
 import urllib.parse
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -25,23 +24,17 @@ import numpy as np
 import sqlite_utils
 from filelock import FileLock
 
+from memory_store.backend import MemoryFilter
 from memory_store.errors import StoreError
+from memory_store.keywords import query_words
 from memory_store.migrations import apply_migrations
 from memory_store.models import Feedback, HistoryEvent, Memory, MemoryKind, MemoryStatus, Source, Turn
-from memory_store.validation import episode_key_of, is_episode_key, user_key, user_key_of
+from memory_store.validation import episode_key, episode_key_of, is_episode_key, user_key, user_key_of
 
 MEMORY_COLUMNS = (
     "id, user_id, agent_id, session_id, kind, text, status, created_at, updated_at, last_confirmed_at, "
     "confirm_count, last_recalled_at, recall_count, trust, valid_from, valid_until, superseded_by, source, "
     "metadata, embedding_model"
-)
-_WORD = re.compile(r"\w+", re.UNICODE)
-#: Words too common to rank by: they match most rows and cost time without telling memories apart
-#: ("user": the MARK agents write every note as "The user ...").
-STOPWORDS = frozenset(
-    "a an and are as at be but by did do does for from had has have he her his how i if in is it its me my "
-    "of on or our she so that the their them they this to was we were what when where which who why will "
-    "with you your user users".split()
 )
 _BUSY_RETRIES = 8
 #: What SQLite says when the disk, not the statement, is the problem.
@@ -175,12 +168,7 @@ def row_to_feedback(row: sqlite3.Row) -> Feedback:
 
 def fts_query(text: str, max_terms: int = 24) -> str | None:
     """Turn free text into a safe FTS5 OR-query of quoted words (no operator injection)."""
-    words: list[str] = []
-    for w in _WORD.findall(text.lower()):
-        if w not in words:
-            words.append(w)
-    content = [w for w in words if w not in STOPWORDS]
-    words = (content or words)[:max_terms]
+    words = query_words(text, max_terms)
     if not words:
         return None
     return " OR ".join('"' + w.replace('"', '""') + '"' for w in words)
@@ -300,9 +288,6 @@ class SQLiteDB:
 
     # -- memories ----------------------------------------------------------------------------------
 
-    def insert_memories(self, db: sqlite_utils.Database, rows: list[dict[str, Any]]) -> None:
-        db["memories"].insert_all(rows, batch_size=500)
-
     def get_memory(self, memory_id: str, user_id: str) -> Memory | None:
         rows = self.query(f"SELECT {MEMORY_COLUMNS} FROM memories WHERE id = ? AND user_id = ?", (memory_id, user_id))
         return row_to_memory(rows[0]) if rows else None
@@ -328,18 +313,15 @@ class SQLiteDB:
                 out[row["id"]] = (row_to_memory(row), emb)
         return out
 
-    def filtered_ids(
-        self, user_id: str, where: str, params: list[Any], limit: int | None = None
-    ) -> list[tuple[str, np.ndarray | None]]:
-        sql = f"SELECT id, embedding FROM memories WHERE user_id = ? AND {where}"
-        if limit is not None:
-            sql += f" LIMIT {int(limit)}"
+    def filtered_vectors(self, user_id: str, flt: MemoryFilter) -> list[tuple[str, np.ndarray | None]]:
+        where, params = filter_sql(flt)
         return [
             (r["id"], np.frombuffer(r["embedding"], dtype=np.float32) if r["embedding"] else None)
-            for r in self.query(sql, [user_id, *params])
+            for r in self.query(f"SELECT id, embedding FROM memories WHERE user_id = ? AND {where}", [user_id, *params])
         ]
 
-    def count_filtered(self, user_id: str, where: str, params: list[Any]) -> int:
+    def count_memories(self, user_id: str, flt: MemoryFilter) -> int:
+        where, params = filter_sql(flt)
         return self.query(f"SELECT count(*) AS n FROM memories WHERE user_id = ? AND {where}", [user_id, *params])[0][
             "n"
         ]
@@ -361,10 +343,9 @@ class SQLiteDB:
             return []
         return [(r["id"], r["score"]) for r in rows]
 
-    def list_memories(
-        self, user_id: str, where: str, params: list[Any], limit: int, offset: int
-    ) -> tuple[list[Memory], int]:
-        total = self.count_filtered(user_id, where, params)
+    def list_memories(self, user_id: str, flt: MemoryFilter, limit: int, offset: int) -> tuple[list[Memory], int]:
+        total = self.count_memories(user_id, flt)
+        where, params = filter_sql(flt)
         rows = self.query(
             f"SELECT {MEMORY_COLUMNS} FROM memories WHERE user_id = ? AND {where} "
             "ORDER BY created_at DESC, id LIMIT ? OFFSET ?",
@@ -372,12 +353,22 @@ class SQLiteDB:
         )
         return [row_to_memory(r) for r in rows], total
 
-    def update_memory(self, db: sqlite_utils.Database, memory_id: str, fields: dict[str, Any]) -> None:
-        sets = ", ".join(f"{k} = ?" for k in fields)
-        db.execute(f"UPDATE memories SET {sets} WHERE id = ?", [*fields.values(), memory_id])
+    def export_memories(self, user_id: str) -> Iterator[tuple[Memory, bytes | None]]:
+        for r in self.query(
+            f"SELECT {MEMORY_COLUMNS}, embedding FROM memories WHERE user_id = ? ORDER BY created_at, id", (user_id,)
+        ):
+            yield row_to_memory(r), (bytes(r["embedding"]) if r["embedding"] else None)
 
-    def delete_memory(self, db: sqlite_utils.Database, memory_id: str) -> None:
-        db.execute("DELETE FROM memories WHERE id = ?", [memory_id])
+    def memory_owners(self, ids: Sequence[str]) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for start in range(0, len(ids), 500):
+            chunk = list(ids[start : start + 500])
+            for r in self.query(f"SELECT id, user_id FROM memories WHERE id IN ({','.join('?' * len(chunk))})", chunk):
+                out[r["id"]] = r["user_id"]
+        return out
+
+    def has_memories(self) -> bool:
+        return bool(self.query("SELECT 1 FROM memories LIMIT 1"))
 
     def user_vectors(self, key: str) -> tuple[list[str], np.ndarray]:
         """Every stored embedding of one vector key (a user's notes or episodes): what the exact index loads."""
@@ -456,25 +447,6 @@ class SQLiteDB:
 
     # -- history, turns, feedback ------------------------------------------------------------------
 
-    def add_history(self, db: sqlite_utils.Database, events: list[HistoryEvent]) -> None:
-        db["history"].insert_all(
-            [
-                {
-                    "id": e.id,
-                    "memory_id": e.memory_id,
-                    "user_id": e.user_id,
-                    "event": e.event,
-                    "old_text": e.old_text,
-                    "new_text": e.new_text,
-                    "reason": e.reason,
-                    "actor": e.actor,
-                    "created_at": ts(e.created_at),
-                    "metadata": _json(e.metadata),
-                }
-                for e in events
-            ]
-        )
-
     def history(self, user_id: str, memory_id: str | None, limit: int, offset: int) -> list[HistoryEvent]:
         if memory_id is None:
             rows = self.query(
@@ -486,36 +458,6 @@ class SQLiteDB:
                 (user_id, memory_id, limit, offset),
             )
         return [row_to_history(r) for r in rows]
-
-    def add_turns(
-        self,
-        db: sqlite_utils.Database,
-        turns: list[Turn],
-        vectors: np.ndarray | None = None,
-        embedding_model: str | None = None,
-    ) -> None:
-        db["turns"].insert_all(
-            [
-                {
-                    "id": t.id,
-                    "user_id": t.user_id,
-                    "user_key": user_key(t.user_id),
-                    "agent_id": t.agent_id,
-                    "session_id": t.session_id,
-                    "role": t.role,
-                    "content": t.content,
-                    "created_at": ts(t.created_at),
-                    "extraction_status": t.extraction_status,
-                    "attempts": t.attempts,
-                    "last_error": t.last_error,
-                    "metadata": _json(t.metadata),
-                    "outdated_by": t.outdated_by,
-                    "embedding": None if vectors is None else np.asarray(vectors[n], dtype=np.float32).tobytes(),
-                    "embedding_model": None if vectors is None else embedding_model,
-                }
-                for n, t in enumerate(turns)
-            ]
-        )
 
     # -- episodes: the raw turns as searchable memory ------------------------------------------------------
 
@@ -575,13 +517,6 @@ class SQLiteDB:
         )[0]
         return int(row["n"]), int(row["c"])
 
-    def mark_turns_outdated(self, db: sqlite_utils.Database, user_id: str, ids: Sequence[str], note_id: str) -> None:
-        if ids:
-            db.execute(
-                f"UPDATE turns SET outdated_by = ? WHERE user_id = ? AND id IN ({','.join('?' * len(ids))})",
-                [note_id, user_id, *ids],
-            )
-
     def turn_vectors(self, key: str) -> tuple[list[str], np.ndarray]:
         rows = self.query("SELECT id, embedding FROM turns WHERE user_key = ? AND embedding IS NOT NULL", (key,))
         if not rows:
@@ -636,31 +571,6 @@ class SQLiteDB:
         )
         return [r["user_id"] for r in rows]
 
-    def set_turns_status(
-        self, db: sqlite_utils.Database, ids: Sequence[str], status: str, error: str | None, bump: bool
-    ) -> None:
-        for start in range(0, len(ids), 500):
-            chunk = list(ids[start : start + 500])
-            marks = ",".join("?" * len(chunk))
-            db.execute(
-                "UPDATE turns SET extraction_status = ?, last_error = ?, attempts = attempts + ? "
-                f"WHERE id IN ({marks})",
-                [status, error, 1 if bump else 0, *chunk],
-            )
-
-    def add_feedback(self, db: sqlite_utils.Database, fb: Feedback) -> None:
-        db["feedback"].insert(
-            {
-                "id": fb.id,
-                "user_id": fb.user_id,
-                "response_id": fb.response_id,
-                "memory_ids": _json(fb.memory_ids),
-                "value": fb.value,
-                "comment": fb.comment,
-                "created_at": ts(fb.created_at),
-            }
-        )
-
     def feedback(self, user_id: str) -> list[Feedback]:
         return [
             row_to_feedback(r) for r in self.query("SELECT * FROM feedback WHERE user_id = ? ORDER BY seq", (user_id,))
@@ -680,11 +590,8 @@ class SQLiteDB:
         except sqlite3.OperationalError:  # a read-only store from before forgetting existed: nothing forgotten
             return []
 
-    def add_forgotten(self, db: sqlite_utils.Database, rows: list[dict[str, Any]]) -> None:
-        if rows:
-            db["forgotten"].insert_all(rows)
-
-    def last_turn_seq(self) -> int:
+    def last_turn_seq(self, user_id: str | None = None) -> int:
+        """The last turn position in the whole store (rowids grow across users; ``user_id`` is not needed)."""
         return int(self.query("SELECT coalesce(max(seq), 0) AS n FROM turns")[0]["n"])
 
     def turn_seqs(self, user_id: str, ids: Sequence[str]) -> dict[str, int]:
@@ -698,24 +605,11 @@ class SQLiteDB:
                 out[r["id"]] = r["seq"]
         return out
 
-    def rewrite_turn(
-        self, db: sqlite_utils.Database, turn_id: str, content: str, last_error: str | None, embedding: np.ndarray
-    ) -> None:
-        """A turn's text redacted where a forgotten fact stood; its vector follows (the FTS index by trigger)."""
-        db.execute(
-            "UPDATE turns SET content = ?, last_error = ?, embedding = ? WHERE id = ?",
-            [content, last_error, np.asarray(embedding, dtype=np.float32).tobytes(), turn_id],
-        )
-
     def history_rows(self, user_id: str) -> list[sqlite3.Row]:
         return self.query(
             "SELECT id, memory_id, old_text, new_text, reason, metadata FROM history WHERE user_id = ? ORDER BY seq",
             (user_id,),
         )
-
-    def rewrite_history(self, db: sqlite_utils.Database, event_id: str, fields: dict[str, Any]) -> None:
-        sets = ", ".join(f"{k} = ?" for k in fields)
-        db.execute(f"UPDATE history SET {sets} WHERE id = ?", [*fields.values(), event_id])
 
     # -- vector outbox and epoch ---------------------------------------------------------------------
 
@@ -728,8 +622,30 @@ class SQLiteDB:
     def outbox_count(self) -> int:
         return self.query("SELECT count(*) AS n FROM vector_outbox")[0]["n"]
 
-    def clear_outbox(self, db: sqlite_utils.Database, upto_seq: int) -> None:
-        db.execute("DELETE FROM vector_outbox WHERE seq <= ?", [upto_seq])
+    def vectors_settled(self, epoch: int) -> bool:
+        """True when no other process moved the vector epoch since ``epoch`` and no vector write is pending."""
+        row = self.query(
+            "SELECT (SELECT value FROM meta WHERE key='vector_epoch') AS e, EXISTS(SELECT 1 FROM vector_outbox) AS p"
+        )[0]
+        return int(row["e"]) == epoch and not row["p"]
+
+    def vectors_left(self, key: str) -> bool:
+        """Does a vector write of this key still wait (in the outbox or set aside)?"""
+        return bool(
+            self.query(
+                "SELECT EXISTS(SELECT 1 FROM vector_quarantine WHERE user_key = ?) "
+                "OR EXISTS(SELECT 1 FROM vector_outbox WHERE user_key = ?) AS n",
+                [key, key],
+            )[0]["n"]
+        )
+
+    def clear_outbox(self, db: sqlite_utils.Database, upto_seq: int | None = None, user_key: str | None = None) -> None:
+        if user_key is not None:
+            db.execute("DELETE FROM vector_outbox WHERE user_key = ?", [user_key])
+        elif upto_seq is None:
+            db.execute("DELETE FROM vector_outbox")
+        else:
+            db.execute("DELETE FROM vector_outbox WHERE seq <= ?", [upto_seq])
 
     def quarantine(self, db: sqlite_utils.Database, failed: Sequence[tuple[Any, str]], now: float) -> None:
         """Set aside outbox ops the vector index refused, with the reason (reported by check, fixed by repair)."""
@@ -762,13 +678,11 @@ class SQLiteDB:
         db.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'vector_epoch'")
         return int(db.execute("SELECT value FROM meta WHERE key = 'vector_epoch'").fetchone()[0])
 
-    # -- purge -----------------------------------------------------------------------------------------
+    # -- keyword index ---------------------------------------------------------------------------------
 
-    def purge_user(self, db: sqlite_utils.Database, user_id: str) -> dict[str, int]:
-        counts = {}
-        for table in ("memories", "turns", "history", "feedback", "forgotten"):
-            counts[table] = db.execute(f"DELETE FROM {table} WHERE user_id = ?", [user_id]).rowcount
-        return counts
+    def rebuild_fts(self, db: sqlite_utils.Database) -> None:
+        db.execute("INSERT INTO memories_fts(memories_fts) VALUES('rebuild')")
+        db.execute("INSERT INTO turns_fts(turns_fts) VALUES('rebuild')")
 
     def scrub(self) -> None:
         """After a purge: merge the keyword index (dropping deleted tokens) and empty the WAL file."""
@@ -784,3 +698,243 @@ class SQLiteDB:
             return True
         except sqlite3.DatabaseError:
             return False
+
+
+def filter_sql(flt: MemoryFilter) -> tuple[str, list[Any]]:
+    """The WHERE clause (after ``user_id = ?``) of a memory filter, with its parameters."""
+    where = [f"status IN ({','.join('?' * len(flt.statuses))})"]
+    params: list[Any] = list(flt.statuses)
+    if flt.kinds:
+        where.append(f"kind IN ({','.join('?' * len(flt.kinds))})")
+        params += flt.kinds
+    if flt.session_id is not None:
+        where.append("session_id = ?")
+        params.append(flt.session_id)
+    if flt.agent_id is not None:
+        where.append("agent_id = ?")
+        params.append(flt.agent_id)
+    if flt.since is not None:
+        where.append("created_at >= ?")
+        params.append(ts(flt.since))
+    if flt.until is not None:
+        where.append("created_at <= ?")
+        params.append(ts(flt.until))
+    if flt.ids is not None:
+        where.append(f"id IN ({','.join('?' * len(flt.ids))})" if flt.ids else "0")
+        params += flt.ids
+    return " AND ".join(where), params
+
+
+def _vector_bytes(vector: np.ndarray | None) -> bytes | None:
+    return None if vector is None else np.asarray(vector, dtype=np.float32).tobytes()
+
+
+def _encode(column: str, value: Any) -> Any:
+    """A Python value of a memory/history column as SQLite stores it."""
+    if isinstance(value, datetime):
+        return ts(value)
+    if column == "embedding":
+        return _vector_bytes(value)
+    if column == "metadata" and isinstance(value, dict):
+        return _json(value)
+    return value
+
+
+class SQLiteTx:
+    """One SQLite write transaction (BEGIN IMMEDIATE, see `SQLiteDB.write`).
+
+    Each write that changes a vector queues it in the outbox in the same transaction: the vector index follows
+    after the commit, and a crash in between is repaired from the outbox on the next open.
+    """
+
+    def __init__(self, db: SQLiteDB, w: sqlite_utils.Database) -> None:
+        self.db = db
+        self.w = w
+        self.vector_writes = 0
+
+    def _enqueue(self, op: str, key: str, ids: Sequence[str]) -> None:
+        if ids:
+            self.db.enqueue_vectors(self.w, op, key, ids)
+            self.vector_writes += len(ids)
+
+    # -- memories ------------------------------------------------------------------------------------------
+
+    def get_memory(self, memory_id: str, user_id: str) -> Memory | None:
+        return self.db.get_memory(memory_id, user_id)  # the same connection: inside the transaction
+
+    def insert_memories(self, memories: Sequence[Memory], vectors: Sequence[np.ndarray | None]) -> None:
+        rows = [memory_to_row(m, user_key(m.user_id), v) for m, v in zip(memories, vectors, strict=True)]
+        self.w["memories"].insert_all(rows, batch_size=500)
+        by_key: dict[str, list[str]] = {}
+        for row in rows:
+            by_key.setdefault(row["user_key"], []).append(row["id"])
+        for key, ids in by_key.items():
+            self._enqueue("upsert", key, ids)
+
+    def update_memory(self, user_id: str, memory_id: str, changes: Mapping[str, Any]) -> None:
+        sets = ", ".join(f"{k} = ?" for k in changes)
+        values = [_encode(k, v) for k, v in changes.items()]
+        self.w.execute(f"UPDATE memories SET {sets} WHERE id = ? AND user_id = ?", [*values, memory_id, user_id])
+        if "embedding" in changes:
+            self._enqueue("upsert", user_key(user_id), [memory_id])
+
+    def confirm_memory(self, user_id: str, memory_id: str, trust: float, now: datetime) -> None:
+        self.w.execute(
+            "UPDATE memories SET confirm_count = confirm_count + 1, last_confirmed_at = ?, trust = ?, "
+            "updated_at = ? WHERE id = ? AND user_id = ?",
+            [ts(now), trust, ts(now), memory_id, user_id],
+        )
+
+    def mark_recalled(self, user_id: str, memory_ids: Sequence[str], now: datetime) -> None:
+        marks = ",".join("?" * len(memory_ids))
+        self.w.execute(
+            f"UPDATE memories SET recall_count = recall_count + 1, last_recalled_at = ? "
+            f"WHERE user_id = ? AND id IN ({marks})",
+            [ts(now), user_id, *memory_ids],
+        )
+
+    def delete_memory(self, user_id: str, memory_id: str) -> None:
+        self.w.execute("DELETE FROM memories WHERE id = ? AND user_id = ?", [memory_id, user_id])
+        self._enqueue("delete", user_key(user_id), [memory_id])
+
+    def set_memory_embedding(self, key: str, memory_id: str, vector: np.ndarray, model: str) -> None:
+        # No outbox op: the caller refills the user's vector group from the rows.
+        self.w.execute(
+            "UPDATE memories SET embedding = ?, embedding_model = ? WHERE id = ?",
+            [_vector_bytes(vector), model, memory_id],
+        )
+
+    # -- history -------------------------------------------------------------------------------------------
+
+    def add_history(self, events: Sequence[HistoryEvent]) -> None:
+        self.w["history"].insert_all(
+            [
+                {
+                    "id": e.id,
+                    "memory_id": e.memory_id,
+                    "user_id": e.user_id,
+                    "event": e.event,
+                    "old_text": e.old_text,
+                    "new_text": e.new_text,
+                    "reason": e.reason,
+                    "actor": e.actor,
+                    "created_at": ts(e.created_at),
+                    "metadata": _json(e.metadata),
+                }
+                for e in events
+            ]
+        )
+
+    def delete_history(self, events: Sequence[HistoryEvent]) -> None:
+        if events:
+            self.w.execute(f"DELETE FROM history WHERE id IN ({','.join('?' * len(events))})", [e.id for e in events])
+
+    def rewrite_history(self, user_id: str, event_id: str, fields: Mapping[str, Any]) -> None:
+        sets = ", ".join(f"{k} = ?" for k in fields)
+        values = [_encode(k, v) for k, v in fields.items()]
+        self.w.execute(f"UPDATE history SET {sets} WHERE id = ? AND user_id = ?", [*values, event_id, user_id])
+
+    # -- turns -----------------------------------------------------------------------------------------------
+
+    def add_turns(self, turns: Sequence[Turn], vectors: np.ndarray | None, model: str | None) -> None:
+        self.w["turns"].insert_all(
+            [
+                {
+                    "id": t.id,
+                    "user_id": t.user_id,
+                    "user_key": user_key(t.user_id),
+                    "agent_id": t.agent_id,
+                    "session_id": t.session_id,
+                    "role": t.role,
+                    "content": t.content,
+                    "created_at": ts(t.created_at),
+                    "extraction_status": t.extraction_status,
+                    "attempts": t.attempts,
+                    "last_error": t.last_error,
+                    "metadata": _json(t.metadata),
+                    "outdated_by": t.outdated_by,
+                    "embedding": None if vectors is None else _vector_bytes(vectors[n]),
+                    "embedding_model": None if vectors is None else model,
+                }
+                for n, t in enumerate(turns)
+            ]
+        )
+        if vectors is not None:
+            by_key: dict[str, list[str]] = {}
+            for t in turns:
+                by_key.setdefault(episode_key(t.user_id), []).append(t.id)
+            for key, ids in by_key.items():
+                self._enqueue("upsert", key, ids)
+
+    def delete_turns(self, turns: Sequence[Turn]) -> None:
+        if turns:
+            self.w.execute(f"DELETE FROM turns WHERE id IN ({','.join('?' * len(turns))})", [t.id for t in turns])
+
+    def mark_turns_outdated(self, user_id: str, turn_ids: Sequence[str], note_id: str) -> None:
+        if turn_ids:
+            self.w.execute(
+                f"UPDATE turns SET outdated_by = ? WHERE user_id = ? AND id IN ({','.join('?' * len(turn_ids))})",
+                [note_id, user_id, *turn_ids],
+            )
+
+    def set_turns_status(self, turn_ids: Sequence[str], status: str, error: str | None, bump: bool) -> None:
+        ids = list(turn_ids)
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            self.w.execute(
+                "UPDATE turns SET extraction_status = ?, last_error = ?, attempts = attempts + ? "
+                f"WHERE id IN ({','.join('?' * len(chunk))})",
+                [status, error, 1 if bump else 0, *chunk],
+            )
+
+    def rewrite_turn(
+        self, user_id: str, turn_id: str, content: str, last_error: str | None, vector: np.ndarray
+    ) -> None:
+        """A turn's text redacted where a forgotten fact stood; its vector follows (the FTS index by trigger)."""
+        self.w.execute(
+            "UPDATE turns SET content = ?, last_error = ?, embedding = ? WHERE id = ? AND user_id = ?",
+            [content, last_error, _vector_bytes(vector), turn_id, user_id],
+        )
+        self._enqueue("upsert", episode_key(user_id), [turn_id])
+
+    def set_turn_embedding(self, key: str, turn_id: str, vector: np.ndarray, model: str) -> None:
+        self.w.execute(
+            "UPDATE turns SET embedding = ?, embedding_model = ? WHERE id = ?", [_vector_bytes(vector), model, turn_id]
+        )
+        self._enqueue("upsert", episode_key_of(key), [turn_id])
+
+    # -- feedback and forgetting ---------------------------------------------------------------------------
+
+    def add_feedback(self, fb: Feedback) -> None:
+        self.w["feedback"].insert(
+            {
+                "id": fb.id,
+                "user_id": fb.user_id,
+                "response_id": fb.response_id,
+                "memory_ids": _json(fb.memory_ids),
+                "value": fb.value,
+                "comment": fb.comment,
+                "created_at": ts(fb.created_at),
+            }
+        )
+
+    def delete_feedback(self, fb: Feedback) -> None:
+        self.w.execute("DELETE FROM feedback WHERE id = ?", [fb.id])
+
+    def redact_feedback(self, user_id: str, feedback_id: str, comment: str) -> None:
+        self.w.execute("UPDATE feedback SET comment = ? WHERE id = ? AND user_id = ?", [comment, feedback_id, user_id])
+
+    def add_forgotten(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        if rows:
+            self.w["forgotten"].insert_all([{k: _encode(k, v) for k, v in r.items()} for r in rows])
+
+    def purge_user(self, user_id: str) -> dict[str, int]:
+        """Every row of the user; their pending and set-aside vector writes give way to one drop per vector key."""
+        counts = {}
+        for table in ("memories", "turns", "history", "feedback", "forgotten"):
+            counts[table] = self.w.execute(f"DELETE FROM {table} WHERE user_id = ?", [user_id]).rowcount
+        for key in (user_key(user_id), episode_key(user_id)):
+            self.db.clear_outbox(self.w, user_key=key)
+            self.db.clear_quarantine(self.w, key)
+            self._enqueue("drop", key, [""])
+        return counts

@@ -14,7 +14,9 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-pytest_plugins = ["tests.llm_fixtures"] if importlib.util.find_spec("tests.llm_fixtures") else []
+pytest_plugins = ["tests.pg_fixtures"] + (
+    ["tests.llm_fixtures"] if importlib.util.find_spec("tests.llm_fixtures") else []
+)
 
 
 @pytest.fixture(scope="session")
@@ -42,19 +44,54 @@ def clock() -> FakeClock:
     return FakeClock()
 
 
-@pytest.fixture(params=["chroma", "exact"])
+@pytest.fixture(params=["chroma", "exact", pytest.param("postgres", marks=pytest.mark.postgres)])
 def backend(request) -> str:
     return request.param
 
 
 @pytest.fixture
-def store(tmp_path, embedder, clock, backend):
-    """A store on each vector backend: every store test is a conformance test for both."""
+def store(tmp_path, embedder, clock, backend, request):
+    """A store on each engine and vector backend (SQLite + chroma, SQLite + exact, Postgres + pgvector): every
+    store test is a conformance test for all three."""
     from memory_store import MemoryStore, StoreSettings
 
-    s = MemoryStore(StoreSettings(home=tmp_path / "home", vector_backend=backend), embedder=embedder, clock=clock)
+    settings = StoreSettings(home=tmp_path / "home", vector_backend="exact" if backend == "exact" else "chroma")
+    if backend == "postgres":
+        settings = settings.model_copy(update={"store_url": request.getfixturevalue("pg_url")})
+    s = MemoryStore(settings, embedder=embedder, clock=clock)
     yield s
     s.close()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def engine(request) -> str:
+    return request.param
+
+
+@pytest.fixture
+def make_store(tmp_path, embedder, clock, engine, request):
+    """make_store(name): a new, empty store on the test's engine (a home for SQLite, a database for Postgres);
+    the same name twice opens the same store again. Closed at the end of the test."""
+    from memory_store import MemoryStore, StoreSettings
+
+    urls: dict[str, str] = {}
+    opened: list[MemoryStore] = []
+
+    def make(name: str = "home", **kwargs) -> MemoryStore:
+        settings = StoreSettings(home=tmp_path / name)
+        if engine == "postgres":
+            from tests.pg_fixtures import new_database
+
+            if name not in urls:
+                urls[name] = new_database(request.getfixturevalue("pg_server"))
+            settings = settings.model_copy(update={"store_url": urls[name]})
+        s = MemoryStore(settings, embedder=kwargs.pop("embedder", embedder), clock=kwargs.pop("clock", clock))
+        opened.append(s)
+        return s
+
+    yield make
+    for s in opened:
+        s.close()
 
 
 @pytest.fixture

@@ -1,8 +1,10 @@
-"""Crash safety (kill -9 mid-batch) and concurrency (threads, two processes) on real SQLite + chroma."""
+"""Crash safety (kill -9 mid-batch) and concurrency (threads, two processes as two app servers) on real SQLite +
+chroma and on a real Postgres."""
 
 from __future__ import annotations
 
 import collections
+import os
 import signal
 import subprocess
 import sys
@@ -18,21 +20,30 @@ WORKER = [sys.executable, "-m", "tests.memory_store.worker"]
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def spawn(home: Path, user: str, batches: int, size: int, mode: str = "add") -> subprocess.Popen:
+def spawn(home: Path, user: str, batches: int, size: int, mode: str = "add", url: str = "") -> subprocess.Popen:
+    """A worker process on the same store: the same home (SQLite), or the same database (``url``, Postgres)."""
+    env = {k: v for k, v in os.environ.items() if k != "MARK_STORE_URL"} | ({"MARK_STORE_URL": url} if url else {})
     return subprocess.Popen(
         [*WORKER, str(home), user, str(batches), str(size), mode],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        env=env,
     )
+
+
+def url_of(store: MemoryStore) -> str:
+    return store.settings.store_url or ""
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("delay", [0.15, 0.45, 0.8])
-def test_kill_9_mid_batch_leaves_no_partial_record(tmp_path, embedder, delay):
-    home = tmp_path / "home"
-    proc = spawn(home, "crash-user", batches=40, size=200)
+def test_kill_9_mid_batch_leaves_no_partial_record(make_store, delay):
+    first = make_store("home")  # creates the schema; the worker writes the same store
+    home, url = first.home, url_of(first)
+    first.close()
+    proc = spawn(home, "crash-user", batches=40, size=200, url=url)
     # Wait until one batch is committed, then kill at some point inside a later one (embedding, the SQLite
     # transaction or the vector write, depending on the delay).
     line = proc.stdout.readline()
@@ -40,7 +51,7 @@ def test_kill_9_mid_batch_leaves_no_partial_record(tmp_path, embedder, delay):
     time.sleep(delay)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    store = MemoryStore(StoreSettings(home=home), embedder=embedder)  # reopen: applies pending vector ops
+    store = make_store("home")  # reopen: applies pending vector ops (SQLite)
     report = store.check()
     assert report.ok, report
     per_batch = collections.Counter(m.metadata["batch"] for m in store.list("crash-user", limit=10_000).items)
@@ -48,11 +59,10 @@ def test_kill_9_mid_batch_leaves_no_partial_record(tmp_path, embedder, delay):
     added = {e.memory_id for e in store.history("crash-user") if e.event == "add"}
     assert len(added) == sum(per_batch.values())
     assert store.search("meeting moved to room 7", "crash-user")
-    store.close()
 
 
-def test_threads_adding_and_searching_lose_nothing(tmp_path, embedder):
-    store = MemoryStore(StoreSettings(home=tmp_path / "home"), embedder=embedder)
+def test_threads_adding_and_searching_lose_nothing(make_store):
+    store = make_store("home")
     errors: list[BaseException] = []
 
     def work(n: int) -> None:
@@ -74,24 +84,40 @@ def test_threads_adding_and_searching_lose_nothing(tmp_path, embedder):
     assert not errors, errors
     assert [store.count(f"t{n}") for n in range(4)] == [20, 20, 20, 20]
     assert store.check().ok
-    store.close()
 
 
 @pytest.mark.slow
-def test_two_processes_on_one_home(tmp_path, embedder):
-    home = tmp_path / "home"
-    MemoryStore(StoreSettings(home=home), embedder=embedder).close()  # create the schema first
-    procs = [spawn(home, f"proc{n}", batches=6, size=25, mode="search") for n in range(2)]
+def test_two_processes_on_one_home(make_store):
+    """Two processes (two app servers) and this one's threads write the same store: nothing lost, no lock error."""
+    store = make_store("home")  # creates the schema first
+    procs = [spawn(store.home, f"proc{n}", batches=6, size=25, mode="search", url=url_of(store)) for n in range(2)]
+    errors: list[BaseException] = []
+    written = [0, 0]
+
+    def work(n: int) -> None:  # writes while the other processes do, until they are done
+        try:
+            while any(p.poll() is None for p in procs) and written[n] < 300:
+                b = written[n]
+                store.add_many([NewMemory(text=f"thread {n} note {b}-{i}", user_id=f"local{n}") for i in range(5)])
+                written[n] += 5
+        except BaseException as exc:  # collected and re-raised in the main thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
     for p in procs:
         _out, err = p.communicate(timeout=300)
         assert p.returncode == 0, err
-        assert "locked" not in err
-    store = MemoryStore(StoreSettings(home=home), embedder=embedder)
+        assert "locked" not in err and "deadlock" not in err
+    assert not errors, errors
     assert store.count("proc0") == 150 and store.count("proc1") == 150
+    assert [store.count("local0"), store.count("local1")] == written and all(written)
     assert store.check().ok
     # This process sees both writers' vectors.
     assert store.search("proc1 batch 5 fact 3", "proc1", mode="dense")[0].memory.user_id == "proc1"
-    store.close()
 
 
 def test_reader_process_sees_writes_made_after_it_opened(tmp_path, embedder):

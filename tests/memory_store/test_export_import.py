@@ -1,4 +1,4 @@
-"""Export/import: an exact round trip, and a bad file changes nothing."""
+"""Export/import: an exact round trip, and a bad file changes nothing, on each engine (and from one to the other)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import io
 import pytest
 
 from memory_store import InvalidInput, MemoryStore, NewMemory, StoreSettings
+from tests.pg_fixtures import new_database
 
 
 def fill(store: MemoryStore) -> None:
@@ -19,12 +20,12 @@ def fill(store: MemoryStore) -> None:
     store.add("Bob's fact.", "bob")
 
 
-def test_round_trip_is_exact(tmp_path, embedder, clock):
-    a = MemoryStore(StoreSettings(home=tmp_path / "a"), embedder=embedder, clock=clock)
+def test_round_trip_is_exact(make_store):
+    a = make_store("a")
     fill(a)
     first = io.StringIO()
     n = a.export_jsonl(first, user_id="alice")
-    b = MemoryStore(StoreSettings(home=tmp_path / "b"), embedder=embedder, clock=clock)
+    b = make_store("b")
     assert b.import_jsonl(io.StringIO(first.getvalue())) == n
     second = io.StringIO()
     b.export_jsonl(second, user_id="alice")
@@ -48,8 +49,8 @@ def test_round_trip_is_exact(tmp_path, embedder, clock):
         ("", "header"),
     ],
 )
-def test_bad_import_is_rejected_whole(tmp_path, embedder, bad, message):
-    store = MemoryStore(StoreSettings(home=tmp_path / "h"), embedder=embedder)
+def test_bad_import_is_rejected_whole(make_store, bad, message):
+    store = make_store("h")
     store.add("Keep me.", "alice")
     buf = io.StringIO()
     store.export_jsonl(buf, user_id="alice")
@@ -66,3 +67,25 @@ def test_bad_import_is_rejected_whole(tmp_path, embedder, bad, message):
     with pytest.raises(InvalidInput):
         store.import_jsonl(io.StringIO(mixed))
     assert [m.text for m in store.list("alice").items] == ["Keep me."]
+
+
+@pytest.mark.postgres
+def test_an_export_moves_from_sqlite_to_postgres_and_back(tmp_path, embedder, clock, pg_server):
+    """The way from the embedded engine to Postgres (and back): export, import, the same export again."""
+    lite = MemoryStore(StoreSettings(home=tmp_path / "lite"), embedder=embedder, clock=clock)
+    fill(lite)
+    first = io.StringIO()
+    n = lite.export_jsonl(first)
+    pg = MemoryStore(StoreSettings(home=tmp_path / "pg", store_url=new_database(pg_server)), embedder=embedder)
+    assert pg.import_jsonl(io.StringIO(first.getvalue())) == n
+    second = io.StringIO()
+    pg.export_jsonl(second)
+    assert second.getvalue() == first.getvalue()
+    assert pg.search("Where do I live?", "alice")[0].memory.text == "I moved to Lisbon."
+    back = MemoryStore(StoreSettings(home=tmp_path / "back"), embedder=embedder, clock=clock)
+    assert back.import_jsonl(io.StringIO(second.getvalue())) == n
+    third = io.StringIO()
+    back.export_jsonl(third)
+    assert third.getvalue() == first.getvalue()
+    for s in (lite, pg, back):
+        s.close()

@@ -14,6 +14,7 @@ import pytest
 
 from memory_store import InvalidInput, MemoryStore, NewMemory, Source, StoreSettings
 from memory_store.forgetting import MARKER, Fingerprint, note_matches, redact, salient
+from tests.memory_store.engines import stored_anywhere
 
 KEY = b"k" * 32
 
@@ -109,10 +110,6 @@ def carol_pin(store: MemoryStore):
     return t, pin, bank
 
 
-def home_files_holding(store: MemoryStore, token: bytes) -> list[str]:
-    return [str(p.relative_to(store.home)) for p in store.home.rglob("*") if p.is_file() and token in p.read_bytes()]
-
-
 def test_forget_removes_the_fact_everywhere_and_keeps_the_rest(store):
     turns, pin, bank = carol_pin(store)
     report = store.forget("carol", pin.id[:8], reason="forget my PIN", actor="cli")
@@ -144,8 +141,8 @@ def test_forget_removes_the_fact_everywhere_and_keeps_the_rest(store):
     assert store.check().ok
     store.purge_user("dave")
     store.close()
-    assert home_files_holding(store, b"8841") == []
-    assert home_files_holding(store, b"Northwind") != []
+    assert stored_anywhere(store, b"8841") == []
+    assert stored_anywhere(store, b"Northwind") != []
 
 
 def test_a_new_statement_after_forgetting_is_new_information(chroma_store):

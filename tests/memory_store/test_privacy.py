@@ -11,6 +11,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from memory_store import MemoryStore, NewMemory, StoreSettings
+from tests.memory_store.engines import stored_anywhere
+from tests.pg_fixtures import new_database
 
 WORDS = ["dog", "cat", "Lisbon", "Denver", "nurse", "law", "school", "tea", "coffee", "jazz", "bike", "May", "peanuts"]
 texts = st.lists(st.sampled_from(WORDS), min_size=2, max_size=6).map(lambda ws: "I like " + " and ".join(ws) + ".")
@@ -19,9 +21,12 @@ user_ids = st.text(alphabet=st.characters(blacklist_categories=("Cc", "Cs")), mi
 )
 
 
-@pytest.fixture(scope="module")
-def shared_store(tmp_path_factory, embedder):
-    s = MemoryStore(StoreSettings(home=tmp_path_factory.mktemp("iso")), embedder=embedder)
+@pytest.fixture(scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def shared_store(tmp_path_factory, embedder, request):
+    settings = StoreSettings(home=tmp_path_factory.mktemp("iso"))
+    if request.param == "postgres":
+        settings = settings.model_copy(update={"store_url": new_database(request.getfixturevalue("pg_server"))})
+    s = MemoryStore(settings, embedder=embedder)
     yield s
     s.close()
 
@@ -83,5 +88,27 @@ def test_purge_leaves_no_trace_in_any_file(tmp_path, embedder):
         assert _files_containing(home, needle) == [], needle
     store = MemoryStore(StoreSettings(home=home), embedder=embedder)
     assert store.list(other).total == 30 and store.check().ok
+    assert store.search("bystander fact", other)
+    store.close()
+
+
+@pytest.mark.postgres
+def test_purge_on_postgres_removes_every_row_of_the_user(tmp_path, embedder, pg_url):
+    """Postgres: no row of any table holds the user any more (the tables are vacuumed: their space is reused; the
+    README says what WAL and backups keep), and the other users are untouched."""
+    store = MemoryStore(StoreSettings(home=tmp_path / "home", store_url=pg_url), embedder=embedder)
+    victim, other = "victim-7f3a9c", "bystander"
+    mems = store.add_many([NewMemory(text=f"zebracode{n} is my locker", user_id=victim) for n in range(5)])
+    store.add_many([NewMemory(text=f"bystander fact {n}", user_id=other) for n in range(5)])
+    store.supersede(mems[1].id, victim, NewMemory(text="zebracode-superseding value", user_id=victim))
+    store.add_turns([{"user_id": victim, "session_id": "sess-victim", "role": "user", "content": "zebracode chat"}])
+    store.add_feedback(victim, "resp-zebracode", [mems[3].id], -1, comment="zebracode feedback")
+    store.forget(victim, mems[4].id)
+    assert stored_anywhere(store, b"zebracode")  # the check below is meaningful
+    report = store.purge_user(victim)
+    assert report.memories == 5 and report.turns == 1 and report.feedback == 1 and report.history >= 7
+    for needle in (b"zebracode", victim.encode(), b"sess-victim", mems[0].id.encode()):
+        assert stored_anywhere(store, needle) == [], needle
+    assert store.list(other).total == 5 and store.check().ok
     assert store.search("bystander fact", other)
     store.close()

@@ -18,6 +18,7 @@ from memory_store import InvalidInput, MemoryStore, StoreError, StoreSettings
 from memory_store.files import private_output
 from memory_store.importing import EXPORT_FORMAT
 from memory_store.validation import user_key
+from tests.memory_store.engines import row_counts, table
 from tests.memory_store.wedge import legacy_wedge
 
 HEADER = json.dumps({"type": "header", "format": EXPORT_FORMAT, "version": 1})
@@ -55,9 +56,7 @@ def turn_line(**fields: object) -> str:
     return json.dumps(rec)
 
 
-def snapshot(store: MemoryStore) -> dict[str, int]:
-    """What is stored, per table: nothing may change when an import is refused."""
-    return {t: store.db.query(f"SELECT count(*) AS n FROM {t}")[0]["n"] for t in ("memories", "turns", "history")}
+snapshot = row_counts  # what is stored, per table: nothing may change when an import is refused
 
 
 # -- 1. one import line wedged every user ----------------------------------------------------------------------
@@ -163,7 +162,7 @@ def test_import_refuses_a_repeated_line_by_number(store, embedder, kind):
 def test_an_import_that_conflicts_with_stored_rows_is_invalid_input(store, embedder):
     """A database constraint is the last guard (a turn id clash no check foresaw): still bad input, not a crash."""
     store.add_turns([{"id": "t1", "user_id": "alice", "role": "user", "content": "hello"}])
-    store.db.query("CREATE UNIQUE INDEX IF NOT EXISTS test_turn_content ON turns(content)")
+    store.db.query(f"CREATE UNIQUE INDEX IF NOT EXISTS test_turn_content ON {table(store, 'turns')}(content)")
     before = snapshot(store)
     with pytest.raises(InvalidInput, match="conflicts with what is stored"):
         store.import_jsonl(io.StringIO(HEADER + "\n" + turn_line(id="t2") + "\n"))

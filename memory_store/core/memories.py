@@ -1,0 +1,296 @@
+"""Memories: add, edit, confirm, supersede, dispute, delete, and the reads of one user's notes."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+
+from memory_store.backend import MemoryFilter
+from memory_store.core.base import StoreBase, new_id
+from memory_store.errors import InvalidInput, NotFound
+from memory_store.errors import first_error as _first_error
+from memory_store.models import (
+    HistoryEvent,
+    Memory,
+    MemoryKind,
+    MemoryStatus,
+    NewMemory,
+    Page,
+)
+from memory_store.validation import check_optional_id, check_scope_id, check_text
+
+
+class MemoryOps(StoreBase):
+    # -- writes -------------------------------------------------------------------------------------
+
+    def add(
+        self,
+        text: str,
+        user_id: str,
+        *,
+        kind: MemoryKind | str = MemoryKind.user_question,
+        agent_id: str | None = None,
+        session_id: str | None = None,
+        trust: float = 0.6,
+        metadata: dict[str, Any] | None = None,
+        source: dict[str, Any] | None = None,
+        reason: str = "added",
+        actor: str = "api",
+    ) -> Memory:
+        """Add one memory. See `add_many` for batches (one transaction, one embedding pass)."""
+        check_scope_id(user_id)
+        check_text(text)
+        try:
+            item = NewMemory(
+                text=text,
+                user_id=user_id,
+                kind=MemoryKind(kind),
+                agent_id=agent_id,
+                session_id=session_id,
+                trust=trust,
+                metadata=metadata or {},
+                **({"source": source} if source else {}),
+            )
+        except ValueError as exc:
+            raise InvalidInput(f"invalid memory: {_first_error(exc)}") from None
+        return self.add_many([item], reason=reason, actor=actor)[0]
+
+    def add_many(self, items: Sequence[NewMemory], *, reason: str = "added", actor: str = "api") -> list[Memory]:
+        """Add a batch atomically: either every memory is stored (rows, history, vectors) or none is."""
+        if not items:
+            return []
+        prepared = []
+        for n, item in enumerate(items):
+            where = f"item {n}: " if len(items) > 1 else ""
+            try:
+                text = check_text(item.text)
+                check_scope_id(item.user_id)
+                check_optional_id(item.agent_id, "agent id")
+                check_optional_id(item.session_id, "session id")
+            except InvalidInput as exc:
+                raise InvalidInput(f"{where}{exc}") from None
+            prepared.append((item, text))
+        vectors = self.embed([text for _, text in prepared])
+        now = self.clock()
+        memories = [self._record(item, text, now) for item, text in prepared]
+        self._insert(memories, vectors, [self._history(m, "add", reason, actor, new=m.text) for m in memories])
+        return memories
+
+    def _record(self, item: NewMemory, text: str, now: datetime) -> Memory:
+        """A new stored record from what the caller gave (text already validated)."""
+        return Memory(
+            id=new_id(),
+            user_id=item.user_id,
+            agent_id=item.agent_id,
+            session_id=item.session_id,
+            kind=item.kind,
+            text=text,
+            created_at=now,
+            updated_at=now,
+            trust=item.trust,
+            valid_from=item.valid_from or now,
+            source=item.source,
+            metadata=item.metadata,
+            embedding_model=self.embedder.model_id,
+        )
+
+    def _insert(self, memories: list[Memory], vectors: np.ndarray, events: list[HistoryEvent]) -> None:
+        with self.backend.transaction() as tx:
+            tx.insert_memories(memories, list(vectors))
+            tx.add_history(events)
+
+    def update(
+        self,
+        memory_id: str,
+        user_id: str,
+        *,
+        text: str | None = None,
+        trust: float | None = None,
+        metadata: dict[str, Any] | None = None,
+        reason: str = "updated",
+        actor: str = "api",
+    ) -> Memory:
+        """Edit a memory in place (a correction). A *changed fact* should use `supersede`, which keeps the old."""
+        old = self._require(memory_id, user_id)
+        changes: dict[str, Any] = {}
+        new = old.model_copy()
+        if text is not None:
+            new.text = check_text(text)
+            vec = self.embed([new.text])[0]
+            changes.update(text=new.text, embedding=vec, embedding_model=self.embedder.model_id)
+        if trust is not None:
+            if not 0.0 <= trust <= 1.0:
+                raise InvalidInput("trust must be between 0 and 1")
+            new.trust = changes["trust"] = trust
+        if metadata is not None:
+            new.metadata = changes["metadata"] = metadata
+        if not changes:
+            return old
+        new.updated_at = changes["updated_at"] = self.clock()
+        with self.backend.transaction() as tx:
+            tx.update_memory(user_id, memory_id, changes)
+            tx.add_history([self._history(new, "update", reason, actor, old=old.text, new=new.text)])
+        return self._require(memory_id, user_id)
+
+    def confirm(self, memory_id: str, user_id: str, *, reason: str = "stated again", actor: str = "api") -> Memory:
+        """The fact was stated again: strength, frequency and trust go up, the forgetting clock restarts."""
+        m = self._require(memory_id, user_id)
+        now = self.clock()
+        trust = min(1.0, m.trust + (1.0 - m.trust) * 0.15)
+        with self.backend.transaction() as tx:
+            tx.confirm_memory(user_id, memory_id, trust, now)
+            tx.add_history([self._history(m, "confirm", reason, actor, old=m.text, new=m.text)])
+        return self._require(memory_id, user_id)
+
+    def supersede(
+        self, memory_id: str, user_id: str, new: NewMemory, *, reason: str = "fact changed", actor: str = "api"
+    ) -> Memory:
+        """Replace a changed fact: the new memory is added, the old one kept with valid_until and superseded_by."""
+        old = self._require(memory_id, user_id)
+        if new.user_id != user_id:
+            raise InvalidInput("a memory can only be superseded within the same user")
+        text = check_text(new.text)
+        vec = self.embed([text])
+        now = self.clock()
+        created = self._record(new, text, now)
+        with self.backend.transaction() as tx:
+            tx.insert_memories([created], [vec[0]])
+            tx.update_memory(
+                user_id,
+                old.id,
+                {
+                    "status": MemoryStatus.superseded.value,
+                    "valid_until": now,
+                    "superseded_by": created.id,
+                    "updated_at": now,
+                },
+            )
+            tx.add_history(
+                [
+                    self._history(created, "add", reason, actor, new=text, supersedes=old.id),
+                    self._history(old, "supersede", reason, actor, old=old.text, new=text, superseded_by=created.id),
+                ]
+            )
+            # The turns the old value came from stay searchable, marked as no longer current.
+            tx.mark_turns_outdated(user_id, old.source.turn_ids, created.id)
+        return created
+
+    def dispute(
+        self, memory_id: str, user_id: str, *, reason: str, trust_penalty: float = 0.2, actor: str = "api"
+    ) -> Memory:
+        """Flag a memory contradicted by a less trusted source: kept and searchable, marked, trust lowered."""
+        m = self._require(memory_id, user_id)
+        now = self.clock()
+        with self.backend.transaction() as tx:
+            tx.update_memory(
+                user_id,
+                memory_id,
+                {"status": MemoryStatus.disputed.value, "trust": max(0.0, m.trust - trust_penalty), "updated_at": now},
+            )
+            tx.add_history([self._history(m, "dispute", reason, actor, old=m.text, new=m.text)])
+        return self._require(memory_id, user_id)
+
+    def adjust_trust(
+        self, memory_ids: Iterable[str], user_id: str, delta: float, *, reason: str, actor: str = "api"
+    ) -> list[Memory]:
+        out = []
+        with self.backend.transaction() as tx:
+            for mid in memory_ids:
+                m = tx.get_memory(mid, user_id)
+                if m is None:
+                    continue
+                trust = min(1.0, max(0.0, m.trust + delta))
+                tx.update_memory(user_id, mid, {"trust": trust, "updated_at": self.clock()})
+                tx.add_history([self._history(m, "trust", reason, actor, old=f"{m.trust:.3f}", new=f"{trust:.3f}")])
+                out.append(m.model_copy(update={"trust": trust}))
+        return out
+
+    def mark_recalled(self, memory_ids: Iterable[str], user_id: str) -> None:
+        """The memories were used in a reply: recall count up, the forgetting clock restarts."""
+        ids = list(dict.fromkeys(memory_ids))
+        if not ids:
+            return
+        check_scope_id(user_id)
+        with self.backend.transaction() as tx:
+            tx.mark_recalled(user_id, ids, self.clock())
+
+    def delete(self, memory_id: str, user_id: str, *, reason: str = "forgotten", actor: str = "api") -> None:
+        """Remove a memory. Its history (with the old text and the reason) stays until the user is purged."""
+        m = self._require(memory_id, user_id)
+        with self.backend.transaction() as tx:
+            tx.delete_memory(user_id, memory_id)
+            tx.add_history([self._history(m, "delete", reason, actor, old=m.text)])
+
+    # -- reads --------------------------------------------------------------------------------------
+
+    def get(self, memory_id: str, user_id: str) -> Memory:
+        return self._require(memory_id, user_id)
+
+    def resolve_id(self, prefix: str, user_id: str) -> str:
+        """Expand an unambiguous id prefix (as typed in the CLI) within the user's scope."""
+        check_scope_id(user_id)
+        matches = self.backend.resolve_prefix(prefix.strip(), user_id) if prefix.strip() else []
+        if not matches:
+            raise NotFound(f"no memory {prefix!r} for this user")
+        if len(matches) > 1:
+            raise InvalidInput(f"memory id prefix {prefix!r} is ambiguous; give more characters")
+        return matches[0]
+
+    def list(
+        self,
+        user_id: str,
+        *,
+        kinds: Sequence[MemoryKind | str] | None = None,
+        session_id: str | None = None,
+        include_history: bool = False,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> Page:
+        """Memories of one user, newest first, a page at a time."""
+        check_scope_id(user_id)
+        if limit < 1 or offset < 0:
+            raise InvalidInput("limit must be >= 1 and offset >= 0")
+        flt = memory_filter(kinds, session_id, None, None, None, include_history)
+        items, total = self.backend.list_memories(user_id, flt, limit, offset)
+        return Page(items=items, total=total, offset=offset, limit=limit)
+
+    def history(
+        self, user_id: str, memory_id: str | None = None, *, limit: int = 1000, offset: int = 0
+    ) -> list[HistoryEvent]:
+        """The audit trail of one user (or one memory): add, update, confirm, supersede, dispute, delete."""
+        check_scope_id(user_id)
+        return self.backend.history(user_id, memory_id, limit, offset)
+
+    def count(self, user_id: str, *, include_history: bool = False) -> int:
+        return self.list(user_id, include_history=include_history, limit=1).total
+
+
+def memory_filter(
+    kinds: Sequence[MemoryKind | str] | None,
+    session_id: str | None,
+    agent_id: str | None,
+    since: datetime | None,
+    until: datetime | None,
+    include_history: bool,
+) -> MemoryFilter:
+    """The backend filter of a read: searchable statuses (superseded ones with ``include_history``) and the rest."""
+    statuses = [MemoryStatus.active, MemoryStatus.disputed]
+    if include_history:
+        statuses.append(MemoryStatus.superseded)
+    kind_values: tuple[str, ...] = ()
+    if kinds:
+        try:
+            kind_values = tuple(MemoryKind(k).value for k in kinds)
+        except ValueError as exc:
+            raise InvalidInput(f"unknown memory kind: {exc}") from None
+    return MemoryFilter(
+        statuses=tuple(s.value for s in statuses),
+        kinds=kind_values,
+        session_id=session_id,
+        agent_id=agent_id,
+        since=since,
+        until=until,
+    )

@@ -1,0 +1,176 @@
+"""Search: hybrid (dense + keyword), decay-ranked search of notes, and hybrid search of episodes (raw turns)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+import numpy as np
+
+from memory_store import scoring
+from memory_store.core.base import StoreBase
+from memory_store.core.memories import memory_filter
+from memory_store.errors import InvalidInput
+from memory_store.models import EpisodeHit, MemoryKind, SearchHit
+from memory_store.validation import check_scope_id, episode_key, user_key
+
+#: With a filter (kind, session, time), scopes up to this size are searched exactly from the rows.
+EXACT_FILTER_LIMIT = 5000
+
+
+def _check_query(query: str, mode: str) -> None:
+    if not isinstance(query, str) or not query.strip():
+        raise InvalidInput("search query is empty")
+    if mode not in ("hybrid", "dense", "keyword"):
+        raise InvalidInput(f"unknown search mode {mode!r} (hybrid, dense, keyword)")
+
+
+class SearchOps(StoreBase):
+    def search(
+        self,
+        query: str,
+        user_id: str,
+        *,
+        limit: int = 10,
+        kinds: Sequence[MemoryKind | str] | None = None,
+        session_id: str | None = None,
+        agent_id: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        include_history: bool = False,
+        mode: str = "hybrid",
+        explain: bool = False,
+        query_embedding: np.ndarray | None = None,
+    ) -> list[SearchHit]:
+        """Hybrid (dense + keyword), decay-ranked search in one user's memories. See scoring.py for the score."""
+        check_scope_id(user_id)
+        _check_query(query, mode)
+        if limit < 1:
+            raise InvalidInput("limit must be at least 1")
+        flt = memory_filter(kinds, session_id, agent_id, since, until, include_history)
+        key = user_key(user_id)
+        fetch = max(limit * 4, 40)
+        qv = None
+        if mode != "keyword":
+            qv = query_embedding if query_embedding is not None else self.embed([query.strip()])[0]
+            qv = np.asarray(qv, dtype=np.float32)
+        filtered = bool(kinds or session_id or agent_id or since or until or include_history)
+
+        dense: list[str] = []
+        exact_cos: dict[str, float] = {}
+        if qv is not None:
+            if filtered and self.backend.count_memories(user_id, flt) <= EXACT_FILTER_LIMIT:
+                # Selective filter: score the filtered rows exactly instead of hoping ANN over-fetch finds them.
+                rows = [(i, e) for i, e in self.backend.filtered_vectors(user_id, flt) if e is not None]
+                if rows:
+                    sims = np.stack([e for _, e in rows]) @ qv
+                    order = np.argsort(-sims)[:fetch]
+                    dense = [rows[i][0] for i in order]
+                    exact_cos = {rows[i][0]: float(sims[i]) for i in order}
+            else:
+                n: int | None = None
+                k = fetch
+                while True:
+                    found = self.backend.nearest(key, qv, k)  # applies pending vector writes first
+                    dense = [i for i, _ in found]
+                    if filtered and len(found) == k:
+                        n = self.backend.vector_count(key) if n is None else n
+                        if k < n and self.backend.count_memories(user_id, flt.with_ids(dense)) < limit:
+                            k *= 4
+                            continue
+                    break
+        keyword = [i for i, _ in self.backend.keyword_search(key, query, fetch)] if mode != "dense" else []
+
+        candidates = list(dict.fromkeys(dense + keyword))
+        rows = self.backend.memories_by_ids(candidates, user_id)  # the scope guard: only this user's rows
+        allowed = {i for i, _ in self.backend.filtered_vectors(user_id, flt.with_ids(candidates))}
+        now = self.clock()
+        dense_rank = {}
+        for i in dense:
+            if i in allowed:
+                dense_rank[i] = len(dense_rank) + 1
+        keyword_rank = {}
+        for i in keyword:
+            if i in allowed:
+                keyword_rank[i] = len(keyword_rank) + 1
+        hits = []
+        for mid in candidates:
+            if mid not in allowed or mid not in rows:
+                continue
+            memory, emb = rows[mid]
+            if qv is not None:
+                cos = exact_cos.get(mid)
+                if cos is None:
+                    cos = float(emb @ qv) if emb is not None and emb.shape == qv.shape else 0.0
+                if cos < self.settings.scoring.min_similarity and mid not in keyword_rank:
+                    continue
+            else:
+                cos = 0.0
+            b = scoring.score(memory, cos, dense_rank.get(mid), keyword_rank.get(mid), now, self.settings.scoring)
+            hits.append(SearchHit(memory=memory, score=b.final, explain=b if explain else None))
+        guard = self.forget_guard(user_id)
+        if guard is not None:  # second line of defence: forgetting removed these notes already
+            hits = [
+                h for h in hits if not guard.blocks_note(h.memory.text, h.memory.source.turn_ids, h.memory.created_at)
+            ]
+        hits.sort(key=lambda h: (-h.score, h.memory.id))
+        return hits[:limit]
+
+    def search_episodes(
+        self,
+        query: str,
+        user_id: str,
+        *,
+        limit: int = 20,
+        mode: str = "hybrid",
+        query_embedding: np.ndarray | None = None,
+        exclude_ids: Sequence[str] = (),
+    ) -> list[EpisodeHit]:
+        """Hybrid search over everything the user and the assistant said (raw turns), best first.
+
+        The turns are the episodic layer under the notes: what extraction missed is still found here. Scored by
+        `scoring.episode_score` (dense and keyword fused; no decay: an old statement is as true as a new one
+        unless a note superseded it, which `Turn.outdated_by` says).
+        """
+        check_scope_id(user_id)
+        _check_query(query, mode)
+        fetch = max(limit * 3, 60)
+        excluded = set(exclude_ids)
+        dense: list[str] = []
+        qv = None
+        if mode != "keyword":
+            qv = query_embedding if query_embedding is not None else self.embed([query.strip()])[0]
+            qv = np.asarray(qv, dtype=np.float32)
+            dense = [i for i, _ in self.backend.nearest(episode_key(user_id), qv, fetch + len(excluded))]
+        keyword = (
+            [i for i, _ in self.backend.episode_keyword_search(user_key(user_id), query, fetch + len(excluded))]
+            if mode != "dense"
+            else []
+        )
+        dense = [i for i in dense if i not in excluded]
+        keyword = [i for i in keyword if i not in excluded]
+        candidates = list(dict.fromkeys(dense + keyword))
+        rows = self.backend.turns_by_ids(user_id, candidates)  # the scope guard: only this user's turns
+        dense_rank = {i: n for n, i in enumerate((i for i in dense if i in rows), 1)}
+        keyword_rank = {i: n for n, i in enumerate((i for i in keyword if i in rows), 1)}
+        hits = []
+        for tid in candidates:
+            if tid not in rows:
+                continue
+            turn, emb = rows[tid]
+            cos = float(emb @ qv) if qv is not None and emb is not None and emb.shape == qv.shape else 0.0
+            hits.append(
+                EpisodeHit(
+                    turn=turn,
+                    score=scoring.episode_score(cos, dense_rank.get(tid), keyword_rank.get(tid), self.settings.scoring),
+                    similarity=cos,
+                    dense_rank=dense_rank.get(tid),
+                    keyword_rank=keyword_rank.get(tid),
+                )
+            )
+        guard = self.forget_guard(user_id)
+        if guard is not None:  # second line of defence: forgetting redacted these turns already
+            hits = [h.model_copy(update={"turn": guard.guard_turn(h.turn)}) for h in hits]
+            hits = [h for h in hits if guard.has_content(h.turn.content)]
+        hits.sort(key=lambda h: (-h.score, h.turn.seq or 0))
+        return hits[:limit]

@@ -1,0 +1,203 @@
+"""Named, ordered schema migrations of the Postgres engine, each applied once and recorded in `mark_migrations`.
+
+Every table carries ``user_key`` (a hash of the user id) and leads its primary key with it, so the schema can be
+sharded by user (Citus: ``SELECT create_distributed_table(t, 'user_key')`` for each `USER_TABLES` table and
+``create_reference_table('mark_meta')``; see the README). Vectors are a pgvector column of their row; keywords
+a generated tsvector with a GIN index. The vector column gets its dimension and its HNSW index (cosine) when the
+first vector is written (`ensure_vector_dim`): the dimension is the embedding model's, unknown before.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable
+
+import psycopg
+
+Migration = Callable[[psycopg.Connection], None]
+MIGRATIONS: list[tuple[str, Migration]] = []
+#: Tables holding user data, each with ``user_key`` first in its primary key (the shard key).
+USER_TABLES = ("mark_memories", "mark_turns", "mark_history", "mark_feedback", "mark_forgotten")
+#: Serialises migrations and the vector-dimension step across processes (any fixed 64-bit number).
+MIGRATION_LOCK = 0x6D61726B  # "mark"
+
+
+def migration(fn: Migration) -> Migration:
+    MIGRATIONS.append((fn.__name__, fn))
+    return fn
+
+
+@migration
+def m001_initial(conn: psycopg.Connection) -> None:
+    conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+    conn.execute(
+        """
+        CREATE TABLE mark_memories (
+            user_key text NOT NULL,
+            id text NOT NULL,
+            seq bigserial,
+            user_id text NOT NULL,
+            agent_id text,
+            session_id text,
+            kind text NOT NULL,
+            text text NOT NULL,
+            status text NOT NULL DEFAULT 'active',
+            created_at timestamptz NOT NULL,
+            updated_at timestamptz NOT NULL,
+            last_confirmed_at timestamptz,
+            confirm_count integer NOT NULL DEFAULT 0,
+            last_recalled_at timestamptz,
+            recall_count integer NOT NULL DEFAULT 0,
+            trust double precision NOT NULL,
+            valid_from timestamptz NOT NULL,
+            valid_until timestamptz,
+            superseded_by text,
+            source jsonb NOT NULL DEFAULT '{}',
+            metadata jsonb NOT NULL DEFAULT '{}',
+            embedding_model text,
+            embedding vector,
+            tsv tsvector GENERATED ALWAYS AS (to_tsvector('english', text)) STORED,
+            PRIMARY KEY (user_key, id)
+        )
+        """
+    )
+    conn.execute("CREATE INDEX mark_memories_scope ON mark_memories (user_key, status, kind)")
+    conn.execute("CREATE INDEX mark_memories_created ON mark_memories (user_key, created_at)")
+    conn.execute("CREATE INDEX mark_memories_id ON mark_memories (id)")  # import: which ids exist (admin)
+    conn.execute("CREATE INDEX mark_memories_tsv ON mark_memories USING gin (tsv)")
+
+    conn.execute(
+        """
+        CREATE TABLE mark_turns (
+            user_key text NOT NULL,
+            id text NOT NULL,
+            seq bigserial,
+            user_id text NOT NULL,
+            agent_id text,
+            session_id text,
+            role text NOT NULL,
+            content text NOT NULL,
+            created_at timestamptz NOT NULL,
+            extraction_status text NOT NULL DEFAULT 'pending',
+            attempts integer NOT NULL DEFAULT 0,
+            last_error text,
+            metadata jsonb NOT NULL DEFAULT '{}',
+            outdated_by text,
+            embedding_model text,
+            embedding vector,
+            tsv tsvector GENERATED ALWAYS AS (to_tsvector('english', content)) STORED,
+            PRIMARY KEY (user_key, id)
+        )
+        """
+    )
+    conn.execute("CREATE INDEX mark_turns_session ON mark_turns (user_key, session_id, seq)")
+    conn.execute("CREATE INDEX mark_turns_order ON mark_turns (user_key, seq)")
+    conn.execute("CREATE INDEX mark_turns_id ON mark_turns (id)")  # the extraction queue updates turns by id
+    conn.execute(
+        "CREATE INDEX mark_turns_queue ON mark_turns (extraction_status) "
+        "WHERE extraction_status IN ('pending', 'failed')"
+    )
+    conn.execute("CREATE INDEX mark_turns_tsv ON mark_turns USING gin (tsv)")
+
+    conn.execute(
+        """
+        CREATE TABLE mark_history (
+            user_key text NOT NULL,
+            id text NOT NULL,
+            seq bigserial,
+            memory_id text NOT NULL,
+            user_id text NOT NULL,
+            event text NOT NULL,
+            old_text text,
+            new_text text,
+            reason text,
+            actor text,
+            created_at timestamptz NOT NULL,
+            metadata jsonb NOT NULL DEFAULT '{}',
+            PRIMARY KEY (user_key, id)
+        )
+        """
+    )
+    conn.execute("CREATE INDEX mark_history_order ON mark_history (user_key, seq)")
+    conn.execute("CREATE INDEX mark_history_memory ON mark_history (user_key, memory_id, seq)")
+
+    conn.execute(
+        """
+        CREATE TABLE mark_feedback (
+            user_key text NOT NULL,
+            id text NOT NULL,
+            seq bigserial,
+            user_id text NOT NULL,
+            response_id text,
+            memory_ids jsonb NOT NULL DEFAULT '[]',
+            value integer NOT NULL,
+            comment text,
+            created_at timestamptz NOT NULL,
+            PRIMARY KEY (user_key, id)
+        )
+        """
+    )
+    conn.execute("CREATE INDEX mark_feedback_order ON mark_feedback (user_key, seq)")
+
+    conn.execute(
+        """
+        CREATE TABLE mark_forgotten (
+            user_key text NOT NULL,
+            id text NOT NULL,
+            seq bigserial,
+            user_id text NOT NULL,
+            memory_id text,
+            kind text NOT NULL,
+            fingerprint text NOT NULL,
+            text_hash text,
+            before_seq bigint NOT NULL,
+            reason text,
+            actor text,
+            created_at timestamptz NOT NULL,
+            PRIMARY KEY (user_key, id)
+        )
+        """
+    )
+    conn.execute("CREATE INDEX mark_forgotten_order ON mark_forgotten (user_key, seq)")
+
+    conn.execute("CREATE TABLE mark_meta (key text PRIMARY KEY, value text NOT NULL)")
+    # The key that hashes forgotten facts' tokens (memory_store.forgetting): random per store.
+    conn.execute("INSERT INTO mark_meta (key, value) VALUES ('forget_key', %s)", [secrets.token_hex(32)])
+
+
+def apply_migrations(conn: psycopg.Connection) -> list[str]:
+    """Apply pending migrations in order, in one transaction under an advisory lock (two processes opening a
+    new database do not race); returns the names applied."""
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", [MIGRATION_LOCK])
+        conn.execute("CREATE TABLE IF NOT EXISTS mark_migrations (name text PRIMARY KEY, applied_at timestamptz)")
+        done = {r[0] for r in conn.execute("SELECT name FROM mark_migrations").fetchall()}
+        applied = []
+        for name, fn in MIGRATIONS:
+            if name in done:
+                continue
+            fn(conn)
+            conn.execute("INSERT INTO mark_migrations (name, applied_at) VALUES (%s, now())", [name])
+            applied.append(name)
+    return applied
+
+
+def vector_dim(conn: psycopg.Connection) -> int | None:
+    row = conn.execute("SELECT value FROM mark_meta WHERE key = 'vector_dim'").fetchone()
+    return None if row is None else int(row[0] if isinstance(row, tuple) else row["value"])
+
+
+def ensure_vector_dim(conn: psycopg.Connection, dim: int) -> int:
+    """Give the vector columns their dimension and an HNSW cosine index, once per database (the first vector
+    written decides), inside the caller's transaction. Returns the database's dimension, which may differ from
+    ``dim``: the caller refuses then."""
+    conn.execute("SELECT pg_advisory_xact_lock(%s)", [MIGRATION_LOCK])
+    have = vector_dim(conn)
+    if have is not None:
+        return have
+    for table in ("mark_memories", "mark_turns"):
+        conn.execute(f"ALTER TABLE {table} ALTER COLUMN embedding TYPE vector({int(dim)})")
+        conn.execute(f"CREATE INDEX {table}_hnsw ON {table} USING hnsw (embedding vector_cosine_ops)")
+    conn.execute("INSERT INTO mark_meta (key, value) VALUES ('vector_dim', %s)", [str(dim)])
+    conn.execute("INSERT INTO mark_migrations (name, applied_at) VALUES (%s, now())", [f"m100_vector_dim_{int(dim)}"])
+    return dim

@@ -1,0 +1,205 @@
+"""Rows of the Postgres engine: the columns, Python values to parameters and back, and the SQL of filters and
+keyword queries (memory_store.postgres_backend runs them)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from enum import Enum
+from typing import Any
+
+import numpy as np
+import psycopg
+from pgvector import Vector
+from psycopg.conninfo import conninfo_to_dict
+from psycopg.types.json import Jsonb
+from pydantic import BaseModel
+
+from memory_store.backend import MemoryFilter
+from memory_store.models import Feedback, HistoryEvent, Memory, MemoryKind, MemoryStatus, Source, Turn
+from memory_store.validation import user_key
+
+MEMORY_COLUMNS = (
+    "id, user_id, agent_id, session_id, kind, text, status, created_at, updated_at, last_confirmed_at, "
+    "confirm_count, last_recalled_at, recall_count, trust, valid_from, valid_until, superseded_by, source, "
+    "metadata, embedding_model"
+)
+TURN_COLUMNS = (
+    "id, seq, user_id, agent_id, session_id, role, content, created_at, extraction_status, attempts, last_error, "
+    "metadata, outdated_by"
+)
+#: Columns of a memory the core may set (`Transaction.update_memory`); anything else is a programming error.
+UPDATABLE = frozenset(
+    {"text", "embedding", "embedding_model", "trust", "metadata", "status", "valid_until", "superseded_by"}
+    | {"updated_at"}
+)
+HISTORY_UPDATABLE = frozenset({"old_text", "new_text", "reason", "metadata"})
+
+
+def describe(url: str) -> str:
+    """Where a URL points, without its password: host (or socket directory), port and database."""
+    try:
+        info = conninfo_to_dict(url)
+    except psycopg.ProgrammingError:
+        return "the Postgres server named by MARK_STORE_URL"
+    host = info.get("host") or "localhost"
+    port = f":{info['port']}" if info.get("port") else ""
+    return f"Postgres (database {info.get('dbname') or info.get('user') or '?'} at {host}{port})"
+
+
+def vec(value: Any) -> np.ndarray | None:
+    if value is None:
+        return None
+    if isinstance(value, Vector):
+        return value.to_numpy()
+    return np.asarray(value, dtype=np.float32)
+
+
+def f32(vector: np.ndarray | None) -> np.ndarray | None:
+    return None if vector is None else np.ascontiguousarray(vector, dtype=np.float32)
+
+
+def row_to_memory(r: Mapping[str, Any]) -> Memory:
+    return Memory(
+        id=r["id"],
+        user_id=r["user_id"],
+        agent_id=r["agent_id"],
+        session_id=r["session_id"],
+        kind=MemoryKind(r["kind"]),
+        text=r["text"],
+        status=MemoryStatus(r["status"]),
+        created_at=r["created_at"],
+        updated_at=r["updated_at"],
+        last_confirmed_at=r["last_confirmed_at"],
+        confirm_count=r["confirm_count"],
+        last_recalled_at=r["last_recalled_at"],
+        recall_count=r["recall_count"],
+        trust=r["trust"],
+        valid_from=r["valid_from"],
+        valid_until=r["valid_until"],
+        superseded_by=r["superseded_by"],
+        source=Source.model_validate(r["source"]) if r["source"] else Source(),
+        metadata=r["metadata"] or {},
+        embedding_model=r["embedding_model"] or "",
+    )
+
+
+def row_to_turn(r: Mapping[str, Any]) -> Turn:
+    return Turn(
+        id=r["id"],
+        user_id=r["user_id"],
+        agent_id=r["agent_id"],
+        session_id=r["session_id"],
+        role=r["role"],
+        content=r["content"],
+        created_at=r["created_at"],
+        extraction_status=r["extraction_status"],
+        attempts=r["attempts"],
+        last_error=r["last_error"],
+        metadata=r["metadata"] or {},
+        outdated_by=r["outdated_by"],
+        seq=r["seq"],
+    )
+
+
+def row_to_history(r: Mapping[str, Any]) -> HistoryEvent:
+    return HistoryEvent(
+        id=r["id"],
+        memory_id=r["memory_id"],
+        user_id=r["user_id"],
+        event=r["event"],
+        old_text=r["old_text"],
+        new_text=r["new_text"],
+        reason=r["reason"] or "",
+        actor=r["actor"] or "api",
+        created_at=r["created_at"],
+        metadata=r["metadata"] or {},
+    )
+
+
+def row_to_feedback(r: Mapping[str, Any]) -> Feedback:
+    return Feedback(
+        id=r["id"],
+        user_id=r["user_id"],
+        response_id=r["response_id"] or "",
+        memory_ids=r["memory_ids"] or [],
+        value=r["value"],
+        comment=r["comment"] or "",
+        created_at=r["created_at"],
+    )
+
+
+def filter_sql(flt: MemoryFilter) -> tuple[str, list[Any]]:
+    """The WHERE clause (after the user scope) of a memory filter, with its parameters."""
+    where = ["status = ANY(%s)"]
+    params: list[Any] = [list(flt.statuses)]
+    if flt.kinds:
+        where.append("kind = ANY(%s)")
+        params.append(list(flt.kinds))
+    if flt.session_id is not None:
+        where.append("session_id = %s")
+        params.append(flt.session_id)
+    if flt.agent_id is not None:
+        where.append("agent_id = %s")
+        params.append(flt.agent_id)
+    if flt.since is not None:
+        where.append("created_at >= %s")
+        params.append(flt.since)
+    if flt.until is not None:
+        where.append("created_at <= %s")
+        params.append(flt.until)
+    if flt.ids is not None:
+        where.append("id = ANY(%s)")
+        params.append(list(flt.ids))
+    return " AND ".join(where), params
+
+
+def tsquery_sql(words: Sequence[str]) -> str:
+    """A tsquery matching any of the words, each stemmed as the index stems ('english'); words are parameters."""
+    return " || ".join(["plainto_tsquery('english', %s)"] * len(words))
+
+
+def encode(column: str, value: Any) -> Any:
+    if column in ("metadata", "source", "memory_ids") and not isinstance(value, str | type(None)):
+        return Jsonb(value)
+    if column == "embedding":
+        return f32(value)
+    return value
+
+
+#: Fields written by an insert, after ``user_key`` (each table's vector, if any, comes last, from elsewhere).
+INSERT_FIELDS = {
+    "mark_memories": (
+        "id user_id agent_id session_id kind text status created_at updated_at last_confirmed_at confirm_count "
+        "last_recalled_at recall_count trust valid_from valid_until superseded_by source metadata embedding_model"
+    ).split(),
+    "mark_turns": (
+        "id user_id agent_id session_id role content created_at extraction_status attempts last_error metadata "
+        "outdated_by"
+    ).split(),
+    "mark_history": "id memory_id user_id event old_text new_text reason actor created_at metadata".split(),
+    "mark_feedback": "id user_id response_id memory_ids value comment created_at".split(),
+    "mark_forgotten": ("id user_id memory_id kind fingerprint text_hash before_seq reason actor created_at".split()),
+}
+
+
+def insert_sql(table: str, extra: Sequence[str] = ()) -> str:
+    """INSERT of a record: its user key, its fields (`INSERT_FIELDS`), then ``extra`` columns."""
+    columns = ["user_key", *INSERT_FIELDS[table], *extra]
+    return f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join(['%s'] * len(columns))})"
+
+
+def param(value: Any) -> Any:
+    """A field's value as a parameter: enums by value, models and containers as jsonb."""
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, BaseModel):
+        return Jsonb(value.model_dump(mode="json"))
+    if isinstance(value, dict | list):
+        return Jsonb(value)
+    return value
+
+
+def values(table: str, record: BaseModel | Mapping[str, Any], *extra: Any) -> list[Any]:
+    """The parameters of `insert_sql(table)` for one record (a model or a mapping with a ``user_id``)."""
+    get = record.get if isinstance(record, Mapping) else lambda name: getattr(record, name)
+    return [user_key(get("user_id")), *(param(get(f)) for f in INSERT_FIELDS[table]), *extra]

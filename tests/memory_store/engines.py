@@ -1,0 +1,52 @@
+"""What the conformance tests look at below the API, on either engine: row counts, keyword-index rows, where a
+text is still stored, and a simulated loss of vectors."""
+
+from __future__ import annotations
+
+from memory_store import MemoryStore
+
+
+def table(store: MemoryStore, name: str) -> str:
+    """The engine's name of a table (Postgres prefixes them: they may share a database with the application)."""
+    return f"mark_{name}" if store.engine == "postgres" else name
+
+
+def row_counts(store: MemoryStore, tables: tuple[str, ...] = ("memories", "turns", "history")) -> dict[str, int]:
+    """What is stored, per table: nothing may change when an import is refused."""
+    return {t: store.db.query(f"SELECT count(*) AS n FROM {table(store, t)}")[0]["n"] for t in tables}
+
+
+def turns_matching(store: MemoryStore, word: str) -> int:
+    """Rows of the turns' keyword index that match a word (any user)."""
+    if store.engine == "postgres":
+        sql = "SELECT count(*) AS n FROM mark_turns WHERE tsv @@ plainto_tsquery('english', %s)"
+    else:
+        sql, word = "SELECT count(*) AS n FROM turns_fts WHERE turns_fts MATCH ?", f'"{word}"'
+    return store.db.query(sql, [word])[0]["n"]
+
+
+def stored_anywhere(store: MemoryStore, token: bytes) -> list[str]:
+    """Where the store still holds ``token``: the files of its home (SQLite, chroma), or the tables with a row
+    holding it (Postgres: live rows; the server's files are its own, see the README on purge)."""
+    if store.engine != "postgres":
+        files = [p for p in store.home.rglob("*") if p.is_file()]
+        return [str(p.relative_to(store.home)) for p in files if token in p.read_bytes()]
+    import psycopg
+
+    found = []
+    with psycopg.connect(store.settings.store_url) as conn:
+        for t in ("memories", "turns", "history", "feedback", "forgotten", "meta"):
+            # Every column but the vector (whose digits could hold any number).
+            sql = f"SELECT count(*) FROM mark_{t} r WHERE strpos((to_jsonb(r) - 'embedding')::text, %s) > 0"
+            if conn.execute(sql, [token.decode()]).fetchone()[0]:
+                found.append(f"mark_{t}")
+    return found
+
+
+def lose_note_vectors(store: MemoryStore) -> None:
+    """The notes' vectors are lost: the embedded engine's index is emptied; in Postgres, where a vector is a column
+    of its row, the rows lose their vectors."""
+    if store.engine == "postgres":
+        store.db.query("UPDATE mark_memories SET embedding = NULL")
+    else:
+        store.index.reset()
