@@ -61,6 +61,8 @@ QWEN_CODER_15B = BundledModel(
 
 BUNDLED_MODELS: dict[str, BundledModel] = {m.name: m for m in (QWEN_CODER_05B, QWEN_CODER_15B)}
 
-#: The embedded model of each role when nothing is configured (chosen from `mark bench extraction`'s figures).
+#: The embedded model of each role when nothing is configured, chosen from `mark bench extraction`'s figures
+#: (README, "Choosing the embedded models"): the 0.5B covered 80.8% of the labelled facts against 67.9% for the
+#: 1.5B, at 1.6x its speed and under half its memory; the 1.5B stays available as an opt-in memory model.
 DEFAULT_CHAT_MODEL = QWEN_CODER_05B.name
 DEFAULT_MEMORY_MODEL = QWEN_CODER_05B.name

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any
@@ -273,6 +274,7 @@ class PostgresBackend:
         self.where = pgrows.describe(url)
         self._dim: int | None = None
         self._dim_tx: int | None = None
+        self._ef: weakref.WeakKeyDictionary[psycopg.Connection, int] = weakref.WeakKeyDictionary()
         try:
             with psycopg.connect(url, autocommit=True) as conn:
                 pg_migrations.apply_migrations(conn)
@@ -286,7 +288,7 @@ class PostgresBackend:
             min_size=1,
             max_size=pool_size,
             configure=self._configure,
-            kwargs={"row_factory": dict_row},
+            kwargs={"row_factory": dict_row, "autocommit": True},  # a read is one statement; writes BEGIN
             open=True,
             name="mark",
         )
@@ -296,7 +298,13 @@ class PostgresBackend:
     def _configure(conn: psycopg.Connection) -> None:
         register_vector(conn)
         conn.execute("SET TIME ZONE 'UTC'")
-        conn.commit()
+
+    def _ef_search(self, conn: psycopg.Connection, k: int) -> None:
+        """Let the HNSW scan keep at least k candidates (pgvector's default is 40); set once per connection."""
+        ef = min(MAX_EF_SEARCH, max(40, int(k)))
+        if self._ef.get(conn) != ef:
+            conn.execute(f"SET hnsw.ef_search = {ef}")
+            self._ef[conn] = ef
 
     # -- connections -----------------------------------------------------------------------------------------
 
@@ -425,19 +433,21 @@ class PostgresBackend:
         fewer than k of them, and the user's rows are then scored exactly (an ORDER BY the index cannot serve)."""
         table, scope = self.vector_table(key)
         q = pgrows.f32(vector)
-        sql = (
-            f"SELECT id, 1 - (embedding <=> %s) AS sim FROM {table} "
-            "WHERE user_key = %s AND embedding IS NOT NULL ORDER BY {order} LIMIT %s"
-        )
+        scoped = f"FROM {table} WHERE user_key = %s AND embedding IS NOT NULL"
+        ann = f"SELECT id, 1 - (embedding <=> %s) AS sim {scoped} ORDER BY embedding <=> %s LIMIT %s"
         with self._conn() as conn:
-            conn.execute(f"SET LOCAL hnsw.ef_search = {min(MAX_EF_SEARCH, max(40, int(k)))}")
-            rows = conn.execute(sql.format(order="embedding <=> %s"), [q, scope, q, k]).fetchall()
-            if len(rows) < k:
-                total = conn.execute(
-                    f"SELECT count(*) AS n FROM {table} WHERE user_key = %s AND embedding IS NOT NULL", [scope]
-                ).fetchone()["n"]
-                if total > len(rows):
-                    rows = conn.execute(sql.format(order="(embedding <=> %s) + 0"), [q, scope, q, k]).fetchall()
+            self._ef_search(conn, k)
+            found = conn.execute(
+                f"SELECT c.total, a.id, a.sim FROM (SELECT count(*) AS total {scoped}) c "
+                f"LEFT JOIN LATERAL ({ann}) a ON true ORDER BY a.sim DESC",
+                [scope, q, scope, q, k],
+            ).fetchall()
+            rows = [r for r in found if r["id"] is not None]
+            if len(rows) < min(k, found[0]["total"]):
+                rows = conn.execute(
+                    f"SELECT id, 1 - (embedding <=> %s) AS sim {scoped} ORDER BY (embedding <=> %s) + 0 LIMIT %s",
+                    [q, scope, q, k],
+                ).fetchall()
         return [(r["id"], float(r["sim"])) for r in rows]
 
     def vector_count(self, key: str) -> int:

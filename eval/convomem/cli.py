@@ -332,7 +332,7 @@ def convomem_command(
             if leniency_check and run_judge is not None:
                 from mark_eval.convomem.judge import leniency_check as check
 
-                leniency = await check(run_judge, selected.questions())
+                leniency = await check(run_judge, selected.asked_questions())
             return report, leniency
         finally:
             for c in {id(x): x for x in (client, judge_client, helper_client) if x is not None}.values():

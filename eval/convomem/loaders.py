@@ -68,6 +68,14 @@ class ConvoMemData(BaseModel):
     def filler_count(self) -> int:
         return sum(len(v) for v in self.filler.values())
 
+    def asked_questions(self) -> list[Question]:
+        """The questions a run asks: every one, or with ``--limit`` the chosen items' (pre-mixed test cases
+        were already cut to their asked questions)."""
+        if self.asked is None:
+            return self.questions()
+        keep = set(self.asked) | {q.qid for case in [*self.premixed, *self.streamed] for q in case.questions}
+        return [q for q in self.questions() if q.qid in keep]
+
     def questions(self) -> list[Question]:
         seen: dict[str, Question] = {}
         for item in self.items:

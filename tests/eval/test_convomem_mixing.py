@@ -144,3 +144,10 @@ def test_sample_and_released_layout_mix(released_dir: Path) -> None:
     result = build_cases(data, MixConfig(sizes=(2, 4)), sizes_given=True)
     sizes = sorted({c.context_size for c in result.all_cases()})
     assert sizes == [2, 4]  # the pre-mixed size-2 case plus mixed ones
+
+
+def test_the_leniency_check_sees_only_the_asked_questions() -> None:
+    data = select_questions(_synthetic(8, 1, 10, 1), None, None, limit=3)
+    assert len(data.questions()) == 8
+    assert [q.qid for q in data.asked_questions()] == ["q0000", "q0001", "q0002"]
+    assert len(select_questions(_synthetic(8, 1, 10, 1), None, None, None).asked_questions()) == 8

@@ -145,3 +145,18 @@ def test_rebuild_restores_a_lost_vector_index(store):
     assert store.rebuild() == 3
     assert store.check().ok
     assert store.search("cat's name", "alice")[0].memory.text == "My cat is Mochi."
+
+
+def test_a_small_user_among_many_finds_every_note(store):
+    """Nearest-neighbour search scoped to one user finds all of a small user's notes, however many other users'
+    notes the index holds (Postgres: its HNSW candidates may hold none of them; the user's rows are then exact)."""
+    busy = "Note {} of a busy user about gardening and tea."
+    store.add_many([NewMemory(text=busy.format(i), user_id=f"busy{i % 20}") for i in range(400)])
+    mine = store.add_many(
+        [
+            NewMemory(text=t, user_id="quiet")
+            for t in ["I grow tomatoes in my garden.", "I drink green tea every morning.", "My garden has tea herbs."]
+        ]
+    )
+    hits = store.search("gardening and tea", "quiet", mode="dense", limit=10)
+    assert {h.memory.id for h in hits} == {m.id for m in mine}
