@@ -440,6 +440,7 @@ class LLMClient:
         prompt = getattr(reported, "prompt_tokens", None)
         completion = getattr(reported, "completion_tokens", None)
         estimated = prompt is None or completion is None
+        cached = getattr(getattr(reported, "prompt_tokens_details", None), "cached_tokens", None)
         if prompt is None:
             prompt = estimate_message_tokens(messages)
         if completion is None:
@@ -452,6 +453,7 @@ class LLMClient:
             cost_usd=cost_usd(prompt, completion, self._prices),
             retries=retries,
             estimated=estimated,
+            cached_tokens=cached if isinstance(cached, int) else None,
         )
 
     def _record(self, usage: Usage, meter: UsageMeter | None, label: str) -> None:

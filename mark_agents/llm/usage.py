@@ -29,6 +29,9 @@ class Usage(BaseModel):
     retries: int = 0
     #: True when at least one token count above is an estimate, not the endpoint's own figure.
     estimated: bool = False
+    #: Prompt tokens the endpoint served from its prompt cache (``usage.prompt_tokens_details.cached_tokens``);
+    #: None when no call reported it (unknown is not 0).
+    cached_tokens: int | None = None
 
     @property
     def total_tokens(self) -> int:
@@ -45,7 +48,12 @@ class Usage(BaseModel):
             cost_usd=self.cost_usd + other.cost_usd,
             retries=self.retries + other.retries,
             estimated=self.estimated or other.estimated,
+            cached_tokens=_sum_known(self.cached_tokens, other.cached_tokens),
         )
+
+
+def _sum_known(a: int | None, b: int | None) -> int | None:
+    return None if a is None and b is None else (a or 0) + (b or 0)
 
 
 class UsageMeter:

@@ -98,3 +98,20 @@ def test_repair_prompt_is_one_bounded_error_and_the_schema() -> None:
     prompt = repair_prompt("bad\n" * 1000, '{"type":"object"}')
     assert '{"type":"object"}' in prompt
     assert len(prompt) < MAX_ERROR_CHARS + 300
+
+
+async def test_cached_prompt_tokens_are_reported_when_the_endpoint_gives_them_with_a_scripted_llm() -> None:
+    import httpx
+
+    from tests.llm_fixtures import ScriptedLLM, completion
+
+    cached = completion("OK", prompt_tokens=100, completion_tokens=2)
+    body = cached.json()
+    body["usage"]["prompt_tokens_details"] = {"cached_tokens": 64}
+    llm = ScriptedLLM(httpx.Response(200, json=body), completion("OK")).client()
+    first = await llm.chat([{"role": "user", "content": "hi"}], max_tokens=4)
+    second = await llm.chat([{"role": "user", "content": "hi"}], max_tokens=4)
+    assert first.usage.cached_tokens == 64 and first.usage.prompt_tokens == 100
+    assert second.usage.cached_tokens is None  # not reported: unknown, not 0
+    assert (first.usage + second.usage).cached_tokens == 64 and (second.usage + second.usage).cached_tokens is None
+    await llm.aclose()
