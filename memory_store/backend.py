@@ -36,6 +36,18 @@ class MemoryFilter:
     def with_ids(self, ids: Sequence[str]) -> MemoryFilter:
         return replace(self, ids=tuple(ids))
 
+    def admits(self, m: Memory) -> bool:
+        """The filter applied to a memory already read (what the engines' WHERE clauses compute)."""
+        return (
+            m.status.value in self.statuses
+            and (not self.kinds or m.kind.value in self.kinds)
+            and (self.session_id is None or m.session_id == self.session_id)
+            and (self.agent_id is None or m.agent_id == self.agent_id)
+            and (self.since is None or m.created_at >= self.since)
+            and (self.until is None or m.created_at <= self.until)
+            and (self.ids is None or m.id in self.ids)
+        )
+
 
 @dataclass
 class VectorState:

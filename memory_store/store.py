@@ -12,6 +12,7 @@ ones (`users`, `export_jsonl(user_id=None)`, `check`, `rebuild`).
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -37,6 +38,8 @@ __all__ = ["EXACT_FILTER_LIMIT", "MemoryStore", "new_id", "open_backend"]
 def open_backend(settings: StoreSettings, vector_index: VectorIndex | None = None) -> Backend:
     """The engine the settings name: Postgres for a ``store_url``, else the embedded one under ``home``."""
     if settings.store_url:
+        with contextlib.suppress(OSError):  # MARK_HOME still holds what other packages keep (chat state, models)
+            settings.home.mkdir(parents=True, exist_ok=True)
         if vector_index is not None:
             raise ValueError("a vector index is part of the embedded engine; Postgres keeps vectors in its rows")
         try:

@@ -83,7 +83,7 @@ class SearchOps(StoreBase):
 
         candidates = list(dict.fromkeys(dense + keyword))
         rows = self.backend.memories_by_ids(candidates, user_id)  # the scope guard: only this user's rows
-        allowed = {i for i, _ in self.backend.filtered_vectors(user_id, flt.with_ids(candidates))}
+        allowed = {i for i, (m, _) in rows.items() if flt.admits(m)}
         now = self.clock()
         dense_rank = {}
         for i in dense:

@@ -83,3 +83,33 @@ def test_malformed_import_file(home, tmp_path):
     bad.write_text('{"type":"header","format":"mark-memory-export","version":1}\n{"type": "memory", "id": 3\n')
     r = mark(home, "memory", "import", str(bad))
     assert r.returncode == 2 and "line 2" in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.postgres
+def test_pg_dev_starts_a_local_postgres_that_the_store_uses(tmp_path):
+    """The README's one-liner: `export MARK_STORE_URL=$(mark memory pg-dev)`, then the store lives in Postgres."""
+    import shutil
+    import tempfile
+
+    where = Path(tempfile.mkdtemp(prefix="mark-pgdev-")) / "pg"  # outside pytest's root (see tests/pg_fixtures.py)
+    try:
+        r = mark(tmp_path, "memory", "pg-dev", "--dir", str(where))
+        assert r.returncode == 0, r.stderr
+        url = r.stdout.strip()
+        assert url.startswith("postgresql://") and "\n" not in url
+        os.environ["MARK_STORE_URL"] = url
+        try:
+            assert mark(tmp_path, "memory", "add", "My dog is called Biscuit.", "--user", "alice").returncode == 0
+            hits = json.loads(mark(tmp_path, "memory", "search", "dog", "--user", "alice", "--json").stdout)
+            assert hits[0]["memory"]["text"] == "My dog is called Biscuit."
+        finally:
+            del os.environ["MARK_STORE_URL"]
+        assert not list(tmp_path.glob("*/memory.db")) and not (tmp_path / "memory.db").exists()  # not SQLite
+        r = mark(tmp_path, "memory", "pg-dev", "--dir", str(where), "--stop")
+        assert r.returncode == 0 and "stopped" in r.stdout, r.stderr
+        r = mark(tmp_path, "memory", "pg-dev", "--dir", str(tmp_path / "none"), "--stop")
+        assert r.returncode == 2 and "no local Postgres" in r.stderr and "Traceback" not in r.stderr
+    finally:
+        if (where / "postmaster.pid").exists():  # a failure above left it running
+            mark(tmp_path, "memory", "pg-dev", "--dir", str(where), "--stop")
+        shutil.rmtree(where.parent, ignore_errors=True)
