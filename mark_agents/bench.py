@@ -300,7 +300,7 @@ async def measure_overhead(agent: MemoryAgent, queries: int, progress: Progress,
 async def measure_extraction(
     settings: Settings, bench_settings: Settings, store: MemoryStore, exchanges: int, progress: Progress
 ) -> dict[str, Any]:
-    from mark_agents.llm import connect_memory
+    from mark_agents.llm import connect
 
     server = None
     was_running = True
@@ -308,10 +308,10 @@ async def measure_extraction(
     if memory.is_local:
         from mark_agents.local_llm import LocalServer
 
-        server = LocalServer(settings.model_copy(update={"llm": memory}))
+        server = LocalServer(memory, settings.models_dir)
         was_running = server.status().running
     t = time.perf_counter()
-    llm = await connect_memory(settings)
+    llm = await connect(memory, settings.models_dir)
     start_s = time.perf_counter() - t
     agent = MemoryAgent(bench_settings, llm=llm, store=store)
     pairs = [EXCHANGES[i % len(EXCHANGES)] for i in range(exchanges)]
@@ -467,7 +467,7 @@ async def _run(
     bench_settings = settings.model_copy(update={"home": home})
     result: dict[str, Any] = {"machine": machine()}
     with _progress(console, progress_on) as progress:
-        store = await asyncio.to_thread(MemoryStore, bench_settings)
+        store = await asyncio.to_thread(MemoryStore, bench_settings.store)
         try:
             await asyncio.to_thread(store.embed, ["warm up"])
             result["add_seconds"] = await asyncio.to_thread(_fill, store, memories, progress)

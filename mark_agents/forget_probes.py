@@ -688,11 +688,11 @@ async def _bench(settings: Settings, home: Path, use_llm: bool, limit: int | Non
     facts, plants = pick(limit)
     bench_settings = settings.model_copy(update={"home": home})
     store = await asyncio.to_thread(
-        MemoryStore, bench_settings, embedder=CachedEmbedder(get_embedder(bench_settings.embedding_model))
+        MemoryStore, bench_settings.store, embedder=CachedEmbedder(get_embedder(bench_settings.embedding_model))
     )
     script = None
     if use_llm:
-        llm = RecordingLLM(await connect(settings))
+        llm = RecordingLLM(await connect(settings.llm, settings.models_dir))
         label = f"{settings.llm.model or 'local model'}"
     else:
         script = ProbeScript(facts, plants)

@@ -78,13 +78,12 @@ def _root(
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
-    if home is not None:
-        os.environ["MARK_HOME"] = str(home)
     ctx.obj = _settings_factory(home)
 
 
 def _settings_factory(home: Path | None):
-    """Settings are built lazily, so `--help` never touches the disk; every command reads `ctx.obj()`."""
+    """Settings are built lazily, so `--help` never touches the disk; every command reads `ctx.obj()`, which
+    carries ``--home`` down (the environment is never written)."""
     cache: dict[str, object] = {}
 
     def build():

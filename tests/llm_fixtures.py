@@ -8,7 +8,7 @@ Load it with ``pytest_plugins = ["tests.llm_fixtures"]`` (or ``-p tests.llm_fixt
   home, and stops it at the end. The 470 MB model is assembled once into a cache directory shared by
   sessions (``$MARK_TEST_MODEL_DIR``, default ``<pytest temp root>/mark-model-cache``).
 - ``llm_settings``: a Settings in a per-test home whose ``llm.base_url`` points at that server, so code
-  under test calls ``connect(settings)`` and never starts a server of its own.
+  under test calls ``connect(llm, models_dir)`` and never starts a server of its own.
 - :class:`ScriptedLLM`: an OpenAI-compatible endpoint played from a script through ``httpx.MockTransport``,
   so the real ``openai`` client code path runs without any server.
 
@@ -57,7 +57,7 @@ def private_llm_server_registry(tmp_path_factory: pytest.TempPathFactory) -> Ite
     try:
         yield path
     finally:
-        stop_all(Settings(home=path, llm=LLMSettings(local_server_dir=path)))
+        stop_all(LLMSettings(local_server_dir=path))
         if before is None:
             os.environ.pop("MARK_LLM_SERVER_DIR", None)
         else:
@@ -82,8 +82,7 @@ def local_llm_server(tmp_path_factory: pytest.TempPathFactory, local_llm_model: 
     home = tmp_path_factory.mktemp("llm-home")
     # Idle limit: longer than any pause between the tests that use it; the session's end stops it anyway.
     llm = LLMSettings(local_model_path=local_llm_model, local_idle_s=1800)
-    settings = Settings(home=home, llm=llm, judge_llm=None)
-    server = LocalServer(settings)
+    server = LocalServer(llm, home / "models")
     started = time.perf_counter()
     server.start(wait=True, timeout_s=120)
     server.start_seconds = time.perf_counter() - started  # reported by the integration tests
@@ -103,12 +102,8 @@ def local_llm_url(local_llm_server: Any) -> str:
 
 @pytest.fixture
 def llm_settings(tmp_path: Path, local_llm_url: str) -> Settings:
-    """Settings in a fresh home whose chat LLM (and judge) is the session's local server."""
-    return Settings(
-        home=tmp_path / "home",
-        llm=LLMSettings(base_url=local_llm_url, model="local", api_key="sk-no-key"),
-        judge_llm=None,
-    )
+    """Settings in a fresh home whose chat LLM is the session's local server."""
+    return Settings(home=tmp_path / "home", llm=LLMSettings(base_url=local_llm_url, model="local", api_key="sk-no-key"))
 
 
 # -- the scripted fake ----------------------------------------------------------------------------------

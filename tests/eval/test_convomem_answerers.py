@@ -236,20 +236,3 @@ async def test_answer_cap_is_configurable_with_a_scripted_llm() -> None:
         case.haystack, case.questions[0].question
     )
     assert fake.limits == [("answer.full_context", 2048)]
-
-
-def test_helper_settings_from_option_and_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    from mark_agents.config import LLMSettings, Settings
-    from mark_eval.convomem.cli import helper_settings
-
-    for name in ("MARK_HELPER_MODEL", "MARK_HELPER_BASE_URL", "MARK_HELPER_API_KEY"):
-        monkeypatch.delenv(name, raising=False)
-    settings = Settings(llm=LLMSettings(base_url="http://127.0.0.1:9/v1", model="big", api_key="k"))
-    assert helper_settings(settings, None) is None
-    assert helper_settings(settings, "big") is None  # the answering model itself
-    small = helper_settings(settings, "small")
-    assert small.model == "small" and small.base_url == "http://127.0.0.1:9/v1" and small.api_key == "k"
-    monkeypatch.setenv("MARK_HELPER_BASE_URL", "http://127.0.0.1:8/v1")
-    monkeypatch.setenv("MARK_HELPER_MODEL", "lite")
-    other = helper_settings(settings, None)
-    assert other.base_url == "http://127.0.0.1:8/v1" and other.model == "lite" and other.api_key == "k"

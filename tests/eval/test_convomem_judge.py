@@ -152,15 +152,15 @@ async def test_leniency_check_reports_a_lenient_judge_with_scripted_fake_llm() -
 
 def test_auto_judge_never_falls_back_silently() -> None:
     from mark_agents.config import LLMSettings, Settings
+    from mark_eval.config import EvalSettings
     from mark_eval.convomem.cli import judge_choice
 
-    same = Settings(llm=LLMSettings(base_url="http://127.0.0.1:9/v1", model="a"), judge_llm=None)
+    settings = Settings(llm=LLMSettings(base_url="http://127.0.0.1:9/v1", model="a"))
+    same = EvalSettings(settings=settings, judge_llm=None)
     kind, warning = judge_choice(same, "auto")
     assert kind == "exact" and warning is not None and "exact (keyword) judge" in warning
-    apart = Settings(
-        llm=LLMSettings(base_url="http://127.0.0.1:9/v1", model="a"),
-        judge_llm=LLMSettings(base_url="http://127.0.0.1:9/v1", model="b"),
-    )
+    assert judge_choice(EvalSettings(settings=settings, judge_llm=settings.llm), "auto")[0] == "exact"
+    apart = EvalSettings(settings=settings, judge_llm=LLMSettings(base_url="http://127.0.0.1:9/v1", model="b"))
     assert judge_choice(apart, "auto") == ("llm", None)
     assert judge_choice(same, "llm") == ("llm", None)
 

@@ -28,7 +28,7 @@ HEADER = json.dumps({"type": "header", "format": EXPORT_FORMAT, "version": 1})
 @pytest.fixture
 def home(tmp_path, monkeypatch) -> Path:
     home = tmp_path / "home"
-    monkeypatch.setenv("MARK_HOME", str(home))  # `--home` writes MARK_HOME; this restores it afterwards
+    monkeypatch.setenv("MARK_HOME", str(home))  # whatever runs without --home stays in this test's directory too
     monkeypatch.setattr(store_cli.console, "width", 200)  # tables unwrapped, so texts can be compared whole
     return home
 

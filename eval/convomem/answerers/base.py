@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from mark_agents.config import Settings
 from mark_agents.llm import Usage
 from mark_eval.convomem.prompts import CONVOMEM_PROMPTS, PromptProfile
 from mark_eval.convomem.retrieval import RetrievalMode
@@ -91,7 +92,8 @@ class AnswererContext(BaseModel):
     #: what it finds).
     helper_max_tokens: int | None = None
     embedder_factory: Callable[[], Embedder] | None = None
-    settings: Any | None = None
+    #: The product's settings, for the ``mark`` method's agent and store.
+    settings: Settings | None = None
     work_dir: Any | None = None
     #: The ``mark`` method: "off" recalls the stored turns only (no LLM), "llm" builds MARK notes first.
     mark_extraction: str = "llm"

@@ -95,7 +95,7 @@ class MarkMemory(Answerer):
                 home.mkdir(parents=True, exist_ok=True)
                 settings = settings.model_copy(update={"home": home})
             embedder = self.ctx.embedder
-            store = MemoryStore(settings, embedder=CachedEmbedder(embedder) if embedder is not None else None)
+            store = MemoryStore(settings.store, embedder=CachedEmbedder(embedder) if embedder is not None else None)
             llm = _Borrowed(self.ctx.llm) if self.ctx.llm is not None else None
             self._agent = MemoryAgent(settings, llm=llm, store=store)  # type: ignore[arg-type]
             self._owned_store = store
