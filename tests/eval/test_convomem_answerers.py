@@ -178,7 +178,6 @@ def test_registry_and_sentinel() -> None:
 
 
 async def test_mark_builds_memories_recalls_and_answers_with_scripted_fake_llm(tmp_path: Path) -> None:
-    pytest.importorskip("mark_agents.agent")
     from mark_agents.config import Settings
 
     case = next(c for c in _sample_cases((2,)) if c.questions[0].category == "user_facts")

@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 from pydantic import BaseModel, ConfigDict, Field
 
 from mark_agents.config import Settings
-from mark_agents.llm import Usage
+from mark_agents.llm import LLMContextExceeded, LLMError, LLMUnavailable, Usage
 from mark_eval.convomem.prompts import CONVOMEM_PROMPTS, PromptProfile
 from mark_eval.convomem.retrieval import RetrievalMode
 from mark_eval.convomem.schema import Haystack
@@ -119,19 +119,6 @@ class AnswererContext(BaseModel):
         return getattr(helper, "context_window", None) if helper is not None else None
 
 
-def llm_errors() -> tuple[type[BaseException], type[BaseException]]:
-    """(LLMError, LLMUnavailable) from the agents package, or stand-ins while it is absent."""
-    try:
-        from mark_agents.llm import LLMError, LLMUnavailable
-    except ImportError:
-
-        class _Never(Exception):
-            pass
-
-        return _Never, _Never
-    return LLMError, LLMUnavailable
-
-
 async def chat(ctx: AnswererContext, messages: list[dict[str, str]], label: str, max_tokens: int | None) -> Any:
     if ctx.llm is None:
         raise MarkError("this step needs an LLM but the run has none (use --retrieval-only or configure one)")
@@ -176,16 +163,14 @@ class Answerer(ABC):
         """Select, then one answer call. LLM failures become ``error`` (never an exception) unless the
         endpoint is down, which stops the run (the results file is the resume point). A history over the
         model's window is refused (``context_overflow``, no answer), never truncated."""
-        llm_error, unavailable = llm_errors()
-        exceeded = context_exceeded_error()
         started = time.perf_counter()
         try:
             sel = await self.select(haystack, question)
-        except unavailable:
+        except LLMUnavailable:
             raise
-        except exceeded:
+        except LLMContextExceeded:
             return Answer(context_overflow=True, latency_ms=_ms(started), route="refused: over the window")
-        except llm_error as exc:
+        except LLMError as exc:
             return Answer(error=f"{type(exc).__name__}: {exc}", latency_ms=_ms(started))
         helper = sel.helper_usage
         common = {
@@ -216,9 +201,9 @@ class Answerer(ABC):
             )
         try:
             result = await chat(self.ctx, sel.messages, f"answer.{self.name}", self.ctx.max_answer_tokens)
-        except unavailable:
+        except LLMUnavailable:
             raise
-        except exceeded:
+        except LLMContextExceeded:
             return Answer(
                 context_overflow=True,
                 input_tokens=sel.input_tokens,
@@ -227,7 +212,7 @@ class Answerer(ABC):
                 calls=helper.calls,
                 **{**common, "route": f"{sel.route}; refused by the endpoint: over the window"},
             )
-        except llm_error as exc:
+        except LLMError as exc:
             return Answer(
                 error=f"{type(exc).__name__}: {exc}",
                 input_tokens=sel.input_tokens,
@@ -252,19 +237,6 @@ def cached_tokens(usage: Any) -> int | None:
     """Cached prompt tokens when the client reports them (``Usage.cached_tokens``), else None: unknown is not 0."""
     value = getattr(usage, "cached_tokens", None)
     return int(value) if isinstance(value, int) else None
-
-
-def context_exceeded_error() -> type[BaseException]:
-    """``LLMContextExceeded`` (the endpoint refused a prompt over its window), or a stand-in."""
-    try:
-        from mark_agents.llm import LLMContextExceeded
-    except ImportError:
-
-        class _Never(Exception):
-            pass
-
-        return _Never
-    return LLMContextExceeded
 
 
 def _ms(started: float) -> float:
