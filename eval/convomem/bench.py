@@ -22,7 +22,7 @@ from mark_eval.convomem.mixing import MixConfig, build_cases
 from mark_eval.convomem.recall import evidence_recall
 from mark_eval.convomem.render import render_conversation
 from mark_eval.convomem.synthetic import synthetic_data
-from mark_eval.convomem.tokens import estimate_tokens
+from mark_agents.llm import estimate_tokens
 
 
 class BenchConfig(BaseModel):

@@ -38,7 +38,7 @@ async def test_answer_with_scripted_fake_llm(method: str) -> None:
     ans = await answerer.answer(case.haystack, case.questions[0].question)
     assert ans.error is None
     assert ans.text == "Biscuit"
-    assert ans.calls >= 1 and ans.input_tokens > 0 and ans.latency_ms >= 0
+    assert ans.total.calls >= 1 and ans.usage.prompt_tokens > 0 and ans.latency_ms >= 0
     labels = [label for label, _ in fake.calls]
     assert labels[-1] == f"answer.{method}"
     answer_prompt = prompt_text(fake.calls[-1][1])
@@ -161,12 +161,12 @@ async def test_two_stage_tokens_are_the_final_calls_with_helpers_apart_with_a_sc
     )
     final_prompt = sum(len(m["content"]) for m in answer_llm.calls[0][1]) // 4
     helper_prompts = sum(sum(len(m["content"]) for m in msgs) // 4 for _, msgs in helper_llm.calls)
-    assert ans.input_tokens == final_prompt and ans.helper_input_tokens == helper_prompts
-    assert ans.helper_output_tokens > 0 and ans.calls == len(helper_llm.calls) + 1
-    assert ans.helper_model == "scripted-fake" and ans.cached_tokens is None
+    assert ans.usage.prompt_tokens == final_prompt and ans.helper_usage.prompt_tokens == helper_prompts
+    assert ans.helper_usage.completion_tokens > 0 and ans.total.calls == len(helper_llm.calls) + 1
+    assert ans.helper_model == "scripted-fake" and ans.usage.cached_tokens is None
     nothing = ScriptedFakeLLM(lambda m, label: "No information is relevant.")
     canned = await create("block_based", AnswererContext(llm=nothing)).answer(case.haystack, "What is my cat called?")
-    assert canned.canned and canned.input_tokens == 0 and canned.helper_input_tokens > 0
+    assert canned.canned and canned.usage.prompt_tokens == 0 and canned.helper_usage.prompt_tokens > 0
 
 
 def test_registry_and_sentinel() -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from mark_agents.llm import Usage
 from mark_eval.convomem.answerers import AnswererContext
 from mark_eval.convomem.judge import ExactJudge
 from mark_eval.convomem.loaders import load_sample
@@ -82,7 +83,7 @@ async def test_run_writes_results_summary_and_plots(tmp_path: Path) -> None:
     rows = list(ResultsFile(tmp_path / "results.jsonl").load().values())
     assert len(rows) == report.asked == sum(len(c.questions) for c in cases) * 2
     row = rows[0]
-    assert row.judge == "exact" and row.correct is not None and row.input_tokens > 0
+    assert row.judge == "exact" and row.correct is not None and row.usage.prompt_tokens > 0
     assert row.evidence_recall is not None and row.prompt_version
     with (tmp_path / "summary.csv").open() as fh:
         reader = csv.DictReader(fh)
@@ -129,10 +130,12 @@ def test_errors_are_retried_and_excluded_from_accuracy() -> None:
 def test_overflow_is_excluded_from_accuracy_and_counted_apart() -> None:
     base = dict(context_size=300, method="full_context", category="user_facts", evidence_count=1, question="q")
     rows = [
-        ResultRow(qid="a", gold="g", correct=True, judge="exact", input_tokens=100, haystack_id="h1", **base),
+        ResultRow(qid="a", gold="g", correct=True, judge="exact", usage=Usage(prompt_tokens=100), haystack_id="h1", **base),
         ResultRow(qid="b", gold="g", context_overflow=True, haystack_id="h1", **base),
         ResultRow(qid="c", gold="g", error="LLMError: boom", haystack_id="h2", **base),
-        ResultRow(qid="d", gold="g", correct=False, judge="exact", input_tokens=300, haystack_id="h3", **base),
+        ResultRow(
+            qid="d", gold="g", correct=False, judge="exact", usage=Usage(prompt_tokens=300), haystack_id="h3", **base
+        ),
     ]
     [s] = summarise(rows)
     assert s.total_processed == 2 and s.correct_answers == 1 and s.success_rate_percent == 50.0
@@ -140,9 +143,22 @@ def test_overflow_is_excluded_from_accuracy_and_counted_apart() -> None:
     assert (s.total_test_cases, s.test_cases_completed) == (3, 2)
     assert s.avg_input_tokens == 200.0
     assert s.avg_cached_tokens is None and s.cache_ratio_percent is None, "unknown is not zero"
-    cached = [r.model_copy(update={"cached_tokens": 50}) for r in rows]
+    cached = [r.model_copy(update={"usage": r.usage.model_copy(update={"cached_tokens": 50})}) for r in rows]
     [c] = summarise(cached)
     assert c.avg_cached_tokens == 50.0 and c.cache_ratio_percent == 25.0
+
+
+def test_rows_written_with_flat_token_fields_still_load() -> None:
+    """A results file from before the usage was kept whole resumes: its flat fields become the usage."""
+    old = {
+        "qid": "a", "context_size": 1, "method": "rag", "category": "user_facts", "evidence_count": 1,
+        "question": "q", "gold": "g", "input_tokens": 120, "output_tokens": 7, "cached_tokens": None,
+        "helper_input_tokens": 40, "helper_output_tokens": 3, "cost_usd": 0.5, "calls": 2,
+    }  # fmt: skip
+    row = ResultRow.model_validate_json(json.dumps(old))
+    assert (row.usage.prompt_tokens, row.usage.completion_tokens, row.usage.cached_tokens) == (120, 7, None)
+    assert (row.helper_usage.prompt_tokens, row.helper_usage.completion_tokens) == (40, 3)
+    assert row.total.cost_usd == 0.5 and row.total.calls == 2
 
 
 def test_wilson_interval_known_values() -> None:

@@ -20,7 +20,7 @@ from mark_agents.llm import LLMContextExceeded, LLMError, LLMUnavailable, Usage
 from mark_eval.convomem.prompts import CONVOMEM_PROMPTS, PromptProfile
 from mark_eval.convomem.retrieval import RetrievalMode
 from mark_eval.convomem.schema import Haystack
-from mark_eval.convomem.tokens import messages_tokens
+from mark_agents.llm import estimate_message_tokens
 from memory_store.embeddings import Embedder
 from memory_store.errors import MarkError
 
@@ -48,30 +48,30 @@ class Selection(BaseModel):
 
 
 class Answer(BaseModel):
-    """One answer. Tokens follow the reference's accounting: ``input_tokens``/``output_tokens``/``cached_tokens``
-    are the final answer call's; the helper passes of two-stage methods are reported apart (``helper_*``);
-    ``cost_usd`` and ``calls`` cover every call."""
+    """One answer. Tokens follow the reference's accounting: ``usage`` is the final answer call's (its prompt,
+    completion and cached tokens; the prompt's estimate when the endpoint did not say or was not called); the
+    helper passes of two-stage methods are reported apart (``helper_usage``); :attr:`total` covers every call."""
 
     text: str = ""
     context_mids: list[str] = Field(default_factory=list)
-    input_tokens: int = 0
-    output_tokens: int = 0
-    #: prompt tokens the endpoint served from its cache (None: the endpoint or client does not report them)
-    cached_tokens: int | None = None
-    helper_input_tokens: int = 0
-    helper_output_tokens: int = 0
+    usage: Usage = Field(default_factory=Usage)
+    helper_usage: Usage = Field(default_factory=Usage)
     helper_model: str = ""
     #: the method answered without a final call (block_based when no block had anything relevant)
     canned: bool = False
+    #: wall time of choosing the context and answering (``usage.latency_ms`` is the answer call's alone)
     latency_ms: float = 0.0
     retrieval_ms: float = 0.0
-    cost_usd: float = 0.0
-    calls: int = 0
     context_overflow: bool = False
     model: str = ""
     route: str = ""
     index_tokens: int = 0
     error: str | None = None
+
+    @property
+    def total(self) -> Usage:
+        """Every call the answer made: the helper passes and the final call (cost, calls)."""
+        return self.usage + self.helper_usage
 
 
 class AnswererContext(BaseModel):
@@ -172,33 +172,19 @@ class Answerer(ABC):
             return Answer(context_overflow=True, latency_ms=_ms(started), route="refused: over the window")
         except LLMError as exc:
             return Answer(error=f"{type(exc).__name__}: {exc}", latency_ms=_ms(started))
-        helper = sel.helper_usage
         common = {
             "context_mids": sel.context_mids,
             "retrieval_ms": sel.retrieval_ms,
             "route": sel.route,
-            "helper_input_tokens": helper.prompt_tokens,
-            "helper_output_tokens": helper.completion_tokens,
+            "helper_usage": sel.helper_usage,
             "helper_model": sel.helper_model,
-            "index_tokens": sel.index_usage.prompt_tokens + sel.index_usage.completion_tokens,
+            "index_tokens": sel.index_usage.total_tokens,
         }
         if sel.refused:
-            return Answer(
-                context_overflow=True,
-                latency_ms=_ms(started),
-                cost_usd=helper.cost_usd,
-                calls=helper.calls,
-                **common,
-            )
+            return Answer(context_overflow=True, latency_ms=_ms(started), **common)
         if sel.canned_answer is not None:
-            return Answer(
-                text=sel.canned_answer,
-                canned=True,
-                latency_ms=_ms(started),
-                cost_usd=helper.cost_usd,
-                calls=helper.calls,
-                **common,
-            )
+            return Answer(text=sel.canned_answer, canned=True, latency_ms=_ms(started), **common)
+        estimated = Usage(prompt_tokens=sel.input_tokens, estimated=True)
         try:
             result = await chat(self.ctx, sel.messages, f"answer.{self.name}", self.ctx.max_answer_tokens)
         except LLMUnavailable:
@@ -206,37 +192,22 @@ class Answerer(ABC):
         except LLMContextExceeded:
             return Answer(
                 context_overflow=True,
-                input_tokens=sel.input_tokens,
+                usage=estimated,
                 latency_ms=_ms(started),
-                cost_usd=helper.cost_usd,
-                calls=helper.calls,
                 **{**common, "route": f"{sel.route}; refused by the endpoint: over the window"},
             )
         except LLMError as exc:
-            return Answer(
-                error=f"{type(exc).__name__}: {exc}",
-                input_tokens=sel.input_tokens,
-                latency_ms=_ms(started),
-                **common,
-            )
-        final = result.usage
+            return Answer(error=f"{type(exc).__name__}: {exc}", usage=estimated, latency_ms=_ms(started), **common)
+        final: Usage = result.usage
+        if not final.prompt_tokens:  # the endpoint did not say: the prompt's estimate
+            final = final.model_copy(update={"prompt_tokens": sel.input_tokens, "estimated": True})
         return Answer(
             text=str(getattr(result, "text", "") or "").strip(),
-            input_tokens=final.prompt_tokens or sel.input_tokens,
-            output_tokens=final.completion_tokens,
-            cached_tokens=cached_tokens(final),
+            usage=final,
             latency_ms=_ms(started),
-            cost_usd=helper.cost_usd + final.cost_usd,
-            calls=helper.calls + final.calls,
             model=str(getattr(result, "model", "") or ""),
             **common,
         )
-
-
-def cached_tokens(usage: Any) -> int | None:
-    """Cached prompt tokens when the client reports them (``Usage.cached_tokens``), else None: unknown is not 0."""
-    value = getattr(usage, "cached_tokens", None)
-    return int(value) if isinstance(value, int) else None
 
 
 def _ms(started: float) -> float:
@@ -245,4 +216,4 @@ def _ms(started: float) -> float:
 
 def selection(messages: list[dict[str, str]], mids: list[str], **kwargs: Any) -> Selection:
     """A Selection with the prompt's estimated size filled in."""
-    return Selection(messages=messages, context_mids=mids, input_tokens=messages_tokens(messages), **kwargs)
+    return Selection(messages=messages, context_mids=mids, input_tokens=estimate_message_tokens(messages), **kwargs)

@@ -25,7 +25,7 @@ from mark_agents.llm import Usage
 from mark_eval.convomem.answerers.base import Answerer, AnswererContext, Selection, selection
 from mark_eval.convomem.prompts import ContextKind, answer_messages
 from mark_eval.convomem.schema import Haystack, HaystackMessage
-from mark_eval.convomem.tokens import messages_tokens
+from mark_agents.llm import estimate_message_tokens
 from memory_store import CachedEmbedder, MemoryStore
 from memory_store.errors import MarkError
 
@@ -150,7 +150,7 @@ class MarkMemory(Answerer):
         built = self._built[haystack.hid].result()
         agent = self._get_agent()
         prompts = self.ctx.prompts
-        skeleton = messages_tokens(answer_messages(question, "", ContextKind.MEMORIES, prompts))
+        skeleton = estimate_message_tokens(answer_messages(question, "", ContextKind.MEMORIES, prompts))
         started = time.perf_counter()
         recall = await agent.arecall(
             question, user_id=self.user_id(haystack), budget_tokens=max(64, self.ctx.budget_tokens - skeleton)
