@@ -245,9 +245,7 @@ class Settings(StoreSettings):
         return self.llm
 
 
-def role_llm_settings(
-    prefix: str, llm: LLMSettings, environ: Mapping[str, str], **given: Any
-) -> LLMSettings | None:
+def role_llm_settings(prefix: str, llm: LLMSettings, environ: Mapping[str, str], **given: Any) -> LLMSettings | None:
     """Another role's endpoint (``MARK_JUDGE_``, ``MARK_HELPER_`` ...): the chat's settings under the role's own
     variables and ``given`` fields; None when neither sets anything. A bad value raises InvalidInput naming it."""
     role_env: dict[str, Any] = {**llm_env_values(prefix, environ, openai_fallback=False), **given}

@@ -10,7 +10,6 @@ import json
 import os
 from datetime import UTC, datetime
 from pathlib import Path
-
 from typing import Any
 
 from pydantic import BaseModel, Field, ValidationError, model_validator

@@ -92,8 +92,8 @@ def locomo_command(
     no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bar.")] = False,
 ) -> None:
     """Run LoCoMo: J accuracy (categories 1-4 headline, adversarial apart), F1, BLEU-1, evidence recall."""
-    from mark_eval.convomem.answerers import AnswererContext, resolve_methods
     from mark_eval.config import EvalSettings, embedder_factory
+    from mark_eval.convomem.answerers import AnswererContext, resolve_methods
     from mark_eval.convomem.cli import choice, connect_clients, console_out
     from mark_eval.convomem.runner import RunOptions, check_fingerprint
     from mark_eval.locomo.loader import load_locomo, select

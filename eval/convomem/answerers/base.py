@@ -16,11 +16,10 @@ from typing import Any, ClassVar
 from pydantic import BaseModel, ConfigDict, Field
 
 from mark_agents.config import Settings
-from mark_agents.llm import LLMContextExceeded, LLMError, LLMUnavailable, Usage
+from mark_agents.llm import LLMContextExceeded, LLMError, LLMUnavailable, Usage, estimate_message_tokens
 from mark_eval.convomem.prompts import CONVOMEM_PROMPTS, PromptProfile
 from mark_eval.convomem.retrieval import RetrievalMode
 from mark_eval.convomem.schema import Haystack
-from mark_agents.llm import estimate_message_tokens
 from memory_store.embeddings import Embedder
 from memory_store.errors import MarkError
 

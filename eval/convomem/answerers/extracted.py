@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import re
 
-from mark_agents.llm import Usage
+from mark_agents.llm import Usage, estimate_message_tokens, estimate_tokens
 from mark_eval.convomem.answerers.base import (
     Answerer,
     AnswererContext,
@@ -23,7 +23,6 @@ from mark_eval.convomem.answerers.full_context import WINDOW_SAFETY
 from mark_eval.convomem.prompts import NO_INFO_SENTINEL, ContextKind, answer_messages, extract_messages
 from mark_eval.convomem.render import line, render_conversations, render_flat
 from mark_eval.convomem.schema import Haystack, HaystackMessage
-from mark_agents.llm import estimate_message_tokens, estimate_tokens
 
 BLOCK_SIZE = 10
 CANNED = "I don't have any information about that."

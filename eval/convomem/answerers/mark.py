@@ -21,11 +21,10 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from mark_agents import MemoryAgent
-from mark_agents.llm import Usage
+from mark_agents.llm import Usage, estimate_message_tokens
 from mark_eval.convomem.answerers.base import Answerer, AnswererContext, Selection, selection
 from mark_eval.convomem.prompts import ContextKind, answer_messages
 from mark_eval.convomem.schema import Haystack, HaystackMessage
-from mark_agents.llm import estimate_message_tokens
 from memory_store import CachedEmbedder, MemoryStore
 from memory_store.errors import MarkError
 

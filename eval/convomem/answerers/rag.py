@@ -10,12 +10,12 @@ from __future__ import annotations
 import asyncio
 import time
 
+from mark_agents.llm import estimate_message_tokens, estimate_tokens
 from mark_eval.convomem.answerers.base import Answerer, AnswererContext, Selection, selection
 from mark_eval.convomem.prompts import ContextKind, answer_messages
 from mark_eval.convomem.render import conversation_header, line, render_excerpts
 from mark_eval.convomem.retrieval import MessageIndex, RetrievalMode
 from mark_eval.convomem.schema import Haystack, HaystackMessage
-from mark_agents.llm import estimate_message_tokens, estimate_tokens
 
 #: Stop scanning the ranking after this many hits that no longer fit.
 MAX_MISSES = 40
