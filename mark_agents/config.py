@@ -258,7 +258,9 @@ def role_llm_settings(prefix: str, llm: LLMSettings, environ: Mapping[str, str],
         field = str(first["loc"][0]) if first.get("loc") else ""
         suffixes = _ENV_FIELDS.get(field, (field.upper(),))
         name = next((prefix + s for s in suffixes if _env(prefix + s, environ) is not None), prefix + suffixes[0])
-        raise InvalidInput(f"{name} is not valid: {first.get('msg', 'invalid value')}") from None
+        given_value = _env(name, environ)
+        shown = f"={given_value[:40]!r}" if given_value is not None else ""
+        raise InvalidInput(f"{name}{shown} is not valid: {first.get('msg', 'invalid value')}") from None
 
 
 def _inherit(llm: Any, role_env: dict[str, Any]) -> dict[str, Any]:

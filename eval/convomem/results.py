@@ -20,7 +20,35 @@ from mark_agents.llm import Usage
 Key = tuple[str, int, str, int]
 
 
-class ResultRow(BaseModel):
+class Answered(BaseModel):
+    """What answering one question measured, the same in an ``Answer`` and in its results row. Tokens follow the
+    reference's accounting: ``usage`` is the final answer call's (prompt, completion and cached tokens; cached
+    None = not reported; the prompt's estimate when the endpoint did not say or was not called); the helper passes
+    of two-stage methods are apart (``helper_usage``); :attr:`total` covers every call."""
+
+    usage: Usage = Field(default_factory=Usage)
+    helper_usage: Usage = Field(default_factory=Usage)
+    helper_model: str = ""
+    #: answered without a final call (block_based found nothing relevant): no input tokens to average
+    canned: bool = False
+    #: wall time of choosing the context and answering (``usage.latency_ms`` is the answer call's alone)
+    latency_ms: float = 0.0
+    retrieval_ms: float = 0.0
+    #: the history did not fit the model's window: not asked, not judged, out of the accuracy, counted apart
+    context_overflow: bool = False
+    model: str = ""
+    route: str = ""
+    #: LLM tokens spent indexing the haystack (mark's memory building), shared by its questions
+    index_tokens: int = 0
+    error: str | None = None
+
+    @property
+    def total(self) -> Usage:
+        """Every call of the answer: the helper passes and the final call (cost, calls)."""
+        return self.usage + self.helper_usage
+
+
+class ResultRow(Answered):
     qid: str
     context_size: int
     method: str
@@ -34,30 +62,14 @@ class ResultRow(BaseModel):
     correct: bool | None = None
     judge: str = "none"
     approximate: bool = False
-    #: the final answer call's usage (the reference's accounting: prompt, completion and cached tokens; cached
-    #: None = not reported); the helper passes of two-stage methods apart (see ``Answer``)
-    usage: Usage = Field(default_factory=Usage)
-    helper_usage: Usage = Field(default_factory=Usage)
-    helper_model: str = ""
-    #: answered without a final call (block_based found nothing): no input tokens to average
-    canned: bool = False
-    latency_ms: float = 0.0
-    retrieval_ms: float = 0.0
     judge_tokens: int = 0
-    #: LLM tokens spent indexing this row's haystack (mark's memory building), shared by its questions
-    index_tokens: int = 0
     evidence_mids: list[str] = Field(default_factory=list)
     evidence_in_prompt: list[str] = Field(default_factory=list)
     evidence_recall: float | None = None
-    #: the history did not fit the model's window: not asked, not judged, out of the accuracy, counted apart
-    context_overflow: bool = False
-    route: str = ""
     n_conversations: int = 0
     haystack_id: str = ""
-    model: str = ""
     retrieval_only: bool = False
     prompt_version: str = ""
-    error: str | None = None
     #: benchmark-specific scores of the answer (LoCoMo: ``f1``, ``bleu1``)
     metrics: dict[str, float] = Field(default_factory=dict)
     ts: str = Field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
@@ -65,11 +77,6 @@ class ResultRow(BaseModel):
     @property
     def key(self) -> Key:
         return (self.qid, self.context_size, self.method, self.repeat)
-
-    @property
-    def total(self) -> Usage:
-        """Every call of the answer: the helper passes and the final call (cost, calls)."""
-        return self.usage + self.helper_usage
 
     @model_validator(mode="before")
     @classmethod

@@ -28,7 +28,7 @@ from mark_eval.convomem.atomic import write_text_atomic
 from mark_eval.convomem.judge import Judge
 from mark_eval.convomem.plots import write_plots
 from mark_eval.convomem.recall import evidence_in_prompt, evidence_recall
-from mark_eval.convomem.results import ResultRow, ResultsFile
+from mark_eval.convomem.results import Answered, ResultRow, ResultsFile
 from mark_eval.convomem.schema import Question, TestCase
 from mark_eval.convomem.summary import SummaryRow, print_table, summarise, write_summary_csv
 from memory_store.errors import InvalidInput
@@ -134,8 +134,10 @@ def _row(
     metrics: dict[str, float],
 ) -> ResultRow:
     evidence = case.evidence_mids.get(q.qid, [])
+    measured = ans.model_dump(include=set(Answered.model_fields))
+    measured.update(latency_ms=round(ans.latency_ms, 2), retrieval_ms=round(ans.retrieval_ms, 2))
     return ResultRow(
-        **ans.model_dump(exclude={"text", "context_mids", "latency_ms", "retrieval_ms"}),
+        **measured,
         qid=q.qid,
         context_size=case.context_size,
         method=method,
@@ -148,8 +150,6 @@ def _row(
         correct=None if verdict is None else verdict.correct,
         judge="none" if verdict is None else verdict.judge,
         approximate=False if verdict is None else verdict.approximate,
-        latency_ms=round(ans.latency_ms, 2),
-        retrieval_ms=round(ans.retrieval_ms, 2),
         judge_tokens=0 if verdict is None else verdict.usage.total_tokens,
         evidence_mids=evidence,
         evidence_in_prompt=evidence_in_prompt(evidence, ans.context_mids),

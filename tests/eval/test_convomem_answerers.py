@@ -51,7 +51,7 @@ async def test_answer_with_scripted_fake_llm(method: str) -> None:
     assert case.questions[0].question in answer_prompt
 
 
-async def test_prompts_never_leak_ids_or_evidence_flags(locomo_dir: Path) -> None:
+async def test_prompts_never_leak_ids_or_evidence_flags_with_a_scripted_llm(locomo_dir: Path) -> None:
     cases = load_data(locomo_dir).premixed + _sample_cases((2,))
     fake, llm = answering(_echo)
     ctx = AnswererContext(llm=llm, budget_tokens=3000, retrieval="keyword")

@@ -52,7 +52,7 @@ async def test_llm_judge_picks_the_category_prompt_with_scripted_fake_llm() -> N
     assert multi.correct and "several messages" in prompt_text(sent(fake)[-1])
 
 
-async def test_llm_judge_retries_unparseable_replies_then_gives_up() -> None:
+async def test_llm_judge_retries_unparseable_replies_then_gives_up_with_a_scripted_llm() -> None:
     replies = iter(["hmm", "RIGHT"])
     fake, llm = answering(lambda m: next(replies))
     verdict = await LLMJudge(llm).judge(_q("assistant_facts", "x"), "x")

@@ -33,7 +33,7 @@ def _keys(path: Path) -> list[tuple[str, int, str, int]]:
     return [(r["qid"], r["context_size"], r["method"], r["repeat"]) for r in rows]
 
 
-def test_resume_after_kill_has_no_duplicates_and_completes(tmp_path: Path) -> None:
+def test_resume_after_kill_has_no_duplicates_and_completes_with_a_scripted_llm(tmp_path: Path) -> None:
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "tests.eval.slow_run", str(out), "0.15"]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -57,7 +57,7 @@ def test_resume_after_kill_has_no_duplicates_and_completes(tmp_path: Path) -> No
     assert (out / "summary.csv").exists() and (out / "accuracy.png").exists()
 
 
-async def test_batched_re_asked_questions_get_a_row_each(tmp_path: Path) -> None:
+async def test_batched_re_asked_questions_get_a_row_each_with_a_scripted_llm(tmp_path: Path) -> None:
     cases = build_cases(load_sample(), MixConfig(sizes=(1,), min_cases=4)).cases
     repeated = {(q.qid, c.repeat(q.qid)) for c in cases for q in c.questions}
     assert any(r > 0 for _, r in repeated), "the sample has 3 items per category: some are asked again"
@@ -74,7 +74,7 @@ async def test_batched_re_asked_questions_get_a_row_each(tmp_path: Path) -> None
     assert again.asked == 0
 
 
-async def test_run_writes_results_summary_and_plots(tmp_path: Path) -> None:
+async def test_run_writes_results_summary_and_plots_with_a_scripted_llm(tmp_path: Path) -> None:
     cases = build_cases(load_sample(), MixConfig(sizes=(1, 2), mode="standard")).cases
     _, llm = answering(lambda m: "I don't have any information about that.")
     ctx = AnswererContext(llm=llm, budget_tokens=900, retrieval="keyword")
@@ -186,7 +186,7 @@ def test_fingerprint_mismatch_is_refused(tmp_path: Path) -> None:
         check_fingerprint(tmp_path, {"seed": 1, "budget_tokens": 4000})
 
 
-async def test_endpoint_down_stops_the_run_and_keeps_what_was_done(tmp_path: Path) -> None:
+async def test_endpoint_down_stops_the_run_and_keeps_what_was_done_with_a_scripted_llm(tmp_path: Path) -> None:
     import httpx
 
     from mark_agents.llm import LLMUnavailable

@@ -129,13 +129,21 @@ def test_markup_in_memories_is_printed_literally(home):
         ("MARK_LLM_TIMEOUT_S", "0", "greater than 0"),
         ("MARK_VECTOR_BACKEND", "nope", "'chroma' or 'exact'"),
         ("MARK_LLM_MAX_RETRIES", "-1", "greater than or equal to 0"),
-        ("MARK_JUDGE_TEMPERATURE", "hot", "valid number"),
+        ("MARK_MEMORY_LLM_TEMPERATURE", "hot", "valid number"),
         ("MARK_SCORING", "{not json", "JSON object"),
     ],
 )
 def test_a_bad_setting_is_one_line_naming_the_variable(home, name, value, accepts):
     line = one_line_error(run(home, "memory", "list", "--user", "alice", env={name: value}), 2)
     assert line.startswith(f"error: {name}") and accepts in line, line
+
+
+def test_home_is_passed_down_and_the_environment_left_alone(home, tmp_path):
+    other = tmp_path / "other-home"
+    assert run(other, "memory", "add", "Bob drinks green tea.", "--user", "bob").exit_code == 0
+    assert os.environ["MARK_HOME"] == str(home)  # the fixture's value: --home did not write it
+    with MemoryStore(StoreSettings(home=other)) as store:
+        assert [m.text for m in store.list("bob").items] == ["Bob drinks green tea."]
 
 
 # -- 9. export to a directory ------------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from mark_agents.config import Settings
 from mark_agents.llm import LLMContextExceeded, LLMError, LLMUnavailable, Usage, estimate_message_tokens
 from mark_eval.convomem.prompts import CONVOMEM_PROMPTS, PromptProfile
+from mark_eval.convomem.results import Answered
 from mark_eval.convomem.retrieval import RetrievalMode
 from mark_eval.convomem.schema import Haystack
 from memory_store.embeddings import Embedder
@@ -46,31 +47,11 @@ class Selection(BaseModel):
     refused: bool = False
 
 
-class Answer(BaseModel):
-    """One answer. Tokens follow the reference's accounting: ``usage`` is the final answer call's (its prompt,
-    completion and cached tokens; the prompt's estimate when the endpoint did not say or was not called); the
-    helper passes of two-stage methods are reported apart (``helper_usage``); :attr:`total` covers every call."""
+class Answer(Answered):
+    """One answer: its text, the haystack messages that reached its prompt, and what answering it measured."""
 
     text: str = ""
     context_mids: list[str] = Field(default_factory=list)
-    usage: Usage = Field(default_factory=Usage)
-    helper_usage: Usage = Field(default_factory=Usage)
-    helper_model: str = ""
-    #: the method answered without a final call (block_based when no block had anything relevant)
-    canned: bool = False
-    #: wall time of choosing the context and answering (``usage.latency_ms`` is the answer call's alone)
-    latency_ms: float = 0.0
-    retrieval_ms: float = 0.0
-    context_overflow: bool = False
-    model: str = ""
-    route: str = ""
-    index_tokens: int = 0
-    error: str | None = None
-
-    @property
-    def total(self) -> Usage:
-        """Every call the answer made: the helper passes and the final call (cost, calls)."""
-        return self.usage + self.helper_usage
 
 
 class AnswererContext(BaseModel):
