@@ -152,6 +152,18 @@ def _stats(values: list[float]) -> dict[str, float]:
     }
 
 
+def save_figure(fig: Any, path: Path) -> Path:
+    """Write a matplotlib figure as PNG through a temporary file (a killed run never leaves half a picture)."""
+    import matplotlib.pyplot as plt
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp.png")
+    fig.savefig(tmp)
+    plt.close(fig)
+    tmp.replace(path)
+    return path
+
+
 def machine() -> str:
     return f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
 
@@ -401,12 +413,7 @@ def plot_tokens(tokens: dict[str, Any], path: Path) -> Path:
     ax.legend(loc="upper left")
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.png")
-    fig.savefig(tmp)
-    plt.close(fig)
-    tmp.replace(path)
-    return path
+    return save_figure(fig, path)
 
 
 # -- the whole bench ----------------------------------------------------------------------------------------

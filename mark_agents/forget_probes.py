@@ -35,7 +35,7 @@ from rich.console import Console
 from rich.table import Table
 
 from mark_agents.agent import MemoryAgent
-from mark_agents.bench import machine
+from mark_agents.bench import machine, save_figure
 from mark_agents.config import Settings
 from mark_agents.llm import LLMClient, connect
 from mark_agents.llm.scripted import RoleScript
@@ -769,9 +769,4 @@ def plot(result: dict[str, Any], path: Path) -> Path:
     right.set_title(f"collateral: kept facts recalled (of {kept})", fontsize=10)
     fig.suptitle(f"mark bench forget · {result['llm']}")
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.png")
-    fig.savefig(tmp)
-    plt.close(fig)
-    tmp.replace(path)
-    return path
+    return save_figure(fig, path)

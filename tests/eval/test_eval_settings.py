@@ -43,7 +43,7 @@ def test_judge_from_environment_inherits_the_chat_endpoint(monkeypatch: pytest.M
 
 def test_a_bad_judge_variable_is_named(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("MARK_JUDGE_TIMEOUT_S", "soon")
-    with pytest.raises(InvalidInput, match="MARK_JUDGE_TIMEOUT_S is not valid"):
+    with pytest.raises(InvalidInput, match="MARK_JUDGE_TIMEOUT_S='soon' is not valid"):
         EvalSettings.from_settings(Settings(home=tmp_path))
 
 
