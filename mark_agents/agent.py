@@ -42,7 +42,6 @@ from mark_agents.llm import (
     Usage,
     UsageMeter,
     connect,
-    connect_memory,
 )
 from mark_agents.recall import Recall, RecalledMemory, RecalledTurn, recall
 from memory_store import ForgetPlan, ForgetReport, InvalidInput, MarkError, MemoryStore, PurgeReport, Turn, forgetter
@@ -108,7 +107,7 @@ class MemoryAgent:
         self.settings = settings or Settings()
         self.config = self.settings.agent
         self._owns_store = store is None
-        self.store = store or MemoryStore(self.settings)
+        self.store = store or MemoryStore(self.settings.store)
         self._llm = llm
         self._llm_given = llm is not None
         self._memory_llm = memory_llm
@@ -139,7 +138,7 @@ class MemoryAgent:
                 # Load the embedding model now, not inside the first user's turn.
                 await asyncio.to_thread(self.store.embed, ["warm up"])
             if self._llm is None:
-                self._llm = await connect(self.settings)
+                self._llm = await connect(self.settings.llm, self.settings.models_dir)
             if self._graph is None:
                 connecting = aiosqlite.connect(str(Path(self.settings.home) / "chat_state.db"))
                 # aiosqlite's worker thread is not a daemon: an agent never closed would keep the process alive
@@ -171,10 +170,10 @@ class MemoryAgent:
                 s = self.settings
                 if s.memory_llm is None and (self._llm_given or s.memory == s.llm):
                     if self._llm is None:
-                        self._llm = await connect(s)
+                        self._llm = await connect(s.llm, s.models_dir)
                     self._memory_llm = self._llm
                 else:
-                    self._memory_llm = await connect_memory(s)
+                    self._memory_llm = await connect(s.memory, s.models_dir)
                     self._owns_memory_llm = True
         return self._memory_llm
 

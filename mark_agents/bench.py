@@ -21,7 +21,6 @@ Figures depend on the machine: they are reported with it.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import platform
 import random
@@ -33,18 +32,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
 import numpy as np
-import openai
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
 from mark_agents.agent import MemoryAgent
-from mark_agents.config import LLMSettings, Settings
+from mark_agents.config import Settings
 from mark_agents.graph import build_messages
-from mark_agents.llm import LLMClient, LLMError, estimate_message_tokens, estimate_tokens
+from mark_agents.llm import LLMError, estimate_message_tokens, estimate_tokens
+from mark_agents.llm.scripted import RoleScript
 from mark_agents.local_llm import local_model_name
-from mark_agents.prompts import ANSWER_SYSTEM, COMBINED_SYSTEM, RELATION_SYSTEM, quote_message
+from mark_agents.prompts import ANSWER_SYSTEM
 from mark_agents.recall import recall
 from memory_store import MemoryKind, MemoryStore, NewMemory
 from memory_store.bench import OBJECTS, SUBJECTS, sentence
@@ -119,59 +117,23 @@ CONVERSATION: list[Step] = [
 # -- a scripted in-process LLM (no server, microseconds per call) ---------------------------------------
 
 
-class ScriptedBrain:
-    """An OpenAI-compatible endpoint played in process: replies and extracted notes come from a script.
+def scripted_conversation(script: list[Step]) -> RoleScript:
+    """The scripted LLM playing the conversation: each message's reply, and the notes its extraction yields.
 
-    It keeps LLM time out of the overhead measurement, and makes the token comparison deterministic. The real
-    ``openai`` client and the agent's whole code path run; only the HTTP transport is replaced.
+    It keeps LLM time out of the overhead measurement and makes the token comparison deterministic; the real
+    ``openai`` client and the agent's whole code path run (see :mod:`mark_agents.llm.scripted`).
     """
+    by_message = {s.user: s for s in script}
 
-    def __init__(self, script: list[Step] | None = None) -> None:
-        self.by_message = {s.user: s for s in script or []}
-        self.reply_requests: list[list[dict[str, str]]] = []
+    def extract(body: dict) -> str:
+        notes = [n for said in RoleScript.said(body) if (step := by_message.get(said)) for n in step.notes]
+        return RoleScript.notes(*[("user_question", n) for n in notes])
 
-    def _handle(self, request: httpx.Request) -> httpx.Response:
-        body = json.loads(request.content or b"{}")
-        messages = body.get("messages", [])
-        system = messages[0]["content"] if messages and messages[0].get("role") == "system" else ""
-        if system.startswith(COMBINED_SYSTEM):
-            prompt = messages[-1]["content"]
-            step = next((s for u, s in self.by_message.items() if f"User: {quote_message(u)}" in prompt), None)
-            notes = step.notes if step else []
-            text = json.dumps({"memories": [{"kind": "user_question", "text": n} for n in notes]})
-        elif system.startswith(RELATION_SYSTEM):
-            text = json.dumps({"relation": "unrelated", "reason": "scripted"})
-        else:
-            self.reply_requests.append(messages)
-            step = self.by_message.get(messages[-1]["content"])
-            text = step.reply if step else "OK."
-        if body.get("stream"):
-            chunk = {"id": "b", "object": "chat.completion.chunk", "created": 0, "model": "local"}
-            events = [
-                json.dumps({**chunk, "choices": [{"index": 0, "delta": {"content": text}, "finish_reason": "stop"}]}),
-                "[DONE]",
-            ]
-            content = "".join(f"data: {e}\n\n" for e in events).encode()
-            return httpx.Response(200, content=content, headers={"content-type": "text/event-stream"})
-        return httpx.Response(
-            200,
-            json={
-                "id": "b",
-                "object": "chat.completion",
-                "created": 0,
-                "model": "local",
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
-                "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
-            },
-        )
+    def reply(body: dict) -> str:
+        step = by_message.get(RoleScript.user_text(body))
+        return step.reply if step else "OK."
 
-    def client(self) -> LLMClient:
-        base_url = "http://scripted-llm.invalid/v1"
-        http = httpx.AsyncClient(transport=httpx.MockTransport(self._handle))
-        return LLMClient(
-            LLMSettings(base_url=base_url, model="local", max_retries=0),
-            client=openai.AsyncOpenAI(base_url=base_url, api_key="x", http_client=http),
-        )
+    return RoleScript(extract=extract, reply=reply)
 
 
 # -- helpers ----------------------------------------------------------------------------------------------
@@ -188,6 +150,18 @@ def _stats(values: list[float]) -> dict[str, float]:
         "mean_ms": statistics.fmean(values) if values else 0.0,
         "max_ms": max(values, default=0.0),
     }
+
+
+def save_figure(fig: Any, path: Path) -> Path:
+    """Write a matplotlib figure as PNG through a temporary file (a killed run never leaves half a picture)."""
+    import matplotlib.pyplot as plt
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp.png")
+    fig.savefig(tmp)
+    plt.close(fig)
+    tmp.replace(path)
+    return path
 
 
 def machine() -> str:
@@ -300,7 +274,7 @@ async def measure_overhead(agent: MemoryAgent, queries: int, progress: Progress,
 async def measure_extraction(
     settings: Settings, bench_settings: Settings, store: MemoryStore, exchanges: int, progress: Progress
 ) -> dict[str, Any]:
-    from mark_agents.llm import connect_memory
+    from mark_agents.llm import connect
 
     server = None
     was_running = True
@@ -308,10 +282,10 @@ async def measure_extraction(
     if memory.is_local:
         from mark_agents.local_llm import LocalServer
 
-        server = LocalServer(settings.model_copy(update={"llm": memory}))
+        server = LocalServer(memory, settings.models_dir)
         was_running = server.status().running
     t = time.perf_counter()
-    llm = await connect_memory(settings)
+    llm = await connect(memory, settings.models_dir)
     start_s = time.perf_counter() - t
     agent = MemoryAgent(bench_settings, llm=llm, store=store)
     pairs = [EXCHANGES[i % len(EXCHANGES)] for i in range(exchanges)]
@@ -371,7 +345,7 @@ async def measure_extraction(
 
 
 async def measure_tokens(
-    agent: MemoryAgent, brain: ScriptedBrain, turns: int, session_turns: int, progress: Progress
+    agent: MemoryAgent, brain: RoleScript, turns: int, session_turns: int, progress: Progress
 ) -> dict[str, Any]:
     steps = [CONVERSATION[i % len(CONVERSATION)] for i in range(turns)]
     memory: list[int] = []
@@ -385,7 +359,7 @@ async def measure_tokens(
         reply = await agent.achat(CONVERSATION_USER, step.user, session_id=f"conversation-{i // session_turns}")
         await agent.aflush()  # the user's think time: this turn's notes are stored before the next turn
         progress.advance(task)
-        sent = brain.reply_requests[-1]
+        sent = brain.calls("reply")[-1]["messages"]
         memory.append(estimate_message_tokens(sent))
         baseline.append(estimate_message_tokens([{"role": "system", "content": ANSWER_SYSTEM}, *sent[1:]]))
         full.append(
@@ -439,12 +413,7 @@ def plot_tokens(tokens: dict[str, Any], path: Path) -> Path:
     ax.legend(loc="upper left")
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.png")
-    fig.savefig(tmp)
-    plt.close(fig)
-    tmp.replace(path)
-    return path
+    return save_figure(fig, path)
 
 
 # -- the whole bench ----------------------------------------------------------------------------------------
@@ -467,12 +436,12 @@ async def _run(
     bench_settings = settings.model_copy(update={"home": home})
     result: dict[str, Any] = {"machine": machine()}
     with _progress(console, progress_on) as progress:
-        store = await asyncio.to_thread(MemoryStore, bench_settings)
+        store = await asyncio.to_thread(MemoryStore, bench_settings.store)
         try:
             await asyncio.to_thread(store.embed, ["warm up"])
             result["add_seconds"] = await asyncio.to_thread(_fill, store, memories, progress)
             result["add_history_seconds"] = await asyncio.to_thread(_fill_history, store, history_turns, progress)
-            brain = ScriptedBrain(CONVERSATION)
+            brain = scripted_conversation(CONVERSATION)
             agent = MemoryAgent(bench_settings, llm=brain.client(), store=store)
             try:
                 for user in (CONVERSATION_USER, EXTRACT_USER):  # a kept store: (b) and (c) start from nothing

@@ -271,7 +271,7 @@ async def extract_all(
     """Run the builder's extraction with ``settings.memory`` over every exchange (an empty scratch store, so no
     exchange sees another's notes). Starts the embedded server if needed and stops it after if it started it."""
     from mark_agents.builder import MemoryBuilder
-    from mark_agents.llm import LLMError, connect_memory
+    from mark_agents.llm import LLMError, connect
     from memory_store import MemoryStore
 
     memory = settings.memory
@@ -280,15 +280,15 @@ async def extract_all(
     if memory.is_local:
         from mark_agents.local_llm import LocalServer
 
-        server = LocalServer(settings.model_copy(update={"llm": memory}))
+        server = LocalServer(memory, settings.models_dir)
         was_running = server.status().running
     with contextlib.ExitStack() as stack:
         if store is None:
             home = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="mark-bench-extraction-")))
-            store = MemoryStore(settings.model_copy(update={"home": home}))
+            store = MemoryStore(settings.store.model_copy(update={"home": home}))
             stack.callback(store.close)
         started = time.perf_counter()
-        llm = await connect_memory(settings)
+        llm = await connect(memory, settings.models_dir)
         info: dict[str, Any] = {
             "model": model_label(settings),
             "endpoint": llm.base_url,

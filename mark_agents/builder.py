@@ -35,14 +35,11 @@ from mark_agents.prompts import (
 )
 from memory_store import MemoryKind, MemoryStatus, MemoryStore, NewMemory, Source, Turn
 from memory_store.forgetting import ForgetGuard
+from memory_store.text import NOTE_WORDS, STOPWORDS
 
 log = logging.getLogger(__name__)
 _WORD = re.compile(r"[a-z0-9]+")
-_STOP = set(
-    "the a an and or of to in on at for with is are was were be been it its this that user user's users i me my "
-    "you your he she they we our their as by from about has have had not no do does did so but if then than "
-    "wants want likes like".split()
-)
+_STOP = STOPWORDS | NOTE_WORDS
 ACTOR = "mark-builder"
 _DECODER = json.JSONDecoder()
 _MAX_JSON_STARTS = 50

@@ -13,24 +13,22 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 if TYPE_CHECKING:
-    from mark_agents.config import Settings
+    from mark_agents.config import LLMSettings, Settings
 
 # -- mark llm ---------------------------------------------------------------------------------------------
 
 llm_app = typer.Typer(no_args_is_help=True)
 
 
-def _llm_settings(ctx: typer.Context, *, n_ctx: int | None = None, model: Path | None = None) -> Settings:
-    """The settings with the command-line overrides of the local server applied."""
+def _llm_settings(ctx: typer.Context, *, n_ctx: int | None = None, model: Path | None = None) -> LLMSettings:
+    """The chat LLM's settings with the command-line overrides of the local server applied."""
     settings: Settings = ctx.obj()
     update: dict[str, object] = {}
     if n_ctx is not None:
         update["local_n_ctx"] = n_ctx
     if model is not None:
         update["local_model_path"] = model.expanduser().resolve()
-    if update:
-        settings = settings.model_copy(update={"llm": settings.llm.model_copy(update=update)})
-    return settings
+    return settings.llm.model_copy(update=update) if update else settings.llm
 
 
 @llm_app.command("serve")
@@ -52,7 +50,7 @@ def llm_serve(
     """
     from mark_agents.local_llm import LocalServer
 
-    server = LocalServer(_llm_settings(ctx, n_ctx=n_ctx, model=model))
+    server = LocalServer(_llm_settings(ctx, n_ctx=n_ctx, model=model), ctx.obj().models_dir)
     if foreground:
         raise typer.Exit(server.serve_foreground())
     typer.echo(server.ensure_running())
@@ -66,7 +64,7 @@ def llm_status(
     """List the local model servers running for this user (shared by every data directory)."""
     from mark_agents.local_llm import running_servers
 
-    servers = running_servers(ctx.obj())
+    servers = running_servers(ctx.obj().llm)
     if as_json:
         typer.echo(json.dumps([s.model_dump() for s in servers], indent=2))
         return
@@ -93,7 +91,7 @@ def llm_stop(ctx: typer.Context) -> None:
     """Stop every local model server of this user."""
     from mark_agents.local_llm import stop_all
 
-    stopped = stop_all(ctx.obj())
+    stopped = stop_all(ctx.obj().llm)
     if not stopped:
         typer.echo("not running")
     for s in stopped:

@@ -1,6 +1,6 @@
 """Settings of the agents: the store's settings plus the LLM endpoint(s) they talk to.
 
-The chat model, the memory model (extraction and resolution of notes) and the evaluation judge are each an
+The chat model and the memory model (extraction and resolution of notes) are each an
 OpenAI-compatible endpoint, or (``base_url`` None) an embedded local model server that
 :mod:`mark_agents.local_llm` starts on demand. Everything is read from the
 environment with the ``MARK_`` prefix, built once by the caller and passed down; nothing here starts a server.
@@ -23,15 +23,16 @@ Environment variables (an empty value counts as unset):
 ``MARK_LLM_IDLE_SECONDS``                 a local server stops after this long without a request (0 = never)
 ``MARK_LLM_SERVER_DIR``                   registry of the running local servers (shared by data directories)
 ``MARK_MEMORY_LLM_*``                     the same names for the memory model (no ``OPENAI_*`` fallback)
-``MARK_JUDGE_*``                          the same names for the judge (no ``OPENAI_*`` fallback)
 ========================================  ==========================================================
 
-A memory model or a judge is configured as soon as one of its variables is set; the fields it does not set
-are copied from the chat LLM's resolved settings (so ``MARK_JUDGE_MODEL=gpt-4o`` alone means "same endpoint
-and key, another model"), except that naming a local model (``*_LOCAL_MODEL``, ``*_MODEL_PATH``) means the
-embedded server, whatever endpoint the chat uses. Unconfigured, the memory model is the chat model, or, when
-the chat runs the default embedded model, the default embedded memory model (:attr:`Settings.memory`).
-Explicit constructor arguments always win over the environment (``judge_llm=None`` too).
+A memory model is configured as soon as one of its variables is set; the fields it does not set are copied
+from the chat LLM's resolved settings (so ``MARK_MEMORY_LLM_MODEL=gpt-4o-mini`` alone means "same endpoint and
+key, another model"), except that naming a local model (``*_LOCAL_MODEL``, ``*_MODEL_PATH``) means the embedded
+server, whatever endpoint the chat uses. Unconfigured, the memory model is the chat model, or, when the chat
+runs the default embedded model, the default embedded memory model (:attr:`Settings.memory`). Explicit
+constructor arguments always win over the environment (``memory_llm=None`` too). Other roles (the evaluator's
+judge and helper, ``MARK_JUDGE_*``, ``MARK_HELPER_*``) are read the same way by their own package with
+:func:`role_llm_settings`.
 """
 
 from __future__ import annotations
@@ -41,10 +42,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from mark_agents.bundled_models import BUNDLED_MODELS, DEFAULT_CHAT_MODEL, DEFAULT_MEMORY_MODEL
 from memory_store.config import StoreSettings
+from memory_store.errors import InvalidInput
 
 #: Environment suffix (after ``MARK_LLM_`` / ``MARK_JUDGE_``) -> LLMSettings field. Several spellings per field
 #: are accepted; the first one that is set wins.
@@ -68,7 +70,7 @@ _ENV_FIELDS: dict[str, tuple[str, ...]] = {
 #: Fallbacks for the chat LLM only: the names every OpenAI-compatible tool already understands.
 _OPENAI_FALLBACKS: dict[str, str] = {"base_url": "OPENAI_BASE_URL", "api_key": "OPENAI_API_KEY"}
 #: Settings field of each role -> its environment prefix.
-_ROLE_PREFIX: dict[str, str] = {"llm": "MARK_LLM_", "memory_llm": "MARK_MEMORY_LLM_", "judge_llm": "MARK_JUDGE_"}
+_ROLE_PREFIX: dict[str, str] = {"llm": "MARK_LLM_", "memory_llm": "MARK_MEMORY_LLM_"}
 #: Fields that say which endpoint (or which local model) a role talks to: a role that names a local model
 #: inherits none of the chat's endpoint fields, nor the chat's choice of local model.
 _ENDPOINT_FIELDS = ("base_url", "api_key", "model", "local_model", "local_model_path")
@@ -191,20 +193,17 @@ class AgentConfig(BaseModel):
 
 
 class Settings(StoreSettings):
-    """Store settings plus the chat LLM, the (optional) memory model and the (optional) evaluation judge."""
+    """Store settings plus the chat LLM and the (optional) memory model."""
 
     llm: LLMSettings = Field(default_factory=LLMSettings)
     agent: AgentConfig = Field(default_factory=AgentConfig)
     #: The model that extracts and resolves memory notes; None = see :attr:`memory`.
     memory_llm: LLMSettings | None = None
-    #: The judge of evaluations; None = the same as ``llm``.
-    judge_llm: LLMSettings | None = None
 
     @model_validator(mode="before")
     @classmethod
     def _llm_from_environment(cls, data: Any) -> Any:
-        """Fill ``llm`` / ``memory_llm`` / ``judge_llm`` from MARK_LLM_* (then OPENAI_*), MARK_MEMORY_LLM_* and
-        MARK_JUDGE_* explicitly.
+        """Fill ``llm`` / ``memory_llm`` from MARK_LLM_* (then OPENAI_*) and MARK_MEMORY_LLM_* explicitly.
 
         pydantic-settings would only read a nested model from one JSON variable (``MARK_LLM``); the flat
         names are what users type. Values given to the constructor (or via ``MARK_LLM`` JSON) win.
@@ -215,18 +214,22 @@ class Settings(StoreSettings):
         environ = os.environ
         llm = _merge_env(data.get("llm"), llm_env_values("MARK_LLM_", environ, openai_fallback=True))
         data["llm"] = llm
-        for role in ("memory_llm", "judge_llm"):
-            role_env = llm_env_values(_ROLE_PREFIX[role], environ, openai_fallback=False)
-            if role not in data and role_env:
-                data[role] = _inherit(llm, role_env)
-            elif isinstance(data.get(role), dict):
-                data[role] = _merge_env(data[role], role_env)
+        role_env = llm_env_values(_ROLE_PREFIX["memory_llm"], environ, openai_fallback=False)
+        if "memory_llm" not in data and role_env:
+            data["memory_llm"] = _inherit(llm, role_env)
+        elif isinstance(data.get("memory_llm"), dict):
+            data["memory_llm"] = _merge_env(data["memory_llm"], role_env)
         return data
 
     @property
-    def judge(self) -> LLMSettings:
-        """The judge's settings, defaulting to the chat LLM's."""
-        return self.judge_llm or self.llm
+    def models_dir(self) -> Path:
+        """Where bundled local models are assembled (``<home>/models``)."""
+        return self.home / "models"
+
+    @property
+    def store(self) -> StoreSettings:
+        """The store's part of these settings, for the layer that needs only that."""
+        return StoreSettings.model_construct(**{name: getattr(self, name) for name in StoreSettings.model_fields})
 
     @property
     def memory(self) -> LLMSettings:
@@ -242,7 +245,25 @@ class Settings(StoreSettings):
         return self.llm
 
 
-def _inherit(llm: Any, role_env: dict[str, str]) -> dict[str, Any]:
+def role_llm_settings(prefix: str, llm: LLMSettings, environ: Mapping[str, str], **given: Any) -> LLMSettings | None:
+    """Another role's endpoint (``MARK_JUDGE_``, ``MARK_HELPER_`` ...): the chat's settings under the role's own
+    variables and ``given`` fields; None when neither sets anything. A bad value raises InvalidInput naming it."""
+    role_env: dict[str, Any] = {**llm_env_values(prefix, environ, openai_fallback=False), **given}
+    if not role_env:
+        return None
+    try:
+        return LLMSettings.model_validate(_inherit(llm, role_env))
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = str(first["loc"][0]) if first.get("loc") else ""
+        suffixes = _ENV_FIELDS.get(field, (field.upper(),))
+        name = next((prefix + s for s in suffixes if _env(prefix + s, environ) is not None), prefix + suffixes[0])
+        given_value = _env(name, environ)
+        shown = f"={given_value[:40]!r}" if given_value is not None else ""
+        raise InvalidInput(f"{name}{shown} is not valid: {first.get('msg', 'invalid value')}") from None
+
+
+def _inherit(llm: Any, role_env: dict[str, Any]) -> dict[str, Any]:
     """A role configured from the environment: the chat's resolved settings under the role's own values.
 
     A role that names a local model runs the embedded server: the chat's endpoint, key, model name and local

@@ -31,16 +31,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
-import openai
 from rich.console import Console
 from rich.table import Table
 
 from mark_agents.agent import MemoryAgent
-from mark_agents.bench import machine
-from mark_agents.config import LLMSettings, Settings
+from mark_agents.bench import machine, save_figure
+from mark_agents.config import Settings
 from mark_agents.llm import LLMClient, connect
-from mark_agents.prompts import COMBINED_SYSTEM, RELATION_SYSTEM
+from mark_agents.llm.scripted import RoleScript
 from mark_agents.recall import recall
 from memory_store import CachedEmbedder, InvalidInput, MemoryStore
 from memory_store.embeddings import get_embedder
@@ -609,46 +607,19 @@ def summarise(p: Probing, **extra: Any) -> dict[str, Any]:
 # -- `mark bench forget`: the run, a readable report and a figure --------------------------------------------------
 
 
-class ScriptedEndpoint:
-    """An OpenAI-compatible endpoint played in process by a ProbeScript (the real client and agent code run; only
-    the HTTP transport is replaced). Every reply request is kept, to read the prompts the model was sent."""
+def scripted_probe_model(script: ProbeScript) -> RoleScript:
+    """The scripted LLM playing a ProbeScript: its notes for what the user said, its replies (the real client and
+    agent code run; see :mod:`mark_agents.llm.scripted`)."""
 
-    def __init__(self, script: ProbeScript) -> None:
-        self.script = script
-        self.reply_requests: list[str] = []
+    def extract(body: dict) -> str:
+        return RoleScript.notes(*script.extract(RoleScript.said(body)))
 
-    def _handle(self, request: httpx.Request) -> httpx.Response:
-        body = json.loads(request.content or b"{}")
+    def reply(body: dict) -> str:
         messages = body.get("messages", [])
         system = messages[0]["content"] if messages and messages[0].get("role") == "system" else ""
-        if system.startswith(COMBINED_SYSTEM):
-            said = [json.loads(q) for q in re.findall(r'^User: (".*")$', messages[-1]["content"], re.MULTILINE)]
-            notes = self.script.extract(said)
-            text = json.dumps({"memories": [{"kind": k, "text": t} for k, t in notes]})
-        elif system.startswith(RELATION_SYSTEM):
-            text = json.dumps({"relation": "unrelated", "reason": "scripted"})
-        else:
-            self.reply_requests.append(json.dumps(body, ensure_ascii=False))
-            text = self.script.reply(system, messages[-1]["content"] if messages else "")
-        return httpx.Response(
-            200,
-            json={
-                "id": "p",
-                "object": "chat.completion",
-                "created": 0,
-                "model": "local",
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
-                "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
-            },
-        )
+        return script.reply(system, messages[-1]["content"] if messages else "")
 
-    def client(self) -> LLMClient:
-        base_url = "http://scripted-llm.invalid/v1"
-        http = httpx.AsyncClient(transport=httpx.MockTransport(self._handle))
-        return LLMClient(
-            LLMSettings(base_url=base_url, model="local", max_retries=0),
-            client=openai.AsyncOpenAI(base_url=base_url, api_key="x", http_client=http),
-        )
+    return RoleScript(extract=extract, reply=reply)
 
 
 class RecordingLLM:
@@ -688,20 +659,23 @@ async def _bench(settings: Settings, home: Path, use_llm: bool, limit: int | Non
     facts, plants = pick(limit)
     bench_settings = settings.model_copy(update={"home": home})
     store = await asyncio.to_thread(
-        MemoryStore, bench_settings, embedder=CachedEmbedder(get_embedder(bench_settings.embedding_model))
+        MemoryStore, bench_settings.store, embedder=CachedEmbedder(get_embedder(bench_settings.embedding_model))
     )
     script = None
     if use_llm:
-        llm = RecordingLLM(await connect(settings))
+        recording = RecordingLLM(await connect(settings.llm, settings.models_dir))
+        client: Any = recording
         label = f"{settings.llm.model or 'local model'}"
+        sent: Callable[[], list[str]] = lambda: recording.reply_requests  # noqa: E731
     else:
         script = ProbeScript(facts, plants)
-        llm = ScriptedEndpoint(script)
+        scripted = scripted_probe_model(script)
+        client = scripted.client(max_retries=0)
         label = "scripted (in process)"
-    client = llm if use_llm else llm.client()
-    agent = MemoryAgent(bench_settings, llm=client, store=store)  # type: ignore[arg-type]
+        sent = lambda: [json.dumps(b, ensure_ascii=False) for b in scripted.calls("reply")]  # noqa: E731
+    agent = MemoryAgent(bench_settings, llm=client, store=store)
     try:
-        p = Probing(agent, lambda: llm.reply_requests, facts, plants, script=script, log=log)
+        p = Probing(agent, sent, facts, plants, script=script, log=log)
         result = await run_probes(p)
     finally:
         await agent.aclose()
@@ -795,9 +769,4 @@ def plot(result: dict[str, Any], path: Path) -> Path:
     right.set_title(f"collateral: kept facts recalled (of {kept})", fontsize=10)
     fig.suptitle(f"mark bench forget · {result['llm']}")
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.png")
-    fig.savefig(tmp)
-    plt.close(fig)
-    tmp.replace(path)
-    return path
+    return save_figure(fig, path)

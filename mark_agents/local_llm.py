@@ -44,7 +44,7 @@ from filelock import Timeout as LockTimeout
 from pydantic import BaseModel
 
 from mark_agents.bundled_models import BUNDLED_MODELS, DEFAULT_CHAT_MODEL, QWEN_CODER_05B, BundledModel
-from mark_agents.config import LLMSettings, Settings
+from mark_agents.config import LLMSettings
 from mark_agents.llm.errors import LLMError, LLMUnavailable, LocalModelMissing
 
 logger = logging.getLogger(__name__)
@@ -99,9 +99,9 @@ def local_model_name(llm: LLMSettings) -> str:
     return bundled_model(llm).name
 
 
-def default_model_path(home: Path, model: BundledModel = QWEN_CODER_05B) -> Path:
-    """Where a bundled model is assembled for a data directory."""
-    return home / "models" / model.filename
+def default_model_path(models_dir: Path, model: BundledModel = QWEN_CODER_05B) -> Path:
+    """Where a bundled model is assembled for a data directory (``models_dir`` is its ``<home>/models``)."""
+    return models_dir / model.filename
 
 
 def _stamp_path(path: Path) -> Path:
@@ -210,47 +210,50 @@ def _assemble(dest: Path, model: BundledModel) -> None:
     logger.info("assembled %s (%d MB) in %.1f s", dest, size // 1_000_000, time.monotonic() - started)
 
 
-def resolve_model_path(settings: Settings) -> Path:
-    """The GGUF the local server should load: the configured file, or the bundled model (assembled if needed)."""
-    configured = settings.llm.local_model_path
+def resolve_model_path(llm: LLMSettings, models_dir: Path | None) -> Path:
+    """The GGUF the local server should load: the configured file, or the bundled model (assembled if needed
+    under ``models_dir``)."""
+    configured = llm.local_model_path
     if configured is not None:
         path = Path(configured).expanduser().resolve()
         if not path.is_file():
             raise LocalModelMissing(f"local model file not found: {path} (settings llm.local_model_path)")
         return path
-    model = bundled_model(settings.llm)
-    return ensure_model(default_model_path(settings.home, model).resolve(), model)
+    if models_dir is None:
+        raise LLMError("starting a bundled local model needs the models directory (LocalServer(llm, models_dir))")
+    model = bundled_model(llm)
+    return ensure_model(default_model_path(models_dir, model).resolve(), model)
 
 
 # -- the server -----------------------------------------------------------------------------------------
 
 
-def registry_dir(settings: Settings) -> Path:
+def registry_dir(llm: LLMSettings) -> Path:
     """Where the running servers of this user are recorded (shared by every data directory).
 
     ``MARK_LLM_SERVER_DIR`` applies even to settings whose LLMSettings were built in code: it says where this
     machine's servers are, not how to call one endpoint.
     """
-    configured = settings.llm.local_server_dir or os.environ.get("MARK_LLM_SERVER_DIR") or None
+    configured = llm.local_server_dir or os.environ.get("MARK_LLM_SERVER_DIR") or None
     if configured is not None:
         return Path(configured).expanduser().resolve()
     return Path(platformdirs.user_cache_dir("mark")) / "llm-servers"
 
 
-def model_identity(settings: Settings) -> str:
+def model_identity(llm: LLMSettings) -> str:
     """What makes two data directories' models the same file: the bundled model's hash, or the path."""
-    configured = settings.llm.local_model_path
+    configured = llm.local_model_path
     if configured is not None:
         return str(Path(configured).expanduser().resolve())
-    return f"bundled:{bundled_model(settings.llm).sha256}"
+    return f"bundled:{bundled_model(llm).sha256}"
 
 
-def server_key(settings: Settings) -> str:
+def server_key(llm: LLMSettings) -> str:
     """The registry name of the server for the settings' model file and n_ctx: readable, and unique."""
-    identity = model_identity(settings)
-    n_ctx = settings.llm.local_n_ctx
+    identity = model_identity(llm)
+    n_ctx = llm.local_n_ctx
     digest = hashlib.sha256(f"{identity}|{n_ctx}".encode()).hexdigest()[:12]
-    stem = bundled_model(settings.llm).name if identity.startswith("bundled:") else Path(identity).stem
+    stem = bundled_model(llm).name if identity.startswith("bundled:") else Path(identity).stem
     return f"{stem[:40]}-{n_ctx}-{digest}"
 
 
@@ -261,11 +264,14 @@ class LocalServer:
     seconds without a request (see :mod:`mark_agents.local_llm_server`).
     """
 
-    def __init__(self, settings: Settings, *, key: str | None = None) -> None:
-        self.settings = settings
-        self.dir = registry_dir(settings)
+    def __init__(self, llm: LLMSettings, models_dir: Path | None = None, *, key: str | None = None) -> None:
+        """``models_dir``: where a bundled model is assembled (``Settings.models_dir``); only starting a bundled
+        model needs it (a GGUF file of the user's, status and stop do not)."""
+        self.llm = llm
+        self.models_dir = models_dir
+        self.dir = registry_dir(llm)
         #: The registry entry's name (given: a server found by :func:`running_servers`, whatever its model).
-        self.key = key or server_key(settings)
+        self.key = key or server_key(llm)
         self.state_path = self.dir / f"{self.key}.json"
         self.log_path = self.dir / f"{self.key}.log"
         self._lock_path = self.dir / f"{self.key}.lock"
@@ -284,7 +290,7 @@ class LocalServer:
                 if not wait or (self._wait_ready(state, timeout_s) and _touch(state["port"])):
                     return _base_url(state["port"])
                 self._terminate(state["pid"])
-            return self._launch(resolve_model_path(self.settings), wait=wait, timeout_s=timeout_s)
+            return self._launch(resolve_model_path(self.llm, self.models_dir), wait=wait, timeout_s=timeout_s)
 
     def ensure_running(self) -> str:
         """The base URL of a running server for this model and n_ctx, starting one if needed.
@@ -300,7 +306,7 @@ class LocalServer:
                     return _base_url(state["port"])
                 logger.warning("local model server pid %s is not answering; restarting it", state["pid"])
                 self._terminate(state["pid"])
-            return self._launch(resolve_model_path(self.settings), wait=True, timeout_s=60.0)
+            return self._launch(resolve_model_path(self.llm, self.models_dir), wait=True, timeout_s=60.0)
 
     def status(self) -> ServerStatus:
         """Whether the server for this model and n_ctx runs (process alive and port open), and its details."""
@@ -331,7 +337,7 @@ class LocalServer:
                     f"a local model server for this model already runs (pid {state['pid']}, "
                     f"{_base_url(state['port'])}): use it, or run `mark llm stop` first"
                 )
-            model = resolve_model_path(self.settings)
+            model = resolve_model_path(self.llm, self.models_dir)
             _check_server_installed()
             port = _free_port()
             proc = subprocess.Popen(self._command(model, port), stdin=subprocess.DEVNULL)
@@ -364,16 +370,16 @@ class LocalServer:
             raise LLMUnavailable(f"another process has held {self._lock_path} for over {LOCK_TIMEOUT_S:.0f} s") from err
 
     def _threads(self) -> int:
-        return self.settings.llm.local_threads or _cpu_count()
+        return self.llm.local_threads or _cpu_count()
 
     def _command(self, model: Path, port: int) -> list[str]:
         return [
             sys.executable, "-m", SERVER_MODULE,
             "--model", str(model),
             "--port", str(port),
-            "--n-ctx", str(self.settings.llm.local_n_ctx),
+            "--n-ctx", str(self.llm.local_n_ctx),
             "--threads", str(self._threads()),
-            "--idle-seconds", f"{self.settings.llm.local_idle_s:g}",
+            "--idle-seconds", f"{self.llm.local_idle_s:g}",
             "--state", str(self.state_path),
             "--lock", str(self._lock_path),
         ]  # fmt: skip
@@ -475,9 +481,9 @@ class LocalServer:
             "pid": pid,
             "port": port,
             "model": str(model),
-            "n_ctx": self.settings.llm.local_n_ctx,
+            "n_ctx": self.llm.local_n_ctx,
             "threads": self._threads(),
-            "idle_limit_s": self.settings.llm.local_idle_s,
+            "idle_limit_s": self.llm.local_idle_s,
             "started_at": time.time(),
         }
         tmp = self.state_path.with_suffix(".json.tmp")
@@ -497,10 +503,10 @@ class _PortTaken(Exception):
     """The picked port was taken before the server bound it; pick another."""
 
 
-def running_servers(settings: Settings) -> list[ServerStatus]:
+def running_servers(llm: LLMSettings) -> list[ServerStatus]:
     """Every local model server this user runs (from the registry), oldest first; stale entries are removed."""
     found = []
-    for path in sorted(registry_dir(settings).glob("*.json")):
+    for path in sorted(registry_dir(llm).glob("*.json")):
         state = _read_state_file(path)
         if state is None:
             continue
@@ -513,11 +519,11 @@ def running_servers(settings: Settings) -> list[ServerStatus]:
     return sorted(found, key=lambda s: -(s.uptime_s or 0))
 
 
-def stop_all(settings: Settings) -> list[ServerStatus]:
-    """Stop every local model server of this user; returns those that were running."""
+def stop_all(llm: LLMSettings) -> list[ServerStatus]:
+    """Stop every local model server of this user (the registry of ``llm``); returns those that were running."""
     stopped = []
-    for status in running_servers(settings):
-        if LocalServer(settings, key=status.key).stop():
+    for status in running_servers(llm):
+        if LocalServer(llm, key=status.key).stop():
             stopped.append(status)
     return stopped
 

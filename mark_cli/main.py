@@ -78,13 +78,12 @@ def _root(
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
-    if home is not None:
-        os.environ["MARK_HOME"] = str(home)
     ctx.obj = _settings_factory(home)
 
 
 def _settings_factory(home: Path | None):
-    """Settings are built lazily, so `--help` never touches the disk; every command reads `ctx.obj()`."""
+    """Settings are built lazily, so `--help` never touches the disk; every command reads `ctx.obj()`, which
+    carries ``--home`` down (the environment is never written)."""
     cache: dict[str, object] = {}
 
     def build():
@@ -102,18 +101,11 @@ def _register() -> None:
 
     app.add_typer(memory_app, name="memory", help="Add, search, list, export and purge memories.")
     app.add_typer(bench_app, name="bench", help="Benchmarks (throughput, latency, tokens).")
-    try:
-        from mark_agents.cli import register as register_agents
-    except ImportError:
-        pass
-    else:
-        register_agents(app, bench_app)
-    try:
-        from mark_eval.cli import register as register_eval
-    except ImportError:
-        pass
-    else:
-        register_eval(app, bench_app)
+    from mark_agents.cli import register as register_agents
+    from mark_eval.cli import register as register_eval
+
+    register_agents(app, bench_app)
+    register_eval(app, bench_app)
 
 
 _register()

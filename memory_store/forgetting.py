@@ -48,6 +48,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from memory_store.text import STOPWORDS
+
 MARKER = "[forgotten]"
 #: Hex characters kept of each token's HMAC: 64 bits, no practical collision between a user's tokens.
 HASH_CHARS = 16
@@ -59,13 +61,6 @@ _CLAUSE = re.compile(
     r"\s*[,;:]\s+|\s+[-–—]\s+|\s+(?=(?:and|but|so|while|whereas|because|although|though|plus)\s)", re.IGNORECASE
 )
 _YEAR = re.compile(r"^(19|20)\d\d$")
-STOPWORDS = frozenset(
-    "a an and are as at be been being but by can could did do does for from had has have he her hers him his how "
-    "i if in into is it its just me mine my no not of on or our ours she so than that the their theirs them then "
-    "there these they this those to too up us was we were what when where which who whom whose why will with "
-    "would you your yours about after again all also am any because before both each few more most much only "
-    "other over own same should some such through under until very s t don isn wasn aren".split()
-)
 #: Words every note uses whatever the fact: never evidence of one fact.
 GENERIC = frozenset(
     "user users assistant assistants call called named name names like likes liked love loves loved enjoy enjoys "

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import re
 
+from memory_store.text import NOTE_WORDS, STOPWORDS
+
 _WORD = re.compile(r"\w+", re.UNICODE)
 #: Words too common to rank by: they match most rows and cost time without telling memories apart
 #: ("user": the MARK agents write every note as "The user ...").
-STOPWORDS = frozenset(
-    "a an and are as at be but by did do does for from had has have he her his how i if in is it its me my "
-    "of on or our she so that the their them they this to was we were what when where which who why will "
-    "with you your user users".split()
-)
+_SKIPPED = STOPWORDS | NOTE_WORDS
 
 
 def query_words(text: str, max_terms: int = 24) -> list[str]:
@@ -21,5 +19,5 @@ def query_words(text: str, max_terms: int = 24) -> list[str]:
     for w in _WORD.findall(text.lower()):
         if w not in words:
             words.append(w)
-    content = [w for w in words if w not in STOPWORDS]
+    content = [w for w in words if w not in _SKIPPED]
     return (content or words)[:max_terms]

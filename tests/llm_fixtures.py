@@ -8,9 +8,9 @@ Load it with ``pytest_plugins = ["tests.llm_fixtures"]`` (or ``-p tests.llm_fixt
   home, and stops it at the end. The 470 MB model is assembled once into a cache directory shared by
   sessions (``$MARK_TEST_MODEL_DIR``, default ``<pytest temp root>/mark-model-cache``).
 - ``llm_settings``: a Settings in a per-test home whose ``llm.base_url`` points at that server, so code
-  under test calls ``connect(settings)`` and never starts a server of its own.
-- :class:`ScriptedLLM`: an OpenAI-compatible endpoint played from a script through ``httpx.MockTransport``,
-  so the real ``openai`` client code path runs without any server.
+  under test calls ``connect(llm, models_dir)`` and never starts a server of its own.
+- ``scripted_llm``: the one scripted fake, :class:`mark_agents.llm.scripted.ScriptedLLM` (an OpenAI-compatible
+  endpoint played in process, so the real ``openai`` client code path runs without any server).
 
 Tests using the real-server fixtures get the ``llm`` marker automatically (``-m "not llm"`` skips them);
 mark them explicitly anyway, it documents the cost.
@@ -18,19 +18,16 @@ mark them explicitly anyway, it documents the cost.
 
 from __future__ import annotations
 
-import json
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
-import openai
 import pytest
 
 from mark_agents.config import LLMSettings, Settings
-from mark_agents.llm import LLMClient
+from mark_agents.llm.scripted import ScriptedLLM
 
 #: Fixtures that need the real server; tests using them are marked ``llm``.
 REAL_LLM_FIXTURES = frozenset({"local_llm_url", "local_llm_server", "llm_settings"})
@@ -57,7 +54,7 @@ def private_llm_server_registry(tmp_path_factory: pytest.TempPathFactory) -> Ite
     try:
         yield path
     finally:
-        stop_all(Settings(home=path, llm=LLMSettings(local_server_dir=path)))
+        stop_all(LLMSettings(local_server_dir=path))
         if before is None:
             os.environ.pop("MARK_LLM_SERVER_DIR", None)
         else:
@@ -82,8 +79,7 @@ def local_llm_server(tmp_path_factory: pytest.TempPathFactory, local_llm_model: 
     home = tmp_path_factory.mktemp("llm-home")
     # Idle limit: longer than any pause between the tests that use it; the session's end stops it anyway.
     llm = LLMSettings(local_model_path=local_llm_model, local_idle_s=1800)
-    settings = Settings(home=home, llm=llm, judge_llm=None)
-    server = LocalServer(settings)
+    server = LocalServer(llm, home / "models")
     started = time.perf_counter()
     server.start(wait=True, timeout_s=120)
     server.start_seconds = time.perf_counter() - started  # reported by the integration tests
@@ -103,121 +99,14 @@ def local_llm_url(local_llm_server: Any) -> str:
 
 @pytest.fixture
 def llm_settings(tmp_path: Path, local_llm_url: str) -> Settings:
-    """Settings in a fresh home whose chat LLM (and judge) is the session's local server."""
-    return Settings(
-        home=tmp_path / "home",
-        llm=LLMSettings(base_url=local_llm_url, model="local", api_key="sk-no-key"),
-        judge_llm=None,
-    )
+    """Settings in a fresh home whose chat LLM is the session's local server."""
+    return Settings(home=tmp_path / "home", llm=LLMSettings(base_url=local_llm_url, model="local", api_key="sk-no-key"))
 
 
 # -- the scripted fake ----------------------------------------------------------------------------------
 
-Step = httpx.Response | Exception | Callable[[httpx.Request], httpx.Response]
-
-
-def completion(
-    text: str,
-    *,
-    prompt_tokens: int | None = 10,
-    completion_tokens: int | None = 5,
-    finish_reason: str = "stop",
-    model: str = "fake-model",
-) -> httpx.Response:
-    """A chat completion answer; pass ``prompt_tokens=None`` to leave out the usage block."""
-    body: dict[str, Any] = {
-        "id": "chatcmpl-fake",
-        "object": "chat.completion",
-        "created": 0,
-        "model": model,
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish_reason}],
-    }
-    if prompt_tokens is not None and completion_tokens is not None:
-        body["usage"] = {
-            "prompt_tokens": prompt_tokens,
-            "completion_tokens": completion_tokens,
-            "total_tokens": prompt_tokens + completion_tokens,
-        }
-    return httpx.Response(200, json=body)
-
-
-def error(status: int, message: str, headers: dict[str, str] | None = None) -> httpx.Response:
-    """An error answer shaped like OpenAI's (``{"error": {"message": ...}}``)."""
-    return httpx.Response(status, json={"error": {"message": message, "type": "fake"}}, headers=headers)
-
-
-def stream(deltas: list[str], *, usage: tuple[int, int] | None = None, model: str = "fake-model") -> httpx.Response:
-    """A server-sent-events stream of ``deltas``, with a final usage chunk when ``usage`` is given."""
-    events = []
-    for i, delta in enumerate(deltas):
-        chunk = {
-            "id": "chatcmpl-fake",
-            "object": "chat.completion.chunk",
-            "created": 0,
-            "model": model,
-            "choices": [
-                {"index": 0, "delta": {"content": delta}, "finish_reason": "stop" if i == len(deltas) - 1 else None}
-            ],
-        }
-        events.append(f"data: {json.dumps(chunk)}\n\n")
-    if usage is not None:
-        usage_chunk = {
-            "id": "chatcmpl-fake",
-            "object": "chat.completion.chunk",
-            "created": 0,
-            "model": model,
-            "choices": [],
-            "usage": {"prompt_tokens": usage[0], "completion_tokens": usage[1], "total_tokens": sum(usage)},
-        }
-        events.append(f"data: {json.dumps(usage_chunk)}\n\n")
-    events.append("data: [DONE]\n\n")
-    return httpx.Response(200, content="".join(events).encode(), headers={"content-type": "text/event-stream"})
-
-
-class ScriptedLLM:
-    """A fake OpenAI-compatible endpoint that answers each request with the next step of a script.
-
-    A step is an ``httpx.Response``, an exception to raise (``httpx.ConnectError``, ``httpx.ReadTimeout``...)
-    or a function of the request. The last step repeats when the script runs out. ``requests`` holds the
-    JSON bodies received, in order.
-    """
-
-    def __init__(self, *steps: Step, base_url: str = "http://fake-llm.test/v1") -> None:
-        if not steps:
-            raise ValueError("a script needs at least one step")
-        self.steps = list(steps)
-        self.base_url = base_url
-        self.requests: list[dict[str, Any]] = []
-
-    @property
-    def calls(self) -> int:
-        return len(self.requests)
-
-    def handler(self, request: httpx.Request) -> httpx.Response:
-        self.requests.append(json.loads(request.content or b"{}"))
-        step = self.steps[min(len(self.requests), len(self.steps)) - 1]
-        if isinstance(step, Exception):
-            raise step
-        if isinstance(step, httpx.Response):
-            return httpx.Response(step.status_code, headers=step.headers, content=step.content)
-        return step(request)
-
-    def openai_client(self) -> openai.AsyncOpenAI:
-        return openai.AsyncOpenAI(
-            base_url=self.base_url,
-            api_key="x",
-            http_client=httpx.AsyncClient(transport=httpx.MockTransport(self.handler)),
-        )
-
-    def client(self, settings: LLMSettings | None = None, **overrides: Any) -> LLMClient:
-        """An LLMClient on this script; back-off is shortened so retry tests take milliseconds."""
-        settings = settings or LLMSettings(base_url=self.base_url, model="fake-model", **overrides)
-        client = LLMClient(settings, client=self.openai_client())
-        client.retry_base_s = client.connect_retry_base_s = 0.001
-        return client
-
 
 @pytest.fixture
 def scripted_llm() -> type[ScriptedLLM]:
-    """The ScriptedLLM class, for tests that prefer a fixture to an import."""
+    """The scripted LLM class (mark_agents.llm.scripted), for tests that prefer a fixture to an import."""
     return ScriptedLLM

@@ -17,12 +17,12 @@ from pydantic import BaseModel
 from rich.console import Console
 from rich.table import Table
 
+from mark_agents.llm import estimate_tokens
 from mark_eval.convomem.answerers import AnswererContext, create, needs_llm_to_select
 from mark_eval.convomem.mixing import MixConfig, build_cases
 from mark_eval.convomem.recall import evidence_recall
 from mark_eval.convomem.render import render_conversation
 from mark_eval.convomem.synthetic import synthetic_data
-from mark_eval.convomem.tokens import estimate_tokens
 
 
 class BenchConfig(BaseModel):

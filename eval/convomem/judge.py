@@ -85,7 +85,7 @@ def strip_thinking(text: str) -> str:
 
 
 class LLMJudge:
-    """A judge model (``settings.judge_llm`` via ``connect_judge``) with ConvoMem's category prompts.
+    """A judge model (``MARK_JUDGE_*`` via ``mark_eval.config.connect_judge``) with ConvoMem's category prompts.
 
     ``attempts`` calls at most per verdict: an unparseable reply or a refused request (``LLMError``) is asked
     again; an endpoint that is down (``LLMUnavailable``) stops the run, as for the answers.

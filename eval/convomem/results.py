@@ -10,14 +10,45 @@ import json
 import os
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError, model_validator
+
+from mark_agents.llm import Usage
 
 #: (question id, size, method, repeat): a batched run may ask a question again at a size, in another haystack
 Key = tuple[str, int, str, int]
 
 
-class ResultRow(BaseModel):
+class Answered(BaseModel):
+    """What answering one question measured, the same in an ``Answer`` and in its results row. Tokens follow the
+    reference's accounting: ``usage`` is the final answer call's (prompt, completion and cached tokens; cached
+    None = not reported; the prompt's estimate when the endpoint did not say or was not called); the helper passes
+    of two-stage methods are apart (``helper_usage``); :attr:`total` covers every call."""
+
+    usage: Usage = Field(default_factory=Usage)
+    helper_usage: Usage = Field(default_factory=Usage)
+    helper_model: str = ""
+    #: answered without a final call (block_based found nothing relevant): no input tokens to average
+    canned: bool = False
+    #: wall time of choosing the context and answering (``usage.latency_ms`` is the answer call's alone)
+    latency_ms: float = 0.0
+    retrieval_ms: float = 0.0
+    #: the history did not fit the model's window: not asked, not judged, out of the accuracy, counted apart
+    context_overflow: bool = False
+    model: str = ""
+    route: str = ""
+    #: LLM tokens spent indexing the haystack (mark's memory building), shared by its questions
+    index_tokens: int = 0
+    error: str | None = None
+
+    @property
+    def total(self) -> Usage:
+        """Every call of the answer: the helper passes and the final call (cost, calls)."""
+        return self.usage + self.helper_usage
+
+
+class ResultRow(Answered):
     qid: str
     context_size: int
     method: str
@@ -31,35 +62,14 @@ class ResultRow(BaseModel):
     correct: bool | None = None
     judge: str = "none"
     approximate: bool = False
-    #: the final answer call's tokens (the reference's accounting); helper passes apart below
-    input_tokens: int = 0
-    output_tokens: int = 0
-    #: cached prompt tokens of the final call; None = not reported by the endpoint or client
-    cached_tokens: int | None = None
-    helper_input_tokens: int = 0
-    helper_output_tokens: int = 0
-    helper_model: str = ""
-    #: answered without a final call (block_based found nothing): no input tokens to average
-    canned: bool = False
-    latency_ms: float = 0.0
-    retrieval_ms: float = 0.0
-    cost_usd: float = 0.0
-    calls: int = 0
     judge_tokens: int = 0
-    #: LLM tokens spent indexing this row's haystack (mark's memory building), shared by its questions
-    index_tokens: int = 0
     evidence_mids: list[str] = Field(default_factory=list)
     evidence_in_prompt: list[str] = Field(default_factory=list)
     evidence_recall: float | None = None
-    #: the history did not fit the model's window: not asked, not judged, out of the accuracy, counted apart
-    context_overflow: bool = False
-    route: str = ""
     n_conversations: int = 0
     haystack_id: str = ""
-    model: str = ""
     retrieval_only: bool = False
     prompt_version: str = ""
-    error: str | None = None
     #: benchmark-specific scores of the answer (LoCoMo: ``f1``, ``bleu1``)
     metrics: dict[str, float] = Field(default_factory=dict)
     ts: str = Field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
@@ -67,6 +77,26 @@ class ResultRow(BaseModel):
     @property
     def key(self) -> Key:
         return (self.qid, self.context_size, self.method, self.repeat)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _flat_usage(cls, data: Any) -> Any:
+        """Rows written before the usage was kept whole (flat ``input_tokens`` ...) still load, for resuming."""
+        if not isinstance(data, dict) or "usage" in data or "input_tokens" not in data:
+            return data
+        data = dict(data)
+        data["usage"] = {
+            "prompt_tokens": data.pop("input_tokens", 0),
+            "completion_tokens": data.pop("output_tokens", 0),
+            "cached_tokens": data.pop("cached_tokens", None),
+            "cost_usd": data.pop("cost_usd", 0.0),
+            "calls": data.pop("calls", 0),
+        }
+        data["helper_usage"] = {
+            "prompt_tokens": data.pop("helper_input_tokens", 0),
+            "completion_tokens": data.pop("helper_output_tokens", 0),
+        }
+        return data
 
 
 class ResultsFile:

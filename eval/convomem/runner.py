@@ -22,12 +22,13 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from mark_agents.llm import Usage
 from mark_eval.convomem.answerers import Answer, Answerer, AnswererContext, create, needs_llm_to_select
 from mark_eval.convomem.atomic import write_text_atomic
 from mark_eval.convomem.judge import Judge
 from mark_eval.convomem.plots import write_plots
 from mark_eval.convomem.recall import evidence_in_prompt, evidence_recall
-from mark_eval.convomem.results import ResultRow, ResultsFile
+from mark_eval.convomem.results import Answered, ResultRow, ResultsFile
 from mark_eval.convomem.schema import Question, TestCase
 from mark_eval.convomem.summary import SummaryRow, print_table, summarise, write_summary_csv
 from memory_store.errors import InvalidInput
@@ -133,7 +134,10 @@ def _row(
     metrics: dict[str, float],
 ) -> ResultRow:
     evidence = case.evidence_mids.get(q.qid, [])
+    measured = ans.model_dump(include=set(Answered.model_fields))
+    measured.update(latency_ms=round(ans.latency_ms, 2), retrieval_ms=round(ans.retrieval_ms, 2))
     return ResultRow(
+        **measured,
         qid=q.qid,
         context_size=case.context_size,
         method=method,
@@ -146,30 +150,14 @@ def _row(
         correct=None if verdict is None else verdict.correct,
         judge="none" if verdict is None else verdict.judge,
         approximate=False if verdict is None else verdict.approximate,
-        input_tokens=ans.input_tokens,
-        output_tokens=ans.output_tokens,
-        cached_tokens=ans.cached_tokens,
-        helper_input_tokens=ans.helper_input_tokens,
-        helper_output_tokens=ans.helper_output_tokens,
-        helper_model=ans.helper_model,
-        canned=ans.canned,
-        latency_ms=round(ans.latency_ms, 2),
-        retrieval_ms=round(ans.retrieval_ms, 2),
-        cost_usd=ans.cost_usd,
-        calls=ans.calls,
-        judge_tokens=0 if verdict is None else verdict.usage.prompt_tokens + verdict.usage.completion_tokens,
-        index_tokens=ans.index_tokens,
+        judge_tokens=0 if verdict is None else verdict.usage.total_tokens,
         evidence_mids=evidence,
         evidence_in_prompt=evidence_in_prompt(evidence, ans.context_mids),
         evidence_recall=evidence_recall(evidence, ans.context_mids),
-        context_overflow=ans.context_overflow,
-        route=ans.route,
         n_conversations=len(case.haystack),
         haystack_id=case.haystack.hid,
-        model=ans.model,
         retrieval_only=retrieval_only,
         prompt_version=prompt_version,
-        error=ans.error,
         metrics=metrics,
     )
 
@@ -179,12 +167,12 @@ async def _select_only(answerer: Answerer, case: TestCase, question: str) -> Ans
     sel = await answerer.select(case.haystack, question)
     return Answer(
         context_mids=[] if sel.refused else sel.context_mids,
-        input_tokens=sel.input_tokens,
+        usage=Usage(prompt_tokens=sel.input_tokens, estimated=True),
         retrieval_ms=sel.retrieval_ms,
         latency_ms=(time.perf_counter() - started) * 1000.0,
         context_overflow=sel.context_overflow,
         route=sel.route,
-        index_tokens=sel.index_usage.prompt_tokens + sel.index_usage.completion_tokens,
+        index_tokens=sel.index_usage.total_tokens,
     )
 
 

@@ -134,8 +134,8 @@ def group_stats(group: list[ResultRow]) -> dict[str, Any]:
     latencies = sorted(r.latency_ms for r in ok)
     recalls = [r.evidence_recall for r in ok if r.evidence_recall is not None]
     called = [r for r in ok if not r.canned]
-    cached = [r.cached_tokens for r in called if r.cached_tokens is not None]
-    avg_in = mean([r.input_tokens for r in called])
+    cached = [r.usage.cached_tokens for r in called if r.usage.cached_tokens is not None]
+    avg_in = mean([r.usage.prompt_tokens for r in called])
     avg_cached = mean([float(c) for c in cached]) if cached else None
     cache_ratio = None
     if avg_cached is not None:
@@ -155,8 +155,8 @@ def group_stats(group: list[ResultRow]) -> dict[str, Any]:
         "total_test_cases": len(haystacks),
         "avg_response_time_ms": round(mean(latencies), 1),
         "avg_input_tokens": round(avg_in, 1),
-        "avg_output_tokens": round(mean([r.output_tokens for r in called]), 1),
-        "avg_cost": round(mean([r.cost_usd for r in ok]), 6),
+        "avg_output_tokens": round(mean([r.usage.completion_tokens for r in called]), 1),
+        "avg_cost": round(mean([r.total.cost_usd for r in ok]), 6),
         "p50_ms": round(percentile(latencies, 50), 1),
         "p90_ms": round(percentile(latencies, 90), 1),
         "p95_ms": round(percentile(latencies, 95), 1),
@@ -171,8 +171,8 @@ def group_stats(group: list[ResultRow]) -> dict[str, Any]:
         "judge": "+".join(sorted({r.judge for r in judged})),
         "avg_retrieval_ms": round(mean([r.retrieval_ms for r in ok]), 1),
         "avg_index_tokens": round(mean([r.index_tokens for r in ok]), 1),
-        "avg_helper_input_tokens": round(mean([r.helper_input_tokens for r in ok]), 1),
-        "avg_helper_output_tokens": round(mean([r.helper_output_tokens for r in ok]), 1),
+        "avg_helper_input_tokens": round(mean([r.helper_usage.prompt_tokens for r in ok]), 1),
+        "avg_helper_output_tokens": round(mean([r.helper_usage.completion_tokens for r in ok]), 1),
     }
 
 

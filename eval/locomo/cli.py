@@ -92,8 +92,9 @@ def locomo_command(
     no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bar.")] = False,
 ) -> None:
     """Run LoCoMo: J accuracy (categories 1-4 headline, adversarial apart), F1, BLEU-1, evidence recall."""
+    from mark_eval.config import EvalSettings, embedder_factory
     from mark_eval.convomem.answerers import AnswererContext, resolve_methods
-    from mark_eval.convomem.cli import choice, connect_clients, console_out, embedder_factory
+    from mark_eval.convomem.cli import choice, connect_clients, console_out
     from mark_eval.convomem.runner import RunOptions, check_fingerprint
     from mark_eval.locomo.loader import load_locomo, select
     from mark_eval.locomo.prompts import LOCOMO_PROMPTS
@@ -118,9 +119,9 @@ def locomo_command(
     for warning in loaded.warnings:
         err.print(f"[yellow]warning:[/] {warning}")
 
-    settings = ctx.obj() if callable(ctx.obj) else ctx.obj
+    config = EvalSettings.from_settings(ctx.obj())
     judge_kind = "none" if retrieval_only else judge
-    if judge_kind == "llm" and getattr(settings, "judge_llm", None) in (None, getattr(settings, "llm", None)):
+    if judge_kind == "llm" and not config.judge_apart:
         err.print(
             "[yellow]warning:[/] no separate judge model (MARK_JUDGE_*): the answering model judges its own answers"
         )
@@ -148,7 +149,7 @@ def locomo_command(
     )
 
     async def main() -> Any:
-        client, judge_client = await connect_clients(settings, judge_kind, need_answerer=not retrieval_only)
+        client, judge_client = await connect_clients(config, judge_kind, need_answerer=not retrieval_only)
         try:
             run_judge: Any = None
             if judge_kind == "llm":
@@ -159,8 +160,8 @@ def locomo_command(
                 llm=client,
                 budget_tokens=budget_tokens,
                 retrieval=retrieval,  # type: ignore[arg-type]
-                embedder_factory=embedder_factory(settings),
-                settings=settings,
+                embedder_factory=embedder_factory(config.store),
+                settings=config.settings,
                 work_dir=out_dir.resolve(),
                 prompts=LOCOMO_PROMPTS,
                 mark_extraction=mark_extraction,

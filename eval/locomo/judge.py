@@ -45,7 +45,8 @@ def judge_prompt(question: Question, response: str) -> str:
 
 
 class JJudge:
-    """The LLM judge of LoCoMo runs (``settings.judge_llm`` via ``connect_judge``, else the answering model)."""
+    """The LLM judge of LoCoMo runs (``MARK_JUDGE_*`` via ``mark_eval.config.connect_judge``, else the answering
+    model)."""
 
     def __init__(self, client: Any, retries: int = 5, max_tokens: int = 256) -> None:
         self.client = client

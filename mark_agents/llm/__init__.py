@@ -1,11 +1,11 @@
 """LLM access for the agents and the evaluator: one async client for any OpenAI-compatible endpoint.
 
-``await connect(settings)`` gives a client of the configured endpoint, or of the embedded local model
+``await connect(llm_settings, models_dir)`` gives a client of the configured endpoint, or of the embedded local model
 (started on demand); usage is accounted into :class:`UsageMeter`; ``structured()`` returns validated
 pydantic objects on every supported backend.
 """
 
-from mark_agents.llm.client import ChatResult, LLMClient, connect, connect_judge, connect_memory
+from mark_agents.llm.client import ChatResult, LLMClient, connect
 from mark_agents.llm.errors import LLMContextExceeded, LLMError, LLMOutputError, LLMUnavailable, LocalModelMissing
 from mark_agents.llm.parsing import extract_json
 from mark_agents.llm.usage import (
@@ -30,8 +30,6 @@ __all__ = [
     "Usage",
     "UsageMeter",
     "connect",
-    "connect_judge",
-    "connect_memory",
     "cost_usd",
     "estimate_message_tokens",
     "estimate_tokens",

@@ -18,7 +18,8 @@ import re
 import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from pathlib import Path
+from typing import Any, TypeVar
 from urllib.parse import urlparse
 
 import openai
@@ -36,9 +37,6 @@ from mark_agents.llm.usage import (
     estimate_tokens,
     price_for,
 )
-
-if TYPE_CHECKING:
-    from mark_agents.config import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -94,7 +92,7 @@ class LLMClient:
             url = base_url or settings.base_url
             if not url:
                 raise LLMError(
-                    "LLMClient needs a base_url; use `await mark_agents.llm.connect(settings)` to start and use "
+                    "LLMClient needs a base_url; use `await mark_agents.llm.connect(llm, models_dir)` to start and use "
                     "the local model"
                 )
             client = openai.AsyncOpenAI(
@@ -478,27 +476,14 @@ class LLMClient:
 # -- connecting ---------------------------------------------------------------------------------------
 
 
-async def connect(settings: Settings) -> LLMClient:
-    """A client of the configured endpoint, or of the embedded local server (started if not running)."""
-    return await _connect_llm(settings, settings.llm)
-
-
-async def connect_memory(settings: Settings) -> LLMClient:
-    """A client of the memory model (``settings.memory``: ``memory_llm``, else the chat model's settings)."""
-    return await _connect_llm(settings, settings.memory)
-
-
-async def connect_judge(settings: Settings) -> LLMClient:
-    """A client of the evaluation judge: ``settings.judge_llm`` if set, else the same as :func:`connect`."""
-    return await _connect_llm(settings, settings.judge_llm or settings.llm)
-
-
-async def _connect_llm(settings: Settings, llm: LLMSettings) -> LLMClient:
+async def connect(llm: LLMSettings, models_dir: Path) -> LLMClient:
+    """A client of ``llm``'s endpoint, or of the embedded local server (started if not running; a bundled model
+    is assembled under ``models_dir``). Whoever connects a client closes it."""
     if not llm.is_local:
         return LLMClient(llm)
     from mark_agents.local_llm import LocalServer
 
-    server = LocalServer(settings if llm is settings.llm else settings.model_copy(update={"llm": llm}))
+    server = LocalServer(llm, models_dir)
     base_url = await asyncio.to_thread(server.ensure_running)
     client = LLMClient(llm, base_url=base_url)
     client.context_window = llm.local_n_ctx

@@ -1,72 +1,61 @@
-"""A scripted fake of ``mark_agents.llm.LLMClient`` for unit tests of answerers and judges."""
+"""The one scripted LLM (:mod:`mark_agents.llm.scripted`) as the evaluator's tests use it: each reply written
+from the request's messages, its token counts from their length (about four characters a token).
+
+``reply`` may give the text, an ``httpx.Response`` (``error(400, ...)`` for a refused request) or an exception
+to raise in the transport (``httpx.ConnectError``: the endpoint is down).
+"""
 
 from __future__ import annotations
 
+import asyncio
 import json
-import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from typing import Any
 
-from mark_agents.llm import Usage
+import httpx
 
+from mark_agents.llm import LLMClient
+from mark_agents.llm.scripted import ScriptedLLM, completion
 
-@dataclass
-class FakeChatResult:
-    text: str
-    usage: Usage
-    model: str = "scripted-fake"
-    finish_reason: str = "stop"
+MODEL = "scripted-fake"
+Messages = list[dict[str, str]]
 
 
-@dataclass
-class ScriptedFakeLLM:
-    """Same async surface as ``mark_agents.llm.LLMClient``; replies come from ``script(messages, label)``."""
+def answering(
+    reply: Callable[[Messages], str | httpx.Response | Exception],
+    *,
+    context_window: int | None = None,
+    delay_s: float = 0.0,
+) -> tuple[ScriptedLLM, LLMClient]:
+    """The scripted endpoint (its ``requests`` hold what was sent) and a real client on it (no retries)."""
 
-    script: Callable[[list[dict[str, str]], str], str]
-    context_window: int | None = None
-    calls: list[tuple[str, list[dict[str, str]]]] = field(default_factory=list)
-    #: (label, max_tokens) of every chat call, to check the caps a method asks for
-    limits: list[tuple[str, int | None]] = field(default_factory=list)
-    closed: bool = False
-
-    async def chat(
-        self,
-        messages: list[dict[str, str]],
-        *,
-        max_tokens: int | None = None,
-        temperature: float | None = None,
-        meter: object | None = None,
-        label: str = "chat",
-    ) -> FakeChatResult:
-        self.calls.append((label, messages))
-        self.limits.append((label, max_tokens))
-        text = self.script(messages, label)
+    async def step(request: httpx.Request) -> httpx.Response:
+        if delay_s:
+            await asyncio.sleep(delay_s)
+        messages = json.loads(request.content)["messages"]
+        out = reply(messages)
+        if isinstance(out, Exception):
+            raise out
+        if isinstance(out, httpx.Response):
+            return out
         prompt = sum(len(m["content"]) for m in messages) // 4
-        return FakeChatResult(
-            text=text, usage=Usage(prompt_tokens=prompt, completion_tokens=len(text) // 4, calls=1, latency_ms=1.0)
-        )
+        return completion(out, prompt_tokens=prompt, completion_tokens=len(out) // 4, model=MODEL)
 
-    async def structured(self, messages, schema, *, max_tokens=None, meter=None, label="extract"):  # type: ignore[no-untyped-def]
-        """Enough of MARK's extraction for the ``mark`` method: one note per user message of the exchange."""
-        self.calls.append((label, messages))
-        said = [json.loads(q) for q in re.findall(r'^User: (".*")$', messages[-1]["content"], re.MULTILINE)]
-        fields = schema.model_fields
-        if "memories" in fields:
-            data = {"memories": [{"kind": "user_question", "text": f"The user said: {t}"} for t in said]}
-        elif "notes" in fields:
-            data = {"notes": [f"The user said: {t}" for t in said]}
-        elif "relation" in fields:
-            data = {"relation": "unrelated", "reason": "scripted"}
-        else:
-            data = {}
-        usage = Usage(prompt_tokens=100, completion_tokens=20, calls=1, latency_ms=1.0)
-        if meter is not None:
-            meter.record(usage, label)
-        return schema.model_validate(data), usage
-
-    async def aclose(self) -> None:
-        self.closed = True
+    endpoint = ScriptedLLM(step, model=MODEL)
+    client = endpoint.client(max_retries=0)
+    client.context_window = context_window
+    return endpoint, client
 
 
-def prompt_text(messages: list[dict[str, str]]) -> str:
+def sent(endpoint: ScriptedLLM) -> list[Messages]:
+    """The messages of every request the endpoint received, in order."""
+    return [body["messages"] for body in endpoint.requests]
+
+
+def max_tokens(endpoint: ScriptedLLM) -> list[Any]:
+    """The output cap of every request, in order (None: no cap)."""
+    return [body.get("max_tokens") for body in endpoint.requests]
+
+
+def prompt_text(messages: Messages) -> str:
     return "\n".join(m["content"] for m in messages)

@@ -15,13 +15,14 @@ from tests.eval.conftest import write_released_layout
 ROOT = Path(__file__).parents[2]
 
 
-def mark(*args: str, home: Path) -> subprocess.CompletedProcess[str]:
+def mark(*args: str, home: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "mark_cli.main", "--home", str(home), *args],
         cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=300,
+        env=env,
     )
 
 
@@ -224,3 +225,13 @@ def test_mark_without_extraction_in_retrieval_only_makes_no_request_to_any_model
     rows = list(csv.DictReader((out / "summary.csv").open()))
     mark_rows = [r for r in rows if r["method"] == "mark"]
     assert mark_rows and all(r["evidence_recall_percent"] not in ("", None) for r in mark_rows)
+
+
+def test_a_bad_judge_variable_is_one_line_naming_it(tmp_path: Path) -> None:
+    import os
+
+    env = {**os.environ, "MARK_JUDGE_TEMPERATURE": "hot"}
+    r = mark("eval", "convomem", "--sample", "--out", str(tmp_path / "out"), home=tmp_path / "home", env=env)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and "MARK_JUDGE_TEMPERATURE='hot' is not valid" in r.stderr
+    assert not (tmp_path / "out").exists()

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+from mark_agents.llm.scripted import error
 from mark_eval.convomem.judge import ExactJudge, LLMJudge, is_abstention, leniency_check, parse_verdict
 from mark_eval.convomem.loaders import load_sample
 from mark_eval.convomem.schema import Question
-from tests.eval.fakes import ScriptedFakeLLM, prompt_text
+from tests.eval.fakes import answering, max_tokens, prompt_text, sent
 
 
 def _q(category: str, answer: str, evidence: tuple[str, ...] = ("e",)) -> Question:
@@ -31,8 +32,8 @@ def test_parse_verdict_like_convomem(reply: str, verdict: bool | None) -> None:
 
 
 async def test_llm_judge_picks_the_category_prompt_with_scripted_fake_llm() -> None:
-    fake = ScriptedFakeLLM(lambda m, label: "RIGHT")
-    judge = LLMJudge(fake)
+    fake, llm = answering(lambda m: "RIGHT")
+    judge = LLMJudge(llm)
     cases = {
         "user_facts": ("Message available to the model", "Biscuit", ("my dog Biscuit",)),
         "changing": ("partial answer is WRONG", "$10k", ("a", "b")),
@@ -43,62 +44,46 @@ async def test_llm_judge_picks_the_category_prompt_with_scripted_fake_llm() -> N
     for category, (needle, gold, evidence) in cases.items():
         verdict = await judge.judge(_q(category, gold, evidence), "some response")
         assert verdict.correct is True
-        assert needle in prompt_text(fake.calls[-1][1])
+        assert needle in prompt_text(sent(fake)[-1])
     # the abstention judge gets no reference answer
     await judge.judge(_q("abstention", "There is no information"), "x")
-    assert "There is no information" not in prompt_text(fake.calls[-1][1])
+    assert "There is no information" not in prompt_text(sent(fake)[-1])
     multi = await judge.judge(_q("user_facts", "A and B", ("a msg", "b msg")), "A and B")
-    assert multi.correct and "several messages" in prompt_text(fake.calls[-1][1])
+    assert multi.correct and "several messages" in prompt_text(sent(fake)[-1])
 
 
-async def test_llm_judge_retries_unparseable_replies_then_gives_up() -> None:
+async def test_llm_judge_retries_unparseable_replies_then_gives_up_with_a_scripted_llm() -> None:
     replies = iter(["hmm", "RIGHT"])
-    fake = ScriptedFakeLLM(lambda m, label: next(replies))
-    verdict = await LLMJudge(fake).judge(_q("assistant_facts", "x"), "x")
-    assert verdict.correct is True and len(fake.calls) == 2
-    stuck = ScriptedFakeLLM(lambda m, label: "no idea")
-    verdict = await LLMJudge(stuck, attempts=3).judge(_q("assistant_facts", "x"), "x")
-    assert verdict.correct is None and len(stuck.calls) == 3
+    fake, llm = answering(lambda m: next(replies))
+    verdict = await LLMJudge(llm).judge(_q("assistant_facts", "x"), "x")
+    assert verdict.correct is True and fake.calls == 2
+    stuck, stuck_llm = answering(lambda m: "no idea")
+    verdict = await LLMJudge(stuck_llm, attempts=3).judge(_q("assistant_facts", "x"), "x")
+    assert verdict.correct is None and stuck.calls == 3
 
 
 async def test_llm_judge_defaults_like_the_reference_with_a_scripted_llm() -> None:
     """20 attempts for an unparseable verdict and room for more than one word, as the reference harness gives."""
-    seen: list[int | None] = []
-
-    class Recording(ScriptedFakeLLM):
-        async def chat(self, messages, *, max_tokens=None, temperature=None, meter=None, label="chat"):  # type: ignore[no-untyped-def]
-            seen.append(max_tokens)
-            return await super().chat(messages, max_tokens=max_tokens, label=label)
-
-    stuck = Recording(lambda m, label: "hmm, let me see")
-    verdict = await LLMJudge(stuck).judge(_q("assistant_facts", "x"), "x")
-    assert verdict.correct is None and len(stuck.calls) == 20
-    assert set(seen) == {64}
-    tuned = Recording(lambda m, label: "hmm")
-    await LLMJudge(tuned, attempts=2, max_tokens=256).judge(_q("assistant_facts", "x"), "x")
-    assert len(tuned.calls) == 2 and seen[-1] == 256
+    stuck, stuck_llm = answering(lambda m: "hmm, let me see")
+    verdict = await LLMJudge(stuck_llm).judge(_q("assistant_facts", "x"), "x")
+    assert verdict.correct is None and stuck.calls == 20
+    assert set(max_tokens(stuck)) == {64}
+    tuned, tuned_llm = answering(lambda m: "hmm")
+    await LLMJudge(tuned_llm, attempts=2, max_tokens=256).judge(_q("assistant_facts", "x"), "x")
+    assert tuned.calls == 2 and max_tokens(tuned)[-1] == 256
 
 
 async def test_llm_judge_ignores_reasoning_and_retries_refused_requests_with_a_scripted_llm() -> None:
-    from mark_agents.llm import LLMError
-
     replies = iter(
         [
             "<think>Is it right or wrong? The user said",  # cut off inside the reasoning: unparseable
-            LLMError("HTTP 400: bad request"),
+            error(400, "bad request"),
             "<think>It could be wrong, but the core answer is right.</think>\nRIGHT",
         ]
     )
-
-    def script(messages, label):  # type: ignore[no-untyped-def]
-        reply = next(replies)
-        if isinstance(reply, Exception):
-            raise reply
-        return reply
-
-    fake = ScriptedFakeLLM(script)
-    verdict = await LLMJudge(fake).judge(_q("assistant_facts", "x"), "x")
-    assert verdict.correct is True and len(fake.calls) == 3
+    fake, llm = answering(lambda m: next(replies))
+    verdict = await LLMJudge(llm).judge(_q("assistant_facts", "x"), "x")
+    assert verdict.correct is True and fake.calls == 3
 
 
 @pytest.mark.parametrize(
@@ -146,21 +131,21 @@ async def test_leniency_check_exact_judge_accepts_no_known_wrong_answer() -> Non
 
 async def test_leniency_check_reports_a_lenient_judge_with_scripted_fake_llm() -> None:
     questions = load_sample().questions()
-    report = await leniency_check(LLMJudge(ScriptedFakeLLM(lambda m, label: "RIGHT")), questions)
+    report = await leniency_check(LLMJudge(answering(lambda m: "RIGHT")[1]), questions)
     assert report.rate_percent == 100.0 and report.examples
 
 
 def test_auto_judge_never_falls_back_silently() -> None:
     from mark_agents.config import LLMSettings, Settings
+    from mark_eval.config import EvalSettings
     from mark_eval.convomem.cli import judge_choice
 
-    same = Settings(llm=LLMSettings(base_url="http://127.0.0.1:9/v1", model="a"), judge_llm=None)
+    settings = Settings(llm=LLMSettings(base_url="http://127.0.0.1:9/v1", model="a"))
+    same = EvalSettings(settings=settings, judge_llm=None)
     kind, warning = judge_choice(same, "auto")
     assert kind == "exact" and warning is not None and "exact (keyword) judge" in warning
-    apart = Settings(
-        llm=LLMSettings(base_url="http://127.0.0.1:9/v1", model="a"),
-        judge_llm=LLMSettings(base_url="http://127.0.0.1:9/v1", model="b"),
-    )
+    assert judge_choice(EvalSettings(settings=settings, judge_llm=settings.llm), "auto")[0] == "exact"
+    apart = EvalSettings(settings=settings, judge_llm=LLMSettings(base_url="http://127.0.0.1:9/v1", model="b"))
     assert judge_choice(apart, "auto") == ("llm", None)
     assert judge_choice(same, "llm") == ("llm", None)
 

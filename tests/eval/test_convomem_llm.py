@@ -58,7 +58,7 @@ def test_sample_run_end_to_end_with_the_local_model(request: pytest.FixtureReque
     rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
     assert len(rows) == 12  # (2 user-facts items at 1-2 sizes + abstention x2 + changing x1) x 2 methods
     assert all(r["error"] is None for r in rows), [r["error"] for r in rows if r["error"]]
-    assert all(r["answer"] and r["input_tokens"] > 0 and r["latency_ms"] > 0 for r in rows)
+    assert all(r["answer"] and r["usage"]["prompt_tokens"] > 0 and r["latency_ms"] > 0 for r in rows)
     assert all(r["judge"].startswith("llm") for r in rows if r["correct"] is not None)
     assert sum(r["correct"] is not None for r in rows) >= 10  # the judge's reply was parseable
     summary = list(csv.DictReader((out / "summary.csv").open()))

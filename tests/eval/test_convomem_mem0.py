@@ -17,11 +17,12 @@ from mark_eval.convomem.answerers.mem0_memory import MEM0_MISSING, Mem0Memory, r
 from mark_eval.convomem.loaders import load_sample
 from mark_eval.convomem.mixing import MixConfig, build_cases
 from memory_store.errors import MarkError
-from tests.eval.fakes import ScriptedFakeLLM, prompt_text
+from tests.eval.fakes import answering, prompt_text, sent
 
 
 class ScriptedMem0LLM:
-    """Mem0's LLM interface: every user line of the new messages becomes a memory."""
+    """Mem0's own LLM interface (not mark's client, which the answer call goes through): every user line of the new
+    messages becomes a memory."""
 
     def __init__(self) -> None:
         self.calls = 0
@@ -39,7 +40,7 @@ async def test_mem0_adds_searches_and_answers_with_a_scripted_llm(tmp_path: Path
     case = build_cases(load_sample(), MixConfig(sizes=(6,), mode="standard", seed=3)).cases[0]
     question = case.questions[0]
     mem0_llm = ScriptedMem0LLM()
-    answer_llm = ScriptedFakeLLM(lambda m, label: "Biscuit")
+    answer, answer_llm = answering(lambda m: "Biscuit")
     ctx = AnswererContext(llm=answer_llm, work_dir=tmp_path, embedder_factory=lambda: shared_embedder)
     answerer = Mem0Memory(ctx, mem0_llm=mem0_llm)
     answerer.name = "mem0"
@@ -47,7 +48,7 @@ async def test_mem0_adds_searches_and_answers_with_a_scripted_llm(tmp_path: Path
     assert mem0_llm.calls == len(case.haystack), "one extraction per conversation, as the reference adds them"
     ans = await answerer.answer(case.haystack, question.question)
     assert ans.error is None and ans.text == "Biscuit"
-    prompt = prompt_text(answer_llm.calls[-1][1])
+    prompt = prompt_text(sent(answer)[-1])
     assert "MEMORIES" in prompt and "The user said:" in prompt
     evidence = case.evidence_mids[question.qid]
     assert evidence and set(evidence) <= set(ans.context_mids), "the evidence conversation's memory was found"

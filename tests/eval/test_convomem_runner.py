@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from mark_agents.llm import Usage
 from mark_eval.convomem.answerers import AnswererContext
 from mark_eval.convomem.judge import ExactJudge
 from mark_eval.convomem.loaders import load_sample
@@ -22,7 +23,7 @@ from mark_eval.convomem.runner import RunOptions, check_fingerprint, run_benchma
 from mark_eval.convomem.summary import COLUMNS, CONVOMEM_COLUMNS, percentile, summarise, wilson_interval
 from memory_store.errors import InvalidInput
 from tests.eval import slow_run
-from tests.eval.fakes import ScriptedFakeLLM
+from tests.eval.fakes import answering
 
 ROOT = Path(__file__).parents[2]
 
@@ -32,7 +33,7 @@ def _keys(path: Path) -> list[tuple[str, int, str, int]]:
     return [(r["qid"], r["context_size"], r["method"], r["repeat"]) for r in rows]
 
 
-def test_resume_after_kill_has_no_duplicates_and_completes(tmp_path: Path) -> None:
+def test_resume_after_kill_has_no_duplicates_and_completes_with_a_scripted_llm(tmp_path: Path) -> None:
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "tests.eval.slow_run", str(out), "0.15"]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -56,33 +57,33 @@ def test_resume_after_kill_has_no_duplicates_and_completes(tmp_path: Path) -> No
     assert (out / "summary.csv").exists() and (out / "accuracy.png").exists()
 
 
-async def test_batched_re_asked_questions_get_a_row_each(tmp_path: Path) -> None:
+async def test_batched_re_asked_questions_get_a_row_each_with_a_scripted_llm(tmp_path: Path) -> None:
     cases = build_cases(load_sample(), MixConfig(sizes=(1,), min_cases=4)).cases
     repeated = {(q.qid, c.repeat(q.qid)) for c in cases for q in c.questions}
     assert any(r > 0 for _, r in repeated), "the sample has 3 items per category: some are asked again"
-    fake = ScriptedFakeLLM(lambda m, label: "I don't have any information about that.")
+    _, llm = answering(lambda m: "I don't have any information about that.")
     options = RunOptions(methods=["full_context"], out_dir=tmp_path, progress=False)
-    report = await run_benchmark(cases, options, AnswererContext(llm=fake), ExactJudge())
+    report = await run_benchmark(cases, options, AnswererContext(llm=llm), ExactJudge())
     rows = ResultsFile(tmp_path / "results.jsonl").load()
     assert report.asked == len(rows) == len(repeated)
     assert {(qid, rep) for qid, _, _, rep in rows} == repeated
     assert sum(s.questions for s in report.summary) == len(repeated)
     # at size 1 a re-asked item's haystack is its own conversation again: test cases count distinct haystacks
     assert all(1 <= s.total_test_cases <= 4 for s in report.summary)
-    again = await run_benchmark(cases, options, AnswererContext(llm=fake), ExactJudge())
+    again = await run_benchmark(cases, options, AnswererContext(llm=llm), ExactJudge())
     assert again.asked == 0
 
 
-async def test_run_writes_results_summary_and_plots(tmp_path: Path) -> None:
+async def test_run_writes_results_summary_and_plots_with_a_scripted_llm(tmp_path: Path) -> None:
     cases = build_cases(load_sample(), MixConfig(sizes=(1, 2), mode="standard")).cases
-    fake = ScriptedFakeLLM(lambda m, label: "I don't have any information about that.")
-    ctx = AnswererContext(llm=fake, budget_tokens=900, retrieval="keyword")
+    _, llm = answering(lambda m: "I don't have any information about that.")
+    ctx = AnswererContext(llm=llm, budget_tokens=900, retrieval="keyword")
     options = RunOptions(methods=["full_context", "rag_keyword"], out_dir=tmp_path, progress=False)
     report = await run_benchmark(cases, options, ctx, ExactJudge())
     rows = list(ResultsFile(tmp_path / "results.jsonl").load().values())
     assert len(rows) == report.asked == sum(len(c.questions) for c in cases) * 2
     row = rows[0]
-    assert row.judge == "exact" and row.correct is not None and row.input_tokens > 0
+    assert row.judge == "exact" and row.correct is not None and row.usage.prompt_tokens > 0
     assert row.evidence_recall is not None and row.prompt_version
     with (tmp_path / "summary.csv").open() as fh:
         reader = csv.DictReader(fh)
@@ -129,10 +130,14 @@ def test_errors_are_retried_and_excluded_from_accuracy() -> None:
 def test_overflow_is_excluded_from_accuracy_and_counted_apart() -> None:
     base = dict(context_size=300, method="full_context", category="user_facts", evidence_count=1, question="q")
     rows = [
-        ResultRow(qid="a", gold="g", correct=True, judge="exact", input_tokens=100, haystack_id="h1", **base),
+        ResultRow(
+            qid="a", gold="g", correct=True, judge="exact", usage=Usage(prompt_tokens=100), haystack_id="h1", **base
+        ),
         ResultRow(qid="b", gold="g", context_overflow=True, haystack_id="h1", **base),
         ResultRow(qid="c", gold="g", error="LLMError: boom", haystack_id="h2", **base),
-        ResultRow(qid="d", gold="g", correct=False, judge="exact", input_tokens=300, haystack_id="h3", **base),
+        ResultRow(
+            qid="d", gold="g", correct=False, judge="exact", usage=Usage(prompt_tokens=300), haystack_id="h3", **base
+        ),
     ]
     [s] = summarise(rows)
     assert s.total_processed == 2 and s.correct_answers == 1 and s.success_rate_percent == 50.0
@@ -140,9 +145,22 @@ def test_overflow_is_excluded_from_accuracy_and_counted_apart() -> None:
     assert (s.total_test_cases, s.test_cases_completed) == (3, 2)
     assert s.avg_input_tokens == 200.0
     assert s.avg_cached_tokens is None and s.cache_ratio_percent is None, "unknown is not zero"
-    cached = [r.model_copy(update={"cached_tokens": 50}) for r in rows]
+    cached = [r.model_copy(update={"usage": r.usage.model_copy(update={"cached_tokens": 50})}) for r in rows]
     [c] = summarise(cached)
     assert c.avg_cached_tokens == 50.0 and c.cache_ratio_percent == 25.0
+
+
+def test_rows_written_with_flat_token_fields_still_load() -> None:
+    """A results file from before the usage was kept whole resumes: its flat fields become the usage."""
+    old = {
+        "qid": "a", "context_size": 1, "method": "rag", "category": "user_facts", "evidence_count": 1,
+        "question": "q", "gold": "g", "input_tokens": 120, "output_tokens": 7, "cached_tokens": None,
+        "helper_input_tokens": 40, "helper_output_tokens": 3, "cost_usd": 0.5, "calls": 2,
+    }  # fmt: skip
+    row = ResultRow.model_validate_json(json.dumps(old))
+    assert (row.usage.prompt_tokens, row.usage.completion_tokens, row.usage.cached_tokens) == (120, 7, None)
+    assert (row.helper_usage.prompt_tokens, row.helper_usage.completion_tokens) == (40, 3)
+    assert row.total.cost_usd == 0.5 and row.total.calls == 2
 
 
 def test_wilson_interval_known_values() -> None:
@@ -168,19 +186,21 @@ def test_fingerprint_mismatch_is_refused(tmp_path: Path) -> None:
         check_fingerprint(tmp_path, {"seed": 1, "budget_tokens": 4000})
 
 
-async def test_endpoint_down_stops_the_run_and_keeps_what_was_done(tmp_path: Path) -> None:
+async def test_endpoint_down_stops_the_run_and_keeps_what_was_done_with_a_scripted_llm(tmp_path: Path) -> None:
+    import httpx
+
     from mark_agents.llm import LLMUnavailable
 
     calls = {"n": 0}
 
-    def flaky(messages: list[dict[str, str]], label: str) -> str:
+    def flaky(messages: list[dict[str, str]]) -> str | Exception:
         calls["n"] += 1
         if calls["n"] > 3:
-            raise LLMUnavailable("endpoint http://127.0.0.1:9/v1 is down")
+            return httpx.ConnectError("connection refused")
         return "I don't have any information about that."
 
     cases = build_cases(load_sample(), MixConfig(sizes=(1,))).cases
-    ctx = AnswererContext(llm=ScriptedFakeLLM(flaky), retrieval="keyword")
+    ctx = AnswererContext(llm=answering(flaky)[1], retrieval="keyword")
     options = RunOptions(methods=["full_context"], out_dir=tmp_path, progress=False)
     with pytest.raises(LLMUnavailable):
         await run_benchmark(cases, options, ctx, ExactJudge())
@@ -203,13 +223,13 @@ async def test_overflowing_sizes_are_reported_with_a_scripted_llm(tmp_path: Path
 
     data = synthetic_data(n_filler=12, n_items=1, n_messages=20)
     cases = build_cases(data, MixConfig(sizes=(1, 10), mode="standard")).cases
-    fake = ScriptedFakeLLM(lambda m, label: "I don't have any information about that.", context_window=4096)
+    fake, llm = answering(lambda m: "I don't have any information about that.", context_window=4096)
     options = RunOptions(methods=["full_context"], out_dir=tmp_path, progress=False)
-    report = await run_benchmark(cases, options, AnswererContext(llm=fake), ExactJudge())
+    report = await run_benchmark(cases, options, AnswererContext(llm=llm), ExactJudge())
     by_size = {s.context_size: s for s in report.summary}
     assert by_size[10].context_overflow == 1 and by_size[10].total_processed == 0
     assert by_size[1].context_overflow == 0 and by_size[1].total_processed == 1
-    assert len(fake.calls) == 1, "only the size that fits is asked"
+    assert fake.calls == 1, "only the size that fits is asked"
     console = Console(width=250, record=True)
     report_to_console(report, console)
     assert "refused (history over the model's window, not in the accuracy): 1 questions" in console.export_text()

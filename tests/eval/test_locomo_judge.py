@@ -13,9 +13,9 @@ from mark_eval.convomem.judge import leniency_check
 from mark_eval.convomem.runner import RunOptions
 from mark_eval.locomo.judge import JJudge, known_wrong_answers, parse_label
 from mark_eval.locomo.loader import load_locomo, select
-from mark_eval.locomo.prompts import LOCOMO_PROMPTS
+from mark_eval.locomo.prompts import JUDGE_SYSTEM, LOCOMO_PROMPTS
 from mark_eval.locomo.run import run_locomo
-from tests.eval.fakes import ScriptedFakeLLM, prompt_text
+from tests.eval.fakes import answering, prompt_text, sent
 
 CONV30 = Path(__file__).parent / "data" / "locomo" / "conv-30.json"
 
@@ -40,16 +40,16 @@ async def test_j_judge_scripted_llm_uses_category_prompts_and_retries() -> None:
     [case] = select(load_locomo(CONV30), {"temporal", "adversarial"}, limit=1)
     temporal, adversarial = case.questions
     replies = iter(["thinking...", "still thinking", '{"label": "CORRECT"}'])
-    llm = ScriptedFakeLLM(lambda messages, label: next(replies))
+    fake, llm = answering(lambda messages: next(replies))
     verdict = await JJudge(llm).judge(temporal, "On 19 January 2023")
     assert verdict.correct is True and verdict.judge == "j:scripted-fake" and verdict.usage.calls == 3
-    prompt = prompt_text(llm.calls[0][1])
+    prompt = prompt_text(sent(fake)[0])
     assert temporal.answer in prompt and "same date or period" in prompt
 
-    llm2 = ScriptedFakeLLM(lambda messages, label: "no label at all")
+    fake2, llm2 = answering(lambda messages: "no label at all")
     verdict2 = await JJudge(llm2, retries=2).judge(adversarial, "He drove for a delivery app.")
-    assert verdict2.correct is None and len(llm2.calls) == 2
-    prompt2 = prompt_text(llm2.calls[0][1])
+    assert verdict2.correct is None and fake2.calls == 2
+    prompt2 = prompt_text(sent(fake2)[0])
     assert "cannot be answered" in prompt2 and "He drove for a delivery app." in prompt2
 
 
@@ -74,7 +74,7 @@ def test_known_wrong_answers_use_the_adversarial_trap_and_other_gold_answers() -
 async def test_leniency_check_scripted_llm_counts_false_accepts() -> None:
     [case] = select(load_locomo(CONV30), {"adversarial", "single_hop"}, limit=4)
     # a judge that accepts everything: every known-wrong answer is a false accept
-    lenient = JJudge(ScriptedFakeLLM(lambda m, label: '{"label": "CORRECT"}'))
+    lenient = JJudge(answering(lambda m: '{"label": "CORRECT"}')[1])
     report = await leniency_check(lenient, case.questions, wrong_answers=known_wrong_answers)
     assert (report.false_accepts, report.total, report.rate_percent) == (
         7,
@@ -87,14 +87,14 @@ async def test_locomo_run_scripted_llm_writes_j_f1_recall_and_plot(tmp_path: Pat
     """full_context answers with a scripted fake; the J judge (scripted) calls temporal answers right."""
     cases = select(load_locomo(CONV30), {"temporal", "single_hop", "adversarial"}, limit=3)
 
-    def script(messages: list[dict[str, str]], label: str) -> str:
+    def script(messages: list[dict[str, str]]) -> str:
         text = prompt_text(messages)
-        if label == "judge":
+        if messages[0]["content"] == JUDGE_SYSTEM:
             return '{"label": "CORRECT"}' if "same date or period" in text and "19 January" in text else "WRONG"
         assert "Conversation 1 (4:04 pm on 20 January, 2023):" in text  # the answerer sees dates and names
         return "19 January, 2023" if "When" in text.split("Question:")[-1] else "Not mentioned in the conversations."
 
-    llm = ScriptedFakeLLM(script)
+    _, llm = answering(script)
     ctx = AnswererContext(llm=llm, prompts=LOCOMO_PROMPTS)
     options = RunOptions(methods=["full_context"], out_dir=tmp_path, progress=False, label="locomo")
     report = await run_locomo(cases, options, ctx, JJudge(llm))

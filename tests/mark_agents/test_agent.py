@@ -204,7 +204,7 @@ async def test_a_configured_memory_model_is_connected_and_closed_by_the_agent_wi
 
     connected = []
 
-    async def connect_memory(settings):
+    async def connect(llm_settings, models_dir):
         client = llm.client()
         closed = []
         original = client.aclose
@@ -214,10 +214,10 @@ async def test_a_configured_memory_model_is_connected_and_closed_by_the_agent_wi
             await original()
 
         client.aclose = aclose
-        connected.append((settings.memory, closed))
+        connected.append((llm_settings, closed))
         return client
 
-    monkeypatch.setattr(agent_module, "connect_memory", connect_memory)
+    monkeypatch.setattr(agent_module, "connect", connect)
     chat = RoleLLM()
     settings = Settings(home=tmp_path / "home", memory_llm=LLMSettings(base_url="http://memory:9000/v1"))
     agent = MemoryAgent(settings, llm=chat.client(), store=MemoryStore(settings, embedder=embedder))

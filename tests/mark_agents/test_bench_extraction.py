@@ -145,11 +145,11 @@ def test_bench_extraction_command_with_scripted_fake_llm(tmp_path: Path, monkeyp
     fake.extract = lambda body: fake.notes(("user_question", fake.said(body)[0]))
     connected = []
 
-    async def connect_memory(settings):
-        connected.append(settings.memory)
+    async def connect(llm_settings, models_dir):
+        connected.append(llm_settings)
         return fake.client()
 
-    monkeypatch.setattr("mark_agents.llm.connect_memory", connect_memory)
+    monkeypatch.setattr("mark_agents.llm.connect", connect)
     small = tmp_path / "set.json"
     data = json.loads(default_set_path().read_text())
     data["exchanges"] = [e for e in data["exchanges"] if e["id"] in ("sample-ferry", "sample-quiet-gantt")]

@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.fixture
 def home(tmp_path, monkeypatch) -> Path:
-    monkeypatch.setenv("MARK_HOME", str(tmp_path / "home"))  # the root callback sets it; restore it after
+    monkeypatch.setenv("MARK_HOME", str(tmp_path / "home"))  # whatever runs without --home stays here too
     monkeypatch.setenv("NO_COLOR", "1")
     return tmp_path / "home"
 
@@ -39,7 +39,7 @@ def brain(monkeypatch) -> Brain:
     """Every MemoryAgent the CLI builds talks to this scripted fake instead of connecting to a model."""
     fake = Brain()
 
-    async def connect(settings):
+    async def connect(llm_settings, models_dir):
         return fake.script.client()
 
     monkeypatch.setattr("mark_agents.agent.connect", connect)

@@ -208,7 +208,7 @@ async def test_forgotten_facts_never_resurface_with_the_local_model(make_agent, 
     """A handful of facts with the real local model: it extracts the notes and writes the replies; the probes read
     the prompts it was sent. Nothing forgotten comes back; the rest stays recalled."""
     facts, plants = pick(3)
-    llm = RecordingLLM(await connect(llm_settings))
+    llm = RecordingLLM(await connect(llm_settings.llm, llm_settings.models_dir))
     agent = make_agent(llm, llm_settings.home)
     p = Probing(agent, lambda: llm.reply_requests, facts, plants)
     result = await run_probes(p)

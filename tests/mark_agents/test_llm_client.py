@@ -13,7 +13,7 @@ from pydantic import BaseModel
 
 from mark_agents.config import LLMSettings
 from mark_agents.llm import LLMClient, LLMContextExceeded, LLMError, LLMOutputError, LLMUnavailable, UsageMeter
-from tests.llm_fixtures import ScriptedLLM, completion, error, stream
+from mark_agents.llm.scripted import ScriptedLLM, completion, error, stream
 
 
 class City(BaseModel):
@@ -276,9 +276,11 @@ async def test_a_refused_connection_asks_the_local_server_to_run_again_once_with
 
     async def reconnect() -> str:
         restarts.append("started")
-        return "http://fake-llm.test:4242/v1"
+        return "http://scripted-llm.invalid:4242/v1"
 
     llm.reconnect = reconnect
     assert (await llm.chat(USER)).text == "back"
-    assert restarts == ["started"] and llm.base_url == "http://fake-llm.test:4242/v1"
-    assert seen[0].startswith("http://fake-llm.test/v1") and seen[1].startswith("http://fake-llm.test:4242/v1")
+    assert restarts == ["started"] and llm.base_url == "http://scripted-llm.invalid:4242/v1"
+    assert seen[0].startswith("http://scripted-llm.invalid/v1") and seen[1].startswith(
+        "http://scripted-llm.invalid:4242/v1"
+    )

@@ -1,4 +1,4 @@
-"""LLM settings from the environment: MARK_LLM_* first, then OPENAI_*, and the judge from MARK_JUDGE_*."""
+"""LLM settings from the environment: MARK_LLM_* first, then OPENAI_*, the memory model from MARK_MEMORY_LLM_*."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ def test_defaults_mean_the_local_server(tmp_path: Path) -> None:
     assert settings.home == tmp_path
     assert settings.llm == LLMSettings()
     assert settings.llm.is_local and settings.llm.model == "local"
-    assert settings.judge_llm is None and settings.judge is settings.llm
+    assert settings.memory_llm is None and settings.models_dir == tmp_path / "models"
 
 
 def test_openai_variables_are_the_fallback(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -57,26 +57,12 @@ def test_empty_variables_count_as_unset(monkeypatch: pytest.MonkeyPatch, tmp_pat
 def test_constructor_arguments_win_over_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("MARK_LLM_MODEL", "from-env")
     monkeypatch.setenv("MARK_LLM_API_KEY", "sk-env")
-    monkeypatch.setenv("MARK_JUDGE_MODEL", "judge-from-env")
+    monkeypatch.setenv("MARK_MEMORY_LLM_MODEL", "memory-from-env")
     given = Settings(home=tmp_path, llm={"model": "given"})
     assert (given.llm.model, given.llm.api_key) == ("given", "sk-env")  # a dict is completed from the env
-    whole = Settings(home=tmp_path, llm=LLMSettings(model="whole"), judge_llm=None)
+    whole = Settings(home=tmp_path, llm=LLMSettings(model="whole"), memory_llm=None)
     assert whole.llm == LLMSettings(model="whole")  # an object is taken as is
-    assert whole.judge_llm is None
-
-
-def test_judge_from_environment_inherits_the_chat_endpoint(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setenv("MARK_LLM_BASE_URL", "http://chat:8000/v1")
-    monkeypatch.setenv("OPENAI_API_KEY", "sk-openai")
-    monkeypatch.setenv("MARK_JUDGE_MODEL", "gpt-4o")
-    judge = Settings(home=tmp_path).judge_llm
-    assert judge is not None
-    assert (judge.base_url, judge.api_key, judge.model) == ("http://chat:8000/v1", "sk-openai", "gpt-4o")
-
-    monkeypatch.setenv("MARK_JUDGE_BASE_URL", "https://judge.example/v1")
-    monkeypatch.setenv("MARK_JUDGE_API_KEY", "sk-judge")
-    judge = Settings(home=tmp_path).judge
-    assert (judge.base_url, judge.api_key, judge.model) == ("https://judge.example/v1", "sk-judge", "gpt-4o")
+    assert whole.memory_llm is None
 
 
 def test_home_from_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -140,3 +126,12 @@ def test_unknown_bundled_model_is_one_line_naming_the_variable(monkeypatch: pyte
     message = str(info.value)
     assert message.startswith("MARK_MEMORY_LLM_LOCAL_MODEL='qwen-9000b' is not valid")
     assert "qwen2.5-coder-0.5b" in message and "\n" not in message
+
+
+def test_the_store_gets_its_own_part_of_the_settings(tmp_path: Path) -> None:
+    from memory_store.config import StoreSettings
+
+    settings = Settings(home=tmp_path, embedding_device="cpu", llm=LLMSettings(model="m"))
+    store = settings.store
+    assert type(store) is StoreSettings and store.home == tmp_path and store.embedding_model == settings.embedding_model
+    assert not hasattr(store, "llm")

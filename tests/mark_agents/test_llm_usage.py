@@ -103,7 +103,7 @@ def test_repair_prompt_is_one_bounded_error_and_the_schema() -> None:
 async def test_cached_prompt_tokens_are_reported_when_the_endpoint_gives_them_with_a_scripted_llm() -> None:
     import httpx
 
-    from tests.llm_fixtures import ScriptedLLM, completion
+    from mark_agents.llm.scripted import ScriptedLLM, completion
 
     cached = completion("OK", prompt_tokens=100, completion_tokens=2)
     body = cached.json()

@@ -43,13 +43,13 @@ def test_status_and_reuse_from_a_second_object(local_llm_server: Any, local_llm_
     status = local_llm_server.status()
     assert status.running and status.base_url == local_llm_url
     assert status.n_ctx == 8192 and status.model_path.endswith(".gguf") and status.uptime_s >= 0
-    other = LocalServer(local_llm_server.settings)
+    other = LocalServer(local_llm_server.llm)
     assert other.ensure_running() == local_llm_url
     assert other.status().pid == status.pid
 
 
 async def test_connect_without_base_url_reuses_the_running_server(local_llm_server: Any, local_llm_url: str) -> None:
-    llm = await connect(local_llm_server.settings)
+    llm = await connect(local_llm_server.llm, local_llm_server.models_dir)
     try:
         assert llm.base_url == local_llm_url and llm.context_window == 8192
     finally:
@@ -58,7 +58,7 @@ async def test_connect_without_base_url_reuses_the_running_server(local_llm_serv
 
 async def test_real_chat_answers(llm_settings: Settings) -> None:
     meter = UsageMeter()
-    async with await connect(llm_settings) as llm:
+    async with await connect(llm_settings.llm, llm_settings.models_dir) as llm:
         result = await llm.chat(
             [{"role": "user", "content": "What is the capital of France? One word."}], max_tokens=8, meter=meter
         )
@@ -72,7 +72,7 @@ async def test_real_chat_answers(llm_settings: Settings) -> None:
 
 async def test_structured_returns_a_valid_object_via_the_real_server(llm_settings: Settings) -> None:
     messages = [{"role": "user", "content": "Extract the person as JSON: Alice lives in Denver."}]
-    async with await connect(llm_settings) as llm:
+    async with await connect(llm_settings.llm, llm_settings.models_dir) as llm:
         started = time.perf_counter()
         person, usage = await llm.structured(messages, Person, max_tokens=40)
         elapsed = time.perf_counter() - started
@@ -82,7 +82,7 @@ async def test_structured_returns_a_valid_object_via_the_real_server(llm_setting
 
 
 def test_start_and_stop_a_server(tmp_path: Path, local_llm_model: Path) -> None:
-    server = LocalServer(Settings(home=tmp_path, llm=LLMSettings(local_model_path=local_llm_model, local_n_ctx=2048)))
+    server = LocalServer(LLMSettings(local_model_path=local_llm_model, local_n_ctx=2048), tmp_path / "models")
     url = server.start()
     status = server.status()
     assert status.running and status.base_url == url and status.n_ctx == 2048
@@ -103,9 +103,9 @@ def test_two_processes_of_two_data_directories_starting_at_once_share_one_server
         "import sys; from pathlib import Path; from mark_agents.config import Settings, LLMSettings;"
         "from mark_agents.local_llm import LocalServer;"
         "s = Settings(home=Path(sys.argv[1]), llm=LLMSettings(local_model_path=Path(sys.argv[2]), local_n_ctx=2048));"
-        "print(LocalServer(s).ensure_running())"
+        "print(LocalServer(s.llm, s.models_dir).ensure_running())"
     )
-    server = LocalServer(Settings(home=tmp_path, llm=LLMSettings(local_model_path=local_llm_model, local_n_ctx=2048)))
+    server = LocalServer(LLMSettings(local_model_path=local_llm_model, local_n_ctx=2048), tmp_path / "models")
     for log in (server.log_path, server.log_path.with_suffix(".log.1")):  # earlier tests' runs of this server
         log.unlink(missing_ok=True)
     procs = [
@@ -129,7 +129,7 @@ def test_two_processes_of_two_data_directories_starting_at_once_share_one_server
 def test_a_server_dying_at_start_quotes_its_log(tmp_path: Path) -> None:
     bad = tmp_path / "bad.gguf"
     bad.write_bytes(b"not a gguf file" * 100)
-    server = LocalServer(Settings(home=tmp_path, llm=LLMSettings(local_model_path=bad)))
+    server = LocalServer(LLMSettings(local_model_path=bad), tmp_path / "models")
     with pytest.raises(LLMUnavailable) as info:
         server.start(timeout_s=60)
     message = str(info.value)
@@ -144,27 +144,27 @@ async def test_an_idle_server_stops_by_itself_and_a_client_starts_it_again(
     """MARK_LLM_IDLE_SECONDS=1: the server leaves the registry and exits; the next request brings it back."""
     llm_settings = LLMSettings(local_model_path=local_llm_model, local_n_ctx=1024, local_idle_s=1)
     settings = Settings(home=tmp_path / "a", llm=llm_settings)
-    llm = await connect(settings)
+    llm = await connect(settings.llm, settings.models_dir)
     try:
-        first = LocalServer(settings).status()
+        first = LocalServer(settings.llm).status()
         assert first.running and first.idle_limit_s == 1 and first.idle_s is not None
-        assert LocalServer(Settings(home=tmp_path / "b", llm=llm_settings)).status().pid == first.pid  # shared
-        assert first.pid in [s.pid for s in running_servers(settings)]  # with the session's server
+        assert LocalServer(llm_settings, tmp_path / "b" / "models").status().pid == first.pid  # shared
+        assert first.pid in [s.pid for s in running_servers(settings.llm)]  # with the session's server
         deadline = time.monotonic() + 120
         while _alive(first.pid):
             assert time.monotonic() < deadline, "the idle server did not stop"
             await asyncio.sleep(0.2)
-        assert not LocalServer(settings).state_path.exists()
-        assert first.pid not in [s.pid for s in running_servers(settings)]
-        assert "no request for 1 s, stopping" in LocalServer(settings).log_path.read_text(errors="replace")
+        assert not LocalServer(settings.llm).state_path.exists()
+        assert first.pid not in [s.pid for s in running_servers(settings.llm)]
+        assert "no request for 1 s, stopping" in LocalServer(settings.llm).log_path.read_text(errors="replace")
 
         result = await llm.chat([{"role": "user", "content": "Say OK."}], max_tokens=4)  # restarts it
         assert result.usage.calls == 1
-        second = LocalServer(settings).status()
+        second = LocalServer(settings.llm).status()
         assert second.running and second.pid != first.pid and llm.base_url == second.base_url
     finally:
         await llm.aclose()
-        LocalServer(settings).stop()  # only this test's server: stop_all would also stop the session's
+        LocalServer(settings.llm).stop()  # only this test's server: stop_all would also stop the session's
 
 
 def _alive(pid: int) -> bool:

@@ -118,10 +118,10 @@ def test_the_15b_model_is_picked_by_name_and_verified_against_its_own_hash(
     monkeypatch.setitem(BUNDLED_MODELS, QWEN_CODER_15B.name, wrong)
     settings = Settings(home=tmp_path, llm=LLMSettings(local_model=QWEN_CODER_15B.name))
     with pytest.raises(LLMError, match=r"qwen2\.5-coder-1\.5b is corrupt.*fake-model-part1==0\.2\.0"):
-        resolve_model_path(settings)  # the 0.5B's parts do not pass for the 1.5B
+        resolve_model_path(settings.llm, settings.models_dir)  # the 0.5B's parts do not pass for the 1.5B
     right = dataclasses.replace(wrong, sha256=sha(blob))
     monkeypatch.setitem(BUNDLED_MODELS, QWEN_CODER_15B.name, right)
-    path = resolve_model_path(settings)
+    path = resolve_model_path(settings.llm, settings.models_dir)
     assert path == (tmp_path / "models" / QWEN_CODER_15B.filename).resolve() and path.read_bytes() == blob
 
 
@@ -134,23 +134,23 @@ def test_missing_15b_parts_name_its_extra(tmp_path: Path) -> None:
 def test_configured_model_must_exist(tmp_path: Path) -> None:
     settings = Settings(home=tmp_path, llm=LLMSettings(local_model_path=tmp_path / "missing.gguf"))
     with pytest.raises(LocalModelMissing, match=r"missing\.gguf"):
-        resolve_model_path(settings)
+        resolve_model_path(settings.llm, settings.models_dir)
     (tmp_path / "mine.gguf").write_bytes(b"GGUF")
     settings = Settings(home=tmp_path, llm=LLMSettings(local_model_path=tmp_path / "mine.gguf"))
-    assert resolve_model_path(settings) == (tmp_path / "mine.gguf").resolve()
+    assert resolve_model_path(settings.llm, settings.models_dir) == (tmp_path / "mine.gguf").resolve()
 
 
 def test_status_and_stop_without_a_server(tmp_path: Path) -> None:
     settings = Settings(home=tmp_path, llm=LLMSettings(local_server_dir=tmp_path / "servers"))
-    server = LocalServer(settings)
+    server = LocalServer(settings.llm)
     assert not server.status().running
     assert server.stop() is False
-    assert running_servers(settings) == [] and stop_all(settings) == []
+    assert running_servers(settings.llm) == [] and stop_all(settings.llm) == []
 
 
 def test_stale_state_is_not_running(tmp_path: Path) -> None:
     settings = Settings(home=tmp_path, llm=LLMSettings(local_server_dir=tmp_path / "servers"))
-    server = LocalServer(settings)
+    server = LocalServer(settings.llm)
     server.dir.mkdir(parents=True)
     # our own pid is alive but is not a local model server: it must be neither reported nor killed
     state = {"pid": os.getpid(), "port": 9, "model": "m.gguf", "n_ctx": 8192, "started_at": 0}
@@ -160,7 +160,7 @@ def test_stale_state_is_not_running(tmp_path: Path) -> None:
     assert server.stop() is False
     assert not server.state_path.exists()
     server.state_path.write_text(json.dumps(state))
-    assert running_servers(settings) == [] and not server.state_path.exists()  # listing drops stale entries
+    assert running_servers(settings.llm) == [] and not server.state_path.exists()  # listing drops stale entries
 
 
 def test_one_registry_entry_per_model_file_and_n_ctx_whatever_the_data_directory(tmp_path: Path) -> None:
@@ -169,7 +169,7 @@ def test_one_registry_entry_per_model_file_and_n_ctx_whatever_the_data_directory
     registry = tmp_path / "servers"
 
     def server(home: str, **llm: object) -> LocalServer:
-        return LocalServer(Settings(home=tmp_path / home, llm=LLMSettings(local_server_dir=registry, **llm)))
+        return LocalServer(LLMSettings(local_server_dir=registry, **llm), tmp_path / home / "models")
 
     bundled_a, bundled_b = server("a"), server("b")
     assert bundled_a.state_path == bundled_b.state_path and bundled_a.dir == registry
@@ -185,11 +185,11 @@ def test_registry_dir_comes_from_the_environment(tmp_path: Path, monkeypatch: py
     monkeypatch.setenv("MARK_LLM_SERVER_DIR", str(tmp_path / "reg"))
     monkeypatch.setenv("MARK_LLM_IDLE_SECONDS", "5")
     settings = Settings(home=tmp_path)
-    assert registry_dir(settings) == tmp_path / "reg" and settings.llm.local_idle_s == 5
+    assert registry_dir(settings.llm) == tmp_path / "reg" and settings.llm.local_idle_s == 5
     monkeypatch.delenv("MARK_LLM_SERVER_DIR")
     monkeypatch.delenv("MARK_LLM_IDLE_SECONDS")
     settings = Settings(home=tmp_path)
-    assert registry_dir(settings).parts[-2:] == ("mark", "llm-servers") and settings.llm.local_idle_s == 900
+    assert registry_dir(settings.llm).parts[-2:] == ("mark", "llm-servers") and settings.llm.local_idle_s == 900
 
 
 def test_pyproject_extras_pin_exactly_the_parts_each_bundled_model_verifies() -> None:

@@ -134,7 +134,7 @@ async def test_repl_endpoint_down_then_retried_at_next_start_with_scripted_fake_
     assert code == 0
     errors = [line for line in err.splitlines() if line.startswith("error:")]
     assert len(errors) == 1, err
-    assert "http://fake-llm.test/v1 unavailable" in errors[0] and "your message was saved" in errors[0]
+    assert "http://scripted-llm.invalid/v1 unavailable" in errors[0] and "your message was saved" in errors[0]
     assert "/memories" in out  # the REPL went on after the error
     assert "Traceback" not in err
     with MemoryStore(Settings(home=home), embedder=embedder) as store:

@@ -28,7 +28,7 @@ HEADER = json.dumps({"type": "header", "format": EXPORT_FORMAT, "version": 1})
 @pytest.fixture
 def home(tmp_path, monkeypatch) -> Path:
     home = tmp_path / "home"
-    monkeypatch.setenv("MARK_HOME", str(home))  # `--home` writes MARK_HOME; this restores it afterwards
+    monkeypatch.setenv("MARK_HOME", str(home))  # whatever runs without --home stays in this test's directory too
     monkeypatch.setattr(store_cli.console, "width", 200)  # tables unwrapped, so texts can be compared whole
     return home
 
@@ -129,13 +129,21 @@ def test_markup_in_memories_is_printed_literally(home):
         ("MARK_LLM_TIMEOUT_S", "0", "greater than 0"),
         ("MARK_VECTOR_BACKEND", "nope", "'chroma' or 'exact'"),
         ("MARK_LLM_MAX_RETRIES", "-1", "greater than or equal to 0"),
-        ("MARK_JUDGE_TEMPERATURE", "hot", "valid number"),
+        ("MARK_MEMORY_LLM_TEMPERATURE", "hot", "valid number"),
         ("MARK_SCORING", "{not json", "JSON object"),
     ],
 )
 def test_a_bad_setting_is_one_line_naming_the_variable(home, name, value, accepts):
     line = one_line_error(run(home, "memory", "list", "--user", "alice", env={name: value}), 2)
     assert line.startswith(f"error: {name}") and accepts in line, line
+
+
+def test_home_is_passed_down_and_the_environment_left_alone(home, tmp_path):
+    other = tmp_path / "other-home"
+    assert run(other, "memory", "add", "Bob drinks green tea.", "--user", "bob").exit_code == 0
+    assert os.environ["MARK_HOME"] == str(home)  # the fixture's value: --home did not write it
+    with MemoryStore(StoreSettings(home=other)) as store:
+        assert [m.text for m in store.list("bob").items] == ["Bob drinks green tea."]
 
 
 # -- 9. export to a directory ------------------------------------------------------------------------------------

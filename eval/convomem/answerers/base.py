@@ -15,11 +15,12 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from mark_agents.llm import Usage
+from mark_agents.config import Settings
+from mark_agents.llm import LLMContextExceeded, LLMError, LLMUnavailable, Usage, estimate_message_tokens
 from mark_eval.convomem.prompts import CONVOMEM_PROMPTS, PromptProfile
+from mark_eval.convomem.results import Answered
 from mark_eval.convomem.retrieval import RetrievalMode
 from mark_eval.convomem.schema import Haystack
-from mark_eval.convomem.tokens import messages_tokens
 from memory_store.embeddings import Embedder
 from memory_store.errors import MarkError
 
@@ -46,31 +47,11 @@ class Selection(BaseModel):
     refused: bool = False
 
 
-class Answer(BaseModel):
-    """One answer. Tokens follow the reference's accounting: ``input_tokens``/``output_tokens``/``cached_tokens``
-    are the final answer call's; the helper passes of two-stage methods are reported apart (``helper_*``);
-    ``cost_usd`` and ``calls`` cover every call."""
+class Answer(Answered):
+    """One answer: its text, the haystack messages that reached its prompt, and what answering it measured."""
 
     text: str = ""
     context_mids: list[str] = Field(default_factory=list)
-    input_tokens: int = 0
-    output_tokens: int = 0
-    #: prompt tokens the endpoint served from its cache (None: the endpoint or client does not report them)
-    cached_tokens: int | None = None
-    helper_input_tokens: int = 0
-    helper_output_tokens: int = 0
-    helper_model: str = ""
-    #: the method answered without a final call (block_based when no block had anything relevant)
-    canned: bool = False
-    latency_ms: float = 0.0
-    retrieval_ms: float = 0.0
-    cost_usd: float = 0.0
-    calls: int = 0
-    context_overflow: bool = False
-    model: str = ""
-    route: str = ""
-    index_tokens: int = 0
-    error: str | None = None
 
 
 class AnswererContext(BaseModel):
@@ -91,7 +72,8 @@ class AnswererContext(BaseModel):
     #: what it finds).
     helper_max_tokens: int | None = None
     embedder_factory: Callable[[], Embedder] | None = None
-    settings: Any | None = None
+    #: The product's settings, for the ``mark`` method's agent and store.
+    settings: Settings | None = None
     work_dir: Any | None = None
     #: The ``mark`` method: "off" recalls the stored turns only (no LLM), "llm" builds MARK notes first.
     mark_extraction: str = "llm"
@@ -115,19 +97,6 @@ class AnswererContext(BaseModel):
     def helper_window(self) -> int | None:
         helper = self.helper
         return getattr(helper, "context_window", None) if helper is not None else None
-
-
-def llm_errors() -> tuple[type[BaseException], type[BaseException]]:
-    """(LLMError, LLMUnavailable) from the agents package, or stand-ins while it is absent."""
-    try:
-        from mark_agents.llm import LLMError, LLMUnavailable
-    except ImportError:
-
-        class _Never(Exception):
-            pass
-
-        return _Never, _Never
-    return LLMError, LLMUnavailable
 
 
 async def chat(ctx: AnswererContext, messages: list[dict[str, str]], label: str, max_tokens: int | None) -> Any:
@@ -174,95 +143,51 @@ class Answerer(ABC):
         """Select, then one answer call. LLM failures become ``error`` (never an exception) unless the
         endpoint is down, which stops the run (the results file is the resume point). A history over the
         model's window is refused (``context_overflow``, no answer), never truncated."""
-        llm_error, unavailable = llm_errors()
-        exceeded = context_exceeded_error()
         started = time.perf_counter()
         try:
             sel = await self.select(haystack, question)
-        except unavailable:
+        except LLMUnavailable:
             raise
-        except exceeded:
+        except LLMContextExceeded:
             return Answer(context_overflow=True, latency_ms=_ms(started), route="refused: over the window")
-        except llm_error as exc:
+        except LLMError as exc:
             return Answer(error=f"{type(exc).__name__}: {exc}", latency_ms=_ms(started))
-        helper = sel.helper_usage
         common = {
             "context_mids": sel.context_mids,
             "retrieval_ms": sel.retrieval_ms,
             "route": sel.route,
-            "helper_input_tokens": helper.prompt_tokens,
-            "helper_output_tokens": helper.completion_tokens,
+            "helper_usage": sel.helper_usage,
             "helper_model": sel.helper_model,
-            "index_tokens": sel.index_usage.prompt_tokens + sel.index_usage.completion_tokens,
+            "index_tokens": sel.index_usage.total_tokens,
         }
         if sel.refused:
-            return Answer(
-                context_overflow=True,
-                latency_ms=_ms(started),
-                cost_usd=helper.cost_usd,
-                calls=helper.calls,
-                **common,
-            )
+            return Answer(context_overflow=True, latency_ms=_ms(started), **common)
         if sel.canned_answer is not None:
-            return Answer(
-                text=sel.canned_answer,
-                canned=True,
-                latency_ms=_ms(started),
-                cost_usd=helper.cost_usd,
-                calls=helper.calls,
-                **common,
-            )
+            return Answer(text=sel.canned_answer, canned=True, latency_ms=_ms(started), **common)
+        estimated = Usage(prompt_tokens=sel.input_tokens, estimated=True)
         try:
             result = await chat(self.ctx, sel.messages, f"answer.{self.name}", self.ctx.max_answer_tokens)
-        except unavailable:
+        except LLMUnavailable:
             raise
-        except exceeded:
+        except LLMContextExceeded:
             return Answer(
                 context_overflow=True,
-                input_tokens=sel.input_tokens,
+                usage=estimated,
                 latency_ms=_ms(started),
-                cost_usd=helper.cost_usd,
-                calls=helper.calls,
                 **{**common, "route": f"{sel.route}; refused by the endpoint: over the window"},
             )
-        except llm_error as exc:
-            return Answer(
-                error=f"{type(exc).__name__}: {exc}",
-                input_tokens=sel.input_tokens,
-                latency_ms=_ms(started),
-                **common,
-            )
-        final = result.usage
+        except LLMError as exc:
+            return Answer(error=f"{type(exc).__name__}: {exc}", usage=estimated, latency_ms=_ms(started), **common)
+        final: Usage = result.usage
+        if not final.prompt_tokens:  # the endpoint did not say: the prompt's estimate
+            final = final.model_copy(update={"prompt_tokens": sel.input_tokens, "estimated": True})
         return Answer(
             text=str(getattr(result, "text", "") or "").strip(),
-            input_tokens=final.prompt_tokens or sel.input_tokens,
-            output_tokens=final.completion_tokens,
-            cached_tokens=cached_tokens(final),
+            usage=final,
             latency_ms=_ms(started),
-            cost_usd=helper.cost_usd + final.cost_usd,
-            calls=helper.calls + final.calls,
             model=str(getattr(result, "model", "") or ""),
             **common,
         )
-
-
-def cached_tokens(usage: Any) -> int | None:
-    """Cached prompt tokens when the client reports them (``Usage.cached_tokens``), else None: unknown is not 0."""
-    value = getattr(usage, "cached_tokens", None)
-    return int(value) if isinstance(value, int) else None
-
-
-def context_exceeded_error() -> type[BaseException]:
-    """``LLMContextExceeded`` (the endpoint refused a prompt over its window), or a stand-in."""
-    try:
-        from mark_agents.llm import LLMContextExceeded
-    except ImportError:
-
-        class _Never(Exception):
-            pass
-
-        return _Never
-    return LLMContextExceeded
 
 
 def _ms(started: float) -> float:
@@ -271,4 +196,4 @@ def _ms(started: float) -> float:
 
 def selection(messages: list[dict[str, str]], mids: list[str], **kwargs: Any) -> Selection:
     """A Selection with the prompt's estimated size filled in."""
-    return Selection(messages=messages, context_mids=mids, input_tokens=messages_tokens(messages), **kwargs)
+    return Selection(messages=messages, context_mids=mids, input_tokens=estimate_message_tokens(messages), **kwargs)

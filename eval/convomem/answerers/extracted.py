@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import re
 
-from mark_agents.llm import Usage
+from mark_agents.llm import Usage, estimate_message_tokens, estimate_tokens
 from mark_eval.convomem.answerers.base import (
     Answerer,
     AnswererContext,
@@ -23,7 +23,6 @@ from mark_eval.convomem.answerers.full_context import WINDOW_SAFETY
 from mark_eval.convomem.prompts import NO_INFO_SENTINEL, ContextKind, answer_messages, extract_messages
 from mark_eval.convomem.render import line, render_conversations, render_flat
 from mark_eval.convomem.schema import Haystack, HaystackMessage
-from mark_eval.convomem.tokens import estimate_tokens, messages_tokens
 
 BLOCK_SIZE = 10
 CANNED = "I don't have any information about that."
@@ -56,7 +55,7 @@ def _overflows(ctx: AnswererContext, convs: list[tuple[HaystackMessage, ...]], q
     if not window:
         return False
     reply = ctx.helper_max_tokens or ctx.max_answer_tokens
-    limit = int(window * WINDOW_SAFETY) - reply - messages_tokens(extract_messages(question, ""))
+    limit = int(window * WINDOW_SAFETY) - reply - estimate_message_tokens(extract_messages(question, ""))
     return sum(estimate_tokens(line(m)) + 1 for c in convs for m in c) > limit
 
 

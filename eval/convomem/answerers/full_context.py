@@ -7,11 +7,11 @@ An endpoint that rejects a prompt as too long gets the same treatment (``Answere
 
 from __future__ import annotations
 
+from mark_agents.llm import estimate_message_tokens, estimate_tokens
 from mark_eval.convomem.answerers.base import Answerer, AnswererContext, Selection, selection
 from mark_eval.convomem.prompts import ContextKind, answer_messages
 from mark_eval.convomem.render import render_conversation
 from mark_eval.convomem.schema import Haystack
-from mark_eval.convomem.tokens import estimate_tokens, messages_tokens
 
 #: Our token estimate is not the model's tokenizer: keep this share of the window as the hard limit.
 WINDOW_SAFETY = 0.9
@@ -38,7 +38,8 @@ class FullContext(Answerer):
     def prompt_tokens(self, haystack: Haystack, question: str) -> int:
         """Estimated size of the full prompt, without building it (the hybrid method's switch)."""
         _, sizes = self._render(haystack)
-        return messages_tokens(answer_messages(question, "", ContextKind.HISTORY, self.ctx.prompts)) + sum(sizes)
+        skeleton = answer_messages(question, "", ContextKind.HISTORY, self.ctx.prompts)
+        return estimate_message_tokens(skeleton) + sum(sizes)
 
     def overflows(self, haystack: Haystack, question: str) -> bool:
         """True when the whole prompt plus the answer's room exceeds the model's window (as far as we can tell)."""

@@ -21,11 +21,10 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from mark_agents import MemoryAgent
-from mark_agents.llm import Usage
+from mark_agents.llm import Usage, estimate_message_tokens
 from mark_eval.convomem.answerers.base import Answerer, AnswererContext, Selection, selection
 from mark_eval.convomem.prompts import ContextKind, answer_messages
 from mark_eval.convomem.schema import Haystack, HaystackMessage
-from mark_eval.convomem.tokens import messages_tokens
 from memory_store import CachedEmbedder, MemoryStore
 from memory_store.errors import MarkError
 
@@ -95,7 +94,7 @@ class MarkMemory(Answerer):
                 home.mkdir(parents=True, exist_ok=True)
                 settings = settings.model_copy(update={"home": home})
             embedder = self.ctx.embedder
-            store = MemoryStore(settings, embedder=CachedEmbedder(embedder) if embedder is not None else None)
+            store = MemoryStore(settings.store, embedder=CachedEmbedder(embedder) if embedder is not None else None)
             llm = _Borrowed(self.ctx.llm) if self.ctx.llm is not None else None
             self._agent = MemoryAgent(settings, llm=llm, store=store)  # type: ignore[arg-type]
             self._owned_store = store
@@ -150,7 +149,7 @@ class MarkMemory(Answerer):
         built = self._built[haystack.hid].result()
         agent = self._get_agent()
         prompts = self.ctx.prompts
-        skeleton = messages_tokens(answer_messages(question, "", ContextKind.MEMORIES, prompts))
+        skeleton = estimate_message_tokens(answer_messages(question, "", ContextKind.MEMORIES, prompts))
         started = time.perf_counter()
         recall = await agent.arecall(
             question, user_id=self.user_id(haystack), budget_tokens=max(64, self.ctx.budget_tokens - skeleton)

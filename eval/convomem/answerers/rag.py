@@ -10,12 +10,12 @@ from __future__ import annotations
 import asyncio
 import time
 
+from mark_agents.llm import estimate_message_tokens, estimate_tokens
 from mark_eval.convomem.answerers.base import Answerer, AnswererContext, Selection, selection
 from mark_eval.convomem.prompts import ContextKind, answer_messages
 from mark_eval.convomem.render import conversation_header, line, render_excerpts
 from mark_eval.convomem.retrieval import MessageIndex, RetrievalMode
 from mark_eval.convomem.schema import Haystack, HaystackMessage
-from mark_eval.convomem.tokens import estimate_tokens, messages_tokens
 
 #: Stop scanning the ranking after this many hits that no longer fit.
 MAX_MISSES = 40
@@ -46,7 +46,7 @@ class Rag(Answerer):
         index = self._indexes[haystack.hid]
         started = time.perf_counter()
         ranking = await asyncio.to_thread(index.rank, question)
-        budget = self.ctx.budget_tokens - messages_tokens(
+        budget = self.ctx.budget_tokens - estimate_message_tokens(
             answer_messages(question, "", ContextKind.EXCERPTS, self.ctx.prompts)
         )
         chosen = fill_budget(haystack, [int(i) for i in ranking], budget, self.ctx.neighbours)
@@ -54,7 +54,7 @@ class Rag(Answerer):
         while True:
             picked = [m for group in chosen for m in group]
             messages = answer_messages(question, render_excerpts(picked), ContextKind.EXCERPTS, self.ctx.prompts)
-            if messages_tokens(messages) <= self.ctx.budget_tokens or not chosen:
+            if estimate_message_tokens(messages) <= self.ctx.budget_tokens or not chosen:
                 break
             chosen.pop()
         retrieval_ms = (time.perf_counter() - started) * 1000.0
