@@ -87,7 +87,9 @@ def _imports_of(module: ModuleType) -> dict[str, str]:
     for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             for a in node.names:
-                found[a.asname or a.name] = f"from {node.module} import {a.name}" + (f" as {a.asname}" if a.asname else "")
+                found[a.asname or a.name] = f"from {node.module} import {a.name}" + (
+                    f" as {a.asname}" if a.asname else ""
+                )
         elif isinstance(node, ast.Import):
             for a in node.names:
                 found[a.asname or a.name] = f"import {a.name}" + (f" as {a.asname}" if a.asname else "")
@@ -148,10 +150,17 @@ def _param(arg: ast.arg, default: ast.expr | None) -> str:
     if arg.annotation is not None:
         text += ": " + ast.unparse(arg.annotation)
         if default is not None:
-            text += " = " + ast.unparse(default)
+            text += " = " + _source(default)
     elif default is not None:
-        text += "=" + ast.unparse(default)
+        text += "=" + _source(default)
     return text
+
+
+def _source(node: ast.expr) -> str:
+    """An expression as ruff formats it: a string default in double quotes (ast.unparse prefers single ones)."""
+    if isinstance(node, ast.Constant) and isinstance(node.value, str) and '"' not in node.value:
+        return '"' + repr(node.value)[1:-1].replace("\\'", "'") + '"'
+    return ast.unparse(node)
 
 
 def _call_args(node: ast.FunctionDef) -> list[str]:
@@ -231,16 +240,20 @@ def generate() -> str:
     """The text of memory_store/aio.py for the MemoryStore importable now."""
     from memory_store.store import MemoryStore
 
-    imports = {"import asyncio", "from memory_store.config import StoreSettings", "from memory_store.store import MemoryStore"}
+    imports = {
+        "import asyncio",
+        "from memory_store.config import StoreSettings",
+        "from memory_store.store import MemoryStore",
+    }
     body: list[str] = []
     init = _function_def(MemoryStore.__init__)
-    init_lines = _exploded(
-        "def __init__(", _params(init, ["store: MemoryStore | None = None"]), ") -> None:", "    "
-    )
-    init_lines.append('        """Opens a MemoryStore with these arguments, or wraps `store` (then the others are unused)."""')
-    init_lines += _exploded(
-        "self.sync = store if store is not None else MemoryStore(", _call_args(init), ")", "        "
-    )
+    init_lines = _exploded("def __init__(", _params(init, ["store: MemoryStore | None = None"]), ") -> None:", "    ")
+    init_lines += [
+        '        """Opens a MemoryStore with these arguments, or wraps `store` (then the others are unused)."""',
+        "        if store is None:",
+        *_exploded("store = MemoryStore(", _call_args(init), ")", "            "),
+        "        self.sync = store",
+    ]
     module = sys.modules[MemoryStore.__module__]
     imports.update(_imports_of(module)[n] for n in _names(_annotations(init)))
     names = public_methods(MemoryStore)
@@ -251,7 +264,7 @@ def generate() -> str:
         imports.update(known[n] for n in used)
         body += ["", *lines]
     text = HEADER + "\nfrom __future__ import annotations\n\n" + "\n".join(_import_block(imports))
-    text += "\n__all__ = [\"AsyncMemoryStore\"]\n"
+    text += '\n__all__ = ["AsyncMemoryStore"]\n'
     text += CLASS_HEAD.format(init="\n".join(init_lines))
     text += "\n".join(body) + "\n"
     return text
