@@ -22,14 +22,13 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
-import aiosqlite
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 from langgraph.graph.state import CompiledStateGraph
 from pydantic import BaseModel, Field
 
 from mark_agents.builder import BuildReport, MemoryBuilder
-from mark_agents.chat_state import rewrite_chat_state
+from mark_agents.chat_state import open_checkpointer, purge_threads, rewrite_chat_state
 from mark_agents.config import Settings
 from mark_agents.graph import ChatState, ChatTurn, thread_config
 from mark_agents.llm import (
@@ -54,7 +53,7 @@ from memory_store import (
     Turn,
     forgetter,
 )
-from memory_store.validation import MAX_TURN_CHARS, check_optional_id, check_scope_id, check_text, user_key
+from memory_store.validation import MAX_TURN_CHARS, check_optional_id, check_scope_id, check_text
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -109,22 +108,28 @@ class MemoryAgent:
         llm: LLMClient | None = None,
         store: MemoryStore | None = None,
         memory_llm: LLMClient | None = None,
+        owns_llm: bool = False,
+        owns_store: bool = False,
     ) -> None:
         """``llm`` answers the user; ``memory_llm`` builds the notes. Unless ``settings.memory_llm`` names a
-        memory model of its own, a given ``llm`` builds the notes too. Clients given here are the caller's to
-        close; the memory client the agent connects itself is closed by :meth:`aclose`."""
+        memory model of its own, a given ``llm`` builds the notes too.
+
+        Whoever creates a client or store closes it: :meth:`aclose` closes what the agent opened itself, and what
+        it was given only when handed over (``owns_llm`` for the given clients, ``owns_store`` for the store).
+        """
         self.settings = settings or Settings()
         self.config = self.settings.agent
-        self._owns_store = store is None
+        self._owns_store = owns_store or store is None
         self.store = store or MemoryStore(self.settings)
         #: The same store, awaited: every store call of the agent goes through it.
         self.astore = AsyncMemoryStore(store=self.store)
         self._llm = llm
         self._llm_given = llm is not None
         self._memory_llm = memory_llm
-        self._owns_memory_llm = False
+        #: The LLM clients :meth:`aclose` closes (connected by the agent, or handed over with ``owns_llm``).
+        self._owned_llms: list[LLMClient] = [c for c in (llm, memory_llm) if c is not None] if owns_llm else []
         self._graph: CompiledStateGraph | None = None
-        self._saver_conn: aiosqlite.Connection | None = None
+        self._saver: AsyncSqliteSaver | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._init_lock: asyncio.Lock | None = None
         self._user_locks: dict[str, asyncio.Lock] = {}
@@ -150,21 +155,23 @@ class MemoryAgent:
                 # Load the embedding model now, not inside the first user's turn.
                 await self.astore.embed(["warm up"])
             if self._llm is None:
-                self._llm = await connect(self.settings)
+                self._llm = await self._connect(connect)
             if self._graph is None:
-                connecting = aiosqlite.connect(str(Path(self.settings.home) / "chat_state.db"))
-                # aiosqlite's worker thread is not a daemon: an agent never closed would keep the process alive
-                # at exit. Every write is committed as it happens, so a daemon thread loses nothing.
-                connecting._thread.daemon = True
-                conn = await connecting
-                await conn.execute("PRAGMA journal_mode=WAL")
-                await conn.execute("PRAGMA secure_delete=ON")
-                saver = AsyncSqliteSaver(conn)
-                await saver.setup()
-                self._saver_conn, self._saver = conn, saver
                 turn = ChatTurn(self.astore, self._llm, self.config, after_turn=self._schedule_extraction)
-                self._graph = turn.compile(saver)
+                self._graph = turn.compile(await self._checkpointer())
         return self._graph
+
+    async def _checkpointer(self) -> AsyncSqliteSaver:
+        """The chat state's checkpointer, opened on first use (chat, forget and purge share it)."""
+        if self._saver is None:
+            self._saver = await open_checkpointer(Path(self.settings.home))
+        return self._saver
+
+    async def _connect(self, how: Callable[[Settings], Coroutine[Any, Any, LLMClient]]) -> LLMClient:
+        """A client the agent connects itself, hence closes."""
+        client = await how(self.settings)
+        self._owned_llms.append(client)
+        return client
 
     @property
     def llm(self) -> LLMClient:
@@ -184,11 +191,10 @@ class MemoryAgent:
                 s = self.settings
                 if s.memory_llm is None and (self._llm_given or s.memory == s.llm):
                     if self._llm is None:
-                        self._llm = await connect(s)
+                        self._llm = await self._connect(connect)
                     self._memory_llm = self._llm
                 else:
-                    self._memory_llm = await connect_memory(s)
-                    self._owns_memory_llm = True
+                    self._memory_llm = await self._connect(connect_memory)
         return self._memory_llm
 
     def _lock_for(self, user_id: str) -> asyncio.Lock:
@@ -308,22 +314,26 @@ class MemoryAgent:
     ) -> tuple[list[BuildReport], str | None, Usage]:
         """Build memories from the user's pending (or retryable failed) turns, one exchange at a time.
 
-        A turn that cannot be extracted fails alone: when a group of turns fails, its exchanges (then its
-        turns) are retried one by one, so good turns are never held back by a poisoned one. Only an endpoint
-        that is down stops the pass (every later call would fail too); the turns wait for the next one.
+        The retry rule lives here (and in the store's `retryable_turns`): a turn is retried while pending or failed
+        fewer than `max_attempts` times; with nothing to retry, the memory model is not even connected. A turn
+        that cannot be extracted fails alone: when a group of turns fails, its exchanges (then its turns) are
+        retried one by one, so good turns are never held back by a poisoned one. Only an endpoint that is down
+        stops the pass (every later call would fail too); the turns wait for the next one.
         """
         reports: list[BuildReport] = []
         failures: list[str] = []
         meter = UsageMeter()
         async with self._lock_for(user_id):
+            pending = await self.astore.retryable_turns(user_id, self.config.max_attempts)
+            queue = collections.deque(self._exchanges(pending, chunk_messages, hold_open=not complete))
+            if not queue:
+                return reports, None, meter.total
             try:
                 memory_llm = await self._memory()
             except LLMError as exc:
                 log.warning("memory extraction postponed for a user: %s", exc)
                 return reports, str(exc), meter.total
             builder = MemoryBuilder(self.astore, memory_llm, self.config)
-            pending = await self.astore.retryable_turns(user_id, self.config.max_attempts)
-            queue = collections.deque(self._exchanges(pending, chunk_messages, hold_open=not complete))
             while queue:
                 chunk = queue.popleft()
                 ids = [t.id for t in chunk]
@@ -361,7 +371,7 @@ class MemoryAgent:
         """Group turns per session into chunks that end on an assistant message.
 
         With hold_open, a session's trailing user turns (whose reply may not exist yet) wait for the next
-        pass, so an exchange is never split in two extractions; flushes, rebuilds and remember() pass all.
+        pass, so an exchange is never split in two extractions; flushes, re-derivations and remember() pass all.
         """
         chunks: list[list[Turn]] = []
         by_session: dict[str | None, list[Turn]] = {}
@@ -379,18 +389,24 @@ class MemoryAgent:
         return chunks
 
     async def aprocess_pending(self, user_id: str | None = None) -> int:
-        """Retry extraction of every pending or failed turn (of one user, or all). Returns users processed."""
+        """Retry extraction of every pending or failed turn (of one user, or all). Returns users processed.
+
+        Cheap when nothing waits (no LLM is connected): the REPL calls it at every start."""
         users = [user_id] if user_id else await self.astore.users_with_pending_turns(self.config.max_attempts)
         for u in users:
             await self._process_user(u, complete=True)
         return len(users)
 
-    async def arebuild(self, user_id: str, *, fresh: bool = False) -> RememberResult:
-        """Re-derive a user's memories from their raw turns (after a prompt or model change)."""
+    async def arederive(self, user_id: str, *, fresh: bool = False) -> RememberResult:
+        """Re-derive a user's memories from their raw turns with the memory model (after a prompt or model change).
+
+        Not the store's `rebuild` (its indexes again from its rows): this one calls the LLM. `fresh` deletes the
+        current memories first (their history is kept).
+        """
         check_scope_id(user_id)
         try:
-            # Probe the memory model before touching anything: a rebuild must not delete memories it cannot
-            # re-derive.
+            # Probe the memory model before touching anything: re-deriving must not delete memories it cannot
+            # derive again.
             memory_llm = await self._memory()
             await memory_llm.chat([{"role": "user", "content": "Reply with OK."}], max_tokens=2)
         except LLMError as exc:
@@ -398,7 +414,7 @@ class MemoryAgent:
             return RememberResult(turn_ids=[t.id for t in turns], status="failed", error=str(exc))
         if fresh:
             for m in (await self.astore.list(user_id, include_history=True, limit=100_000)).items:
-                await self.astore.delete(m.id, user_id, reason="rebuild from raw turns", actor="mark-builder")
+                await self.astore.delete(m.id, user_id, reason="re-derived from raw turns", actor="mark-builder")
         ids = [t.id for t in await self.astore.turns(user_id, limit=100_000)]
         await self.astore.set_turns_status(ids, "pending", count_attempt=False)
         reports, error, usage = await self._process_user(user_id, complete=True)
@@ -463,32 +479,37 @@ class MemoryAgent:
         self._bind_loop()
         async with self._lock_for(user_id):
             report = await self.astore.forget(user_id, memory_id, about=about, plan=plan, reason=reason, actor=actor)
-            report.chat_threads = await rewrite_chat_state(
-                Path(self.settings.home),
-                user_id,
-                forgetter.redactor(self.store, report),
-                self._saver if self._graph is not None else None,
-            )
+            redact = forgetter.redactor(self.store, report)
+            report.chat_threads = await rewrite_chat_state(await self._checkpointer(), user_id, redact)
         return report
 
     async def apurge_user(self, user_id: str) -> PurgeReport:
-        """Remove every trace of a user: memories, turns, history, feedback, vectors and chat state."""
+        """Remove every trace of a user: memories, turns, history, feedback, vectors and chat threads.
+
+        The one purge of mark (`mark memory purge` runs it too). Waits for the user's background extraction first,
+        so nothing is written about the user after the purge.
+        """
         check_scope_id(user_id)
-        await purge_chat_state(Path(self.settings.home), user_id, self._saver_conn)
-        return await self.astore.purge_user(user_id)
+        self._bind_loop()
+        async with self._lock_for(user_id):
+            await purge_threads(await self._checkpointer(), user_id)
+            return await self.astore.purge_user(user_id)
 
     async def aclose(self) -> None:
+        """Wait for background extraction, then close what the agent owns (see the constructor)."""
         await self.aflush()
-        if self._saver_conn is not None:
-            await self._saver_conn.close()
-            self._saver_conn = None
-        if self._owns_memory_llm and self._memory_llm is not None:
-            await self._memory_llm.aclose()
-            self._memory_llm, self._owns_memory_llm = None, False
-        if self._llm is not None:
-            await self._llm.aclose()
+        if self._saver is not None:
+            await self._saver.conn.close()
+            self._saver = None
+        owned, self._owned_llms = list(dict.fromkeys(self._owned_llms)), []
+        for client in owned:
+            await client.aclose()
+        self._close_store()
+
+    def _close_store(self) -> None:
         if self._owns_store:
-            await asyncio.to_thread(self.store.close)
+            self._owns_store = False  # once
+            self.store.close()
 
     # -- sync API: each method runs its async twin on the agent's private loop -----------------------------
 
@@ -521,9 +542,7 @@ class MemoryAgent:
     ) -> RememberResult:
         """Sync :meth:`aremember`."""
         return self._run(
-            self.aremember(
-                messages, user_id, session_id, wait=wait, chunk_messages=chunk_messages, extract=extract
-            )
+            self.aremember(messages, user_id, session_id, wait=wait, chunk_messages=chunk_messages, extract=extract)
         )
 
     def recall(
@@ -540,9 +559,9 @@ class MemoryAgent:
         """Sync :meth:`aprocess_pending`."""
         return self._run(self.aprocess_pending(user_id))
 
-    def rebuild(self, user_id: str, *, fresh: bool = False) -> RememberResult:
-        """Sync :meth:`arebuild`."""
-        return self._run(self.arebuild(user_id, fresh=fresh))
+    def rederive(self, user_id: str, *, fresh: bool = False) -> RememberResult:
+        """Sync :meth:`arederive`."""
+        return self._run(self.arederive(user_id, fresh=fresh))
 
     def flush(self) -> None:
         """Sync :meth:`aflush`."""
@@ -571,7 +590,7 @@ class MemoryAgent:
             self._sync.run(self.aclose())
             self._sync.stop()
             self._sync = None
-        self.store.close()
+        self._close_store()
 
     def __enter__(self) -> MemoryAgent:
         return self
@@ -587,7 +606,7 @@ SYNC_TWINS = (
     "recall",
     "feedback",
     "process_pending",
-    "rebuild",
+    "rederive",
     "flush",
     "forget",
     "purge_user",
@@ -625,28 +644,3 @@ def _failure_summary(failures: list[str]) -> str | None:
     if len(failures) == 1:
         return failures[0]
     return f"{len(failures)} groups of turns could not be extracted (kept, retried later); first: {failures[0]}"
-
-
-async def purge_chat_state(home: Path, user_id: str, conn: aiosqlite.Connection | None = None) -> None:
-    """Delete every checkpointed chat thread of a user and scrub the file (secure delete, WAL truncated).
-
-    Threads are found by their id prefix (the user's key), so sessions no turn names any more go too.
-    """
-    path = home / "chat_state.db"
-    if not path.exists():
-        return
-    own = conn is None
-    if own:
-        conn = await aiosqlite.connect(str(path))
-    try:
-        await conn.execute("PRAGMA secure_delete=ON")
-        prefix = user_key(user_id) + ":"
-        tables = {row[0] async for row in await conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-        for table in ("checkpoints", "writes"):
-            if table in tables:
-                await conn.execute(f"DELETE FROM {table} WHERE substr(thread_id, 1, ?) = ?", (len(prefix), prefix))
-        await conn.commit()
-        await conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    finally:
-        if own:
-            await conn.close()

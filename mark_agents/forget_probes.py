@@ -521,7 +521,7 @@ def _alias_redacted_turns(p: Probing, planted: dict[str, str]) -> None:
 async def probe_rebuild(p: Probing, forgotten: list[Fact], fresh: bool) -> int:
     """`rebuild` (or `rebuild --fresh`): no forgotten fact in the notes after it. Returns the candidates skipped as
     forgotten (the recovery attempts that were blocked)."""
-    result = await p.agent.arebuild(p.user, fresh=fresh)
+    result = await p.agent.arederive(p.user, fresh=fresh)
     notes = [m.text for m in (await asyncio.to_thread(p.store.list, p.user, include_history=True, limit=10_000)).items]
     report = result.model_dump_json()
     name = "rebuild --fresh" if fresh else "rebuild"
@@ -699,7 +699,7 @@ async def _bench(settings: Settings, home: Path, use_llm: bool, limit: int | Non
         llm = ScriptedEndpoint(script)
         label = "scripted (in process)"
     client = llm if use_llm else llm.client()
-    agent = MemoryAgent(bench_settings, llm=client, store=store)  # type: ignore[arg-type]
+    agent = MemoryAgent(bench_settings, llm=client, store=store, owns_llm=True)  # type: ignore[arg-type]
     try:
         p = Probing(agent, lambda: llm.reply_requests, facts, plants, script=script, log=log)
         result = await run_probes(p)

@@ -162,18 +162,10 @@ class ChatREPL:
     async def _retry_pending(self) -> None:
         try:
             await self._warm
-            if await self._has_unfinished():
-                await self.agent.aprocess_pending(self.user_id)
+            await self.agent.aprocess_pending(self.user_id)  # connects the memory model only if a turn waits
         except Exception as exc:  # never let a background task end the REPL
             log.debug("retrying pending extractions failed", exc_info=True)
             self._error(f"could not retry earlier memory extractions: {_one_line(exc)}")
-
-    async def _has_unfinished(self) -> bool:
-        max_attempts = self.agent.config.max_attempts
-        if await self.store.turns(self.user_id, status="pending", limit=1):
-            return True
-        failed = await self.store.turns(self.user_id, status="failed", limit=10_000)
-        return any(t.attempts < max_attempts for t in failed)
 
     async def _shutdown(self, *, interrupted: bool) -> None:
         if not interrupted:
@@ -183,14 +175,12 @@ class ChatREPL:
                 interrupted = True
         if interrupted:
             # Raw turns are stored already: unfinished extractions are retried at the next start.
-            self._status_line("unsaved memories will be extracted at the next `mark chat` (or `mark memory rebuild`)")
+            self._status_line("unsaved memories will be extracted at the next `mark chat` (or `mark memory rederive`)")
             await _cancel_other_tasks()
         try:
-            await self.agent.aclose()
+            await self.agent.aclose()  # closes what the agent owns (run_chat's agent owns its store)
         except Exception as exc:
             self._error(f"closing: {_one_line(exc)}")
-        finally:
-            await asyncio.to_thread(self.store.close)
 
     async def _wait_background(self, message: str) -> None:
         """Wait for background extraction, with a status line only if it takes a noticeable time."""

@@ -28,7 +28,8 @@ def make_agent(tmp_path, embedder, llm):
 
     def make(**kwargs) -> MemoryAgent:
         settings = Settings(home=tmp_path / "home", **kwargs)
-        agent = MemoryAgent(settings, llm=llm.client(), store=MemoryStore(settings, embedder=embedder))
+        store = MemoryStore(settings, embedder=embedder)
+        agent = MemoryAgent(settings, llm=llm.client(), store=store, owns_llm=True, owns_store=True)
         agents.append(agent)
         return agent
 
@@ -121,7 +122,6 @@ async def test_purge_removes_chat_state_too_with_scripted_fake_llm(make_agent, l
     report = await agent.apurge_user("alice")
     assert report.turns == 2
     await agent.aclose()
-    agent.store.close()
     home = Path(tmp_path / "home")
     leaks = [p.name for p in home.rglob("*") if p.is_file() and b"quokkasecret" in p.read_bytes()]
     assert leaks == []
@@ -182,7 +182,11 @@ async def test_notes_are_built_by_the_memory_model_apart_from_the_chat_model_wit
     chat.reply = lambda body: "Nice to meet Biscuit!"
     settings = Settings(home=tmp_path / "home")
     agent = MemoryAgent(
-        settings, llm=chat.client(), memory_llm=llm.client(), store=MemoryStore(settings, embedder=embedder)
+        settings,
+        llm=chat.client(),
+        memory_llm=llm.client(),
+        store=MemoryStore(settings, embedder=embedder),
+        owns_store=True,
     )
     try:
         await agent.achat("alice", "My dog is called Biscuit.")
@@ -190,7 +194,7 @@ async def test_notes_are_built_by_the_memory_model_apart_from_the_chat_model_wit
         assert [m.text for m in agent.store.list("alice").items] == ["The user's dog is called Biscuit."]
         assert chat.calls("extract") == [] and len(chat.calls("reply")) == 1
         assert len(llm.calls("extract")) == 1 and llm.calls("reply") == []
-        rebuilt = await agent.arebuild("alice", fresh=True)  # the rebuild probes and uses the memory model
+        rebuilt = await agent.arederive("alice", fresh=True)  # re-deriving probes and uses the memory model
         assert rebuilt.status == "done" and len(llm.calls("extract")) == 2 and len(chat.calls("reply")) == 1
     finally:
         await agent.aclose()
@@ -220,7 +224,7 @@ async def test_a_configured_memory_model_is_connected_and_closed_by_the_agent_wi
     monkeypatch.setattr(agent_module, "connect_memory", connect_memory)
     chat = RoleLLM()
     settings = Settings(home=tmp_path / "home", memory_llm=LLMSettings(base_url="http://memory:9000/v1"))
-    agent = MemoryAgent(settings, llm=chat.client(), store=MemoryStore(settings, embedder=embedder))
+    agent = MemoryAgent(settings, llm=chat.client(), store=MemoryStore(settings, embedder=embedder), owns_store=True)
     await agent.achat("alice", "My dog is called Biscuit.")
     await agent.aflush()
     await agent.aremember([{"role": "user", "content": "My cat is called Mochi."}], "alice")
