@@ -437,14 +437,7 @@ class MemoryAgent:
         check_scope_id(user_id)
         check_optional_id(session_id, "session id")
         return await recall_async(
-            self.astore,
-            query,
-            user_id,
-            session_id=session_id,
-            recent_messages=self.config.history_messages,
-            budget_tokens=budget_tokens if budget_tokens is not None else self.config.recall_budget_tokens,
-            limit=self.config.recall_limit,
-            episode_mode=self.config.recall_episode_mode,
+            self.astore, query, user_id, self.config, session_id=session_id, budget_tokens=budget_tokens
         )
 
     async def afeedback(self, user_id: str, response_id: str, good: bool, comment: str = "") -> list[str]:

@@ -117,12 +117,9 @@ class ChatTurn:
             self.store,
             state["message"],
             state["user_id"],
+            self.config,
             session_id=state["session_id"],
-            recent_messages=self.config.history_messages,
-            budget_tokens=self.config.recall_budget_tokens,
-            limit=self.config.recall_limit,
             exclude_turn_ids=[state["user_turn_id"]],
-            episode_mode=self.config.recall_episode_mode,
         )
         return {
             "memory_block": found.text,

@@ -23,6 +23,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from mark_agents.config import AgentConfig
 from mark_agents.llm import Usage, estimate_tokens
 from mark_agents.prompts import EPISODES_TITLE, MEMORY_BLOCK_INTRO, SECTION_TITLES
 from memory_store import AsyncMemoryStore, EpisodeHit, MemoryStore, ScoreBreakdown, SearchHit, Turn
@@ -311,29 +312,26 @@ async def recall_async(
     store: AsyncMemoryStore,
     query: str,
     user_id: str,
+    config: AgentConfig,
     *,
     session_id: str | None = None,
-    recent_messages: int = 0,
-    budget_tokens: int = 1500,
-    limit: int = 12,
+    budget_tokens: int | None = None,
     exclude_turn_ids: Sequence[str] = (),
-    note_share: float = NOTE_SHARE,
-    episode_mode: str = "hybrid",
 ) -> Recall:
-    """:func:`recall` for async callers: the whole pipeline (a handful of store reads, each cheap) in one worker
-    thread rather than one thread hop per read."""
+    """:func:`recall` as the agent runs it (its budget, limit, episode mode and chat history length from `config`),
+    for async callers: the whole pipeline (a handful of store reads, each cheap) in one worker thread rather than
+    one thread hop per read."""
     return await asyncio.to_thread(
         recall,
         store.sync,
         query,
         user_id,
         session_id=session_id,
-        recent_messages=recent_messages,
-        budget_tokens=budget_tokens,
-        limit=limit,
+        recent_messages=config.history_messages,
+        budget_tokens=budget_tokens if budget_tokens is not None else config.recall_budget_tokens,
+        limit=config.recall_limit,
         exclude_turn_ids=exclude_turn_ids,
-        note_share=note_share,
-        episode_mode=episode_mode,
+        episode_mode=config.recall_episode_mode,
     )
 
 
