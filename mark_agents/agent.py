@@ -158,11 +158,17 @@ class MemoryAgent:
                 self._llm = await self._connect(connect)
             if self._graph is None:
                 turn = ChatTurn(self.astore, self._llm, self.config, after_turn=self._schedule_extraction)
-                self._graph = turn.compile(await self._checkpointer())
+                self._graph = turn.compile(await self._open_checkpointer())
         return self._graph
 
     async def _checkpointer(self) -> AsyncSqliteSaver:
-        """The chat state's checkpointer, opened on first use (chat, forget and purge share it)."""
+        """The chat state's checkpointer, opened once on first use (chat, forget and purge share it)."""
+        self._bind_loop()
+        async with self._init_lock:
+            return await self._open_checkpointer()
+
+    async def _open_checkpointer(self) -> AsyncSqliteSaver:
+        # The caller holds the set-up lock.
         if self._saver is None:
             self._saver = await open_checkpointer(Path(self.settings.home))
         return self._saver
@@ -491,12 +497,18 @@ class MemoryAgent:
     async def aclose(self) -> None:
         """Wait for background extraction, then close what the agent owns (see the constructor)."""
         await self.aflush()
+        self._graph = None
         if self._saver is not None:
             await self._saver.conn.close()
             self._saver = None
         owned, self._owned_llms = list(dict.fromkeys(self._owned_llms)), []
         for client in owned:
             await client.aclose()
+        # A closed client is not used again: were the agent used after this, it would connect anew.
+        if self._llm in owned:
+            self._llm = None
+        if self._memory_llm in owned:
+            self._memory_llm = None
         self._close_store()
 
     def _close_store(self) -> None:
