@@ -1,39 +1,36 @@
-"""MemoryAgent: the library API for chatbot backends. Async core; the sync methods are derived from it.
+"""MemoryAgent: the library API for chatbot backends. Async core; the sync methods are written out beside it.
 
     agent = MemoryAgent(Settings(home="./data"))
     reply = agent.chat("alice", "My dog is called Biscuit.")        # sync
     reply = await agent.achat("alice", "What is my dog's name?")    # async (same instance: pick one style)
 
-A chat turn: store the raw user turn (nothing can be lost after this) -> recall -> respond -> reply returned;
-then, in the background, the MARK builder turns the exchange into memories with the memory model
-(``Settings.memory``: its own endpoint or embedded model, or the chat model's). Failed extractions are
-retried (`process_pending`), never dropped: the raw turns stay in the store.
+A chat turn: store the raw user turn (nothing can be lost after this) -> recall -> respond -> reply returned
+(the graph in mark_agents.graph); then, in the background, the MARK builder turns the exchange into memories with
+the memory model (``Settings.memory``: its own endpoint or embedded model, or the chat model's). Failed extractions
+are retried (`process_pending`), never dropped: the raw turns stay in the store. Every store call is awaited on
+`AsyncMemoryStore` (memory_store.aio).
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
-import functools
-import inspect
 import logging
 import threading
-import time
 import uuid
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
-import aiosqlite
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+from langgraph.graph.state import CompiledStateGraph
 from pydantic import BaseModel, Field
 
 from mark_agents.builder import BuildReport, MemoryBuilder
-from mark_agents.chat_state import rewrite_chat_state
-from mark_agents.config import Settings
-from mark_agents.graph import ChatState, build_messages, make_graph
+from mark_agents.chat_state import open_checkpointer, purge_threads, rewrite_chat_state
+from mark_agents.config import LLMSettings, Settings
+from mark_agents.graph import ChatState, ChatTurn, thread_config
 from mark_agents.llm import (
     LLMClient,
     LLMContextExceeded,
@@ -43,9 +40,19 @@ from mark_agents.llm import (
     UsageMeter,
     connect,
 )
-from mark_agents.recall import Recall, RecalledMemory, RecalledTurn, recall
-from memory_store import ForgetPlan, ForgetReport, InvalidInput, MarkError, MemoryStore, PurgeReport, Turn, forgetter
-from memory_store.validation import MAX_TURN_CHARS, check_optional_id, check_scope_id, check_text, user_key
+from mark_agents.recall import Recall, RecalledMemory, RecalledTurn, recall_async
+from memory_store import (
+    AsyncMemoryStore,
+    ForgetPlan,
+    ForgetReport,
+    InvalidInput,
+    MarkError,
+    MemoryStore,
+    PurgeReport,
+    Turn,
+    forgetter,
+)
+from memory_store.validation import MAX_TURN_CHARS, check_optional_id, check_scope_id, check_text
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -100,20 +107,28 @@ class MemoryAgent:
         llm: LLMClient | None = None,
         store: MemoryStore | None = None,
         memory_llm: LLMClient | None = None,
+        owns_llm: bool = False,
+        owns_store: bool = False,
     ) -> None:
         """``llm`` answers the user; ``memory_llm`` builds the notes. Unless ``settings.memory_llm`` names a
-        memory model of its own, a given ``llm`` builds the notes too. Clients given here are the caller's to
-        close; the memory client the agent connects itself is closed by :meth:`aclose`."""
+        memory model of its own, a given ``llm`` builds the notes too.
+
+        Whoever creates a client or store closes it: :meth:`aclose` closes what the agent opened itself, and what
+        it was given only when handed over (``owns_llm`` for the given clients, ``owns_store`` for the store).
+        """
         self.settings = settings or Settings()
         self.config = self.settings.agent
-        self._owns_store = store is None
+        self._owns_store = owns_store or store is None
         self.store = store or MemoryStore(self.settings.store)
+        #: The same store, awaited: every store call of the agent goes through it.
+        self.astore = AsyncMemoryStore(store=self.store)
         self._llm = llm
         self._llm_given = llm is not None
         self._memory_llm = memory_llm
-        self._owns_memory_llm = False
-        self._graph = None
-        self._saver_conn: aiosqlite.Connection | None = None
+        #: The LLM clients :meth:`aclose` closes (connected by the agent, or handed over with ``owns_llm``).
+        self._owned_llms: list[LLMClient] = [c for c in (llm, memory_llm) if c is not None] if owns_llm else []
+        self._graph: CompiledStateGraph | None = None
+        self._saver: AsyncSqliteSaver | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._init_lock: asyncio.Lock | None = None
         self._user_locks: dict[str, asyncio.Lock] = {}
@@ -131,26 +146,37 @@ class MemoryAgent:
         elif self._loop is not loop:
             raise MarkError("this MemoryAgent is bound to another event loop: use one agent per loop")
 
-    async def _ready(self) -> None:
+    async def _ready(self) -> CompiledStateGraph:
+        """The chat graph, built on first use: the embedding model loaded, the LLM connected, the checkpointer open."""
         self._bind_loop()
         async with self._init_lock:
             if self._graph is None:
                 # Load the embedding model now, not inside the first user's turn.
-                await asyncio.to_thread(self.store.embed, ["warm up"])
+                await self.astore.embed(["warm up"])
             if self._llm is None:
-                self._llm = await connect(self.settings.llm, self.settings.models_dir)
+                self._llm = await self._connect(self.settings.llm)
             if self._graph is None:
-                connecting = aiosqlite.connect(str(Path(self.settings.home) / "chat_state.db"))
-                # aiosqlite's worker thread is not a daemon: an agent never closed would keep the process alive
-                # at exit. Every write is committed as it happens, so a daemon thread loses nothing.
-                connecting._thread.daemon = True
-                conn = await connecting
-                await conn.execute("PRAGMA journal_mode=WAL")
-                await conn.execute("PRAGMA secure_delete=ON")
-                saver = AsyncSqliteSaver(conn)
-                await saver.setup()
-                self._saver_conn, self._saver = conn, saver
-                self._graph = make_graph(self._recall_node, self._respond_node, self._remember_node, saver)
+                turn = ChatTurn(self.astore, self._llm, self.config, after_turn=self._schedule_extraction)
+                self._graph = turn.compile(await self._open_checkpointer())
+        return self._graph
+
+    async def _checkpointer(self) -> AsyncSqliteSaver:
+        """The chat state's checkpointer, opened once on first use (chat, forget and purge share it)."""
+        self._bind_loop()
+        async with self._init_lock:
+            return await self._open_checkpointer()
+
+    async def _open_checkpointer(self) -> AsyncSqliteSaver:
+        # The caller holds the set-up lock.
+        if self._saver is None:
+            self._saver = await open_checkpointer(Path(self.settings.home))
+        return self._saver
+
+    async def _connect(self, llm: LLMSettings) -> LLMClient:
+        """A client the agent connects itself, hence closes."""
+        client = await connect(llm, self.settings.models_dir)
+        self._owned_llms.append(client)
+        return client
 
     @property
     def llm(self) -> LLMClient:
@@ -170,19 +196,14 @@ class MemoryAgent:
                 s = self.settings
                 if s.memory_llm is None and (self._llm_given or s.memory == s.llm):
                     if self._llm is None:
-                        self._llm = await connect(s.llm, s.models_dir)
+                        self._llm = await self._connect(s.llm)
                     self._memory_llm = self._llm
                 else:
-                    self._memory_llm = await connect(s.memory, s.models_dir)
-                    self._owns_memory_llm = True
+                    self._memory_llm = await self._connect(s.memory)
         return self._memory_llm
 
     def _lock_for(self, user_id: str) -> asyncio.Lock:
         return self._user_locks.setdefault(user_id, asyncio.Lock())
-
-    @staticmethod
-    def _thread_id(user_id: str, session_id: str) -> str:
-        return f"{user_key(user_id)}:{user_key(session_id)}"
 
     # -- chat ---------------------------------------------------------------------------------------------
 
@@ -194,31 +215,29 @@ class MemoryAgent:
         *,
         on_token: Callable[[str], None] | None = None,
     ) -> ChatReply:
-        """Answer a message with the user's memories; extraction of new memories runs in the background."""
+        """Answer a message with the user's memories; extraction of new memories runs in the background.
+
+        The turn is the graph in mark_agents.graph: recall -> respond -> remember, its data in `ChatState`.
+        """
         check_scope_id(user_id)
         session_id = check_optional_id(session_id, "session id") or DEFAULT_SESSION
         message = check_text(message, "message", limit=MAX_TURN_CHARS)
         self._bind_loop()
         # Stored before any LLM call: if the model is down, the message is not lost.
-        (turn,) = await asyncio.to_thread(
-            self.store.add_turns, [{"user_id": user_id, "session_id": session_id, "role": "user", "content": message}]
+        (turn,) = await self.astore.add_turns(
+            [{"user_id": user_id, "session_id": session_id, "role": "user", "content": message}]
         )
-        meter = UsageMeter()
-        response_id = uuid.uuid4().hex
-        config = {
-            "configurable": {
-                "thread_id": self._thread_id(user_id, session_id),
-                "message": message,
-                "on_token": on_token,
-                "meter": meter,
-                "response_id": response_id,
-                "user_turn": turn,
-                "timing": {},
-            }
+        inputs: ChatState = {
+            "user_id": user_id,
+            "session_id": session_id,
+            "message": message,
+            "user_turn_id": turn.id,
+            "response_id": uuid.uuid4().hex,
+            "stream": on_token is not None,
         }
         try:
-            await self._ready()
-            state = await self._graph.ainvoke({"user_id": user_id, "session_id": session_id}, config)
+            graph = await self._ready()
+            state = await _run_turn(graph, inputs, thread_config(user_id, session_id), on_token)
         except LLMUnavailable as exc:
             raise LLMUnavailable(
                 f"{exc} - your message was saved; its memories will be extracted when the model is back"
@@ -227,77 +246,21 @@ class MemoryAgent:
             raise LLMContextExceeded(
                 f"your message is too long for the model to answer ({exc}) - it was saved; send a shorter one"
             ) from exc
-        timing = config["configurable"]["timing"]
         return ChatReply(
             reply=state["reply"],
-            response_id=response_id,
+            response_id=state["response_id"],
             user_id=user_id,
             session_id=session_id,
             memories=[RecalledMemory.model_validate(m) for m in state.get("recalled", [])],
             recalled_turns=[RecalledTurn.model_validate(t) for t in state.get("recalled_turns", [])],
-            usage=meter.total,
-            memory_ms=timing.get("memory_ms", 0.0),
-            turn_ids=[turn.id, timing.get("assistant_turn_id", "")],
+            usage=Usage.model_validate(state.get("usage", {})),
+            memory_ms=state.get("memory_ms", 0.0),
+            turn_ids=[turn.id, state.get("assistant_turn_id", "")],
         )
 
-    async def _recall_node(self, state: ChatState, config: RunnableConfig) -> dict:
-        c = config["configurable"]
-        t = time.perf_counter()
-        # The current message and the session's recent messages are in the prompt already (chat history).
-        found = await asyncio.to_thread(
-            self._recall,
-            c["message"],
-            state["user_id"],
-            state["session_id"],
-            self.config.recall_budget_tokens,
-            [c["user_turn"].id],
-        )
-        c["timing"]["memory_ms"] = (time.perf_counter() - t) * 1000
-        return {
-            "memory_block": found.text,
-            "recalled": [m.model_dump() for m in found.memories],
-            "recalled_turns": [x.model_dump() for x in found.turns],
-        }
-
-    async def _respond_node(self, state: ChatState, config: RunnableConfig) -> dict:
-        c = config["configurable"]
-        t = time.perf_counter()
-        history = state.get("messages", [])[-self.config.history_messages :]
-        messages = build_messages(state.get("memory_block", ""), history, c["message"], history_budget=1500)
-        c["timing"]["memory_ms"] += (time.perf_counter() - t) * 1000
-        if c["on_token"] is not None:
-            parts = []
-            async for delta in self.llm.stream(messages, max_tokens=self.config.max_tokens_reply, meter=c["meter"]):
-                parts.append(delta)
-                c["on_token"](delta)
-            reply = "".join(parts).strip()
-        else:
-            reply = (await self.llm.chat(messages, max_tokens=self.config.max_tokens_reply, meter=c["meter"])).text
-        return {
-            "reply": reply,
-            "messages": [{"role": "user", "content": c["message"]}, {"role": "assistant", "content": reply}],
-        }
-
-    async def _remember_node(self, state: ChatState, config: RunnableConfig) -> dict:
-        c = config["configurable"]
-        used = [m["id"] for m in state.get("recalled", [])]
-        (assistant,) = await asyncio.to_thread(
-            self.store.add_turns,
-            [
-                {
-                    "user_id": state["user_id"],
-                    "session_id": state["session_id"],
-                    "role": "assistant",
-                    "content": state["reply"] or "(empty reply)",
-                    "metadata": {"response_id": c["response_id"], "memory_ids": used},
-                }
-            ],
-        )
-        c["timing"]["assistant_turn_id"] = assistant.id
-        if used:
-            await asyncio.to_thread(self.store.mark_recalled, used, state["user_id"])
-        self._spawn(self._process_user(state["user_id"]))
-        return {}
+    def _schedule_extraction(self, user_id: str) -> None:
+        """After a stored exchange: build the user's notes in the background (the reply does not wait)."""
+        self._spawn(self._process_user(user_id))
 
     def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -339,7 +302,7 @@ class MemoryAgent:
             if extra:
                 row["metadata"] = extra
             rows.append(row)
-        turns = await asyncio.to_thread(self.store.add_turns, rows)
+        turns = await self.astore.add_turns(rows)
         ids = [t.id for t in turns]
         if not extract:
             return RememberResult(turn_ids=ids, status="stored")
@@ -356,22 +319,26 @@ class MemoryAgent:
     ) -> tuple[list[BuildReport], str | None, Usage]:
         """Build memories from the user's pending (or retryable failed) turns, one exchange at a time.
 
-        A turn that cannot be extracted fails alone: when a group of turns fails, its exchanges (then its
-        turns) are retried one by one, so good turns are never held back by a poisoned one. Only an endpoint
-        that is down stops the pass (every later call would fail too); the turns wait for the next one.
+        The retry rule lives here (and in the store's `retryable_turns`): a turn is retried while pending or failed
+        fewer than `max_attempts` times; with nothing to retry, the memory model is not even connected. A turn
+        that cannot be extracted fails alone: when a group of turns fails, its exchanges (then its turns) are
+        retried one by one, so good turns are never held back by a poisoned one. Only an endpoint that is down
+        stops the pass (every later call would fail too); the turns wait for the next one.
         """
         reports: list[BuildReport] = []
         failures: list[str] = []
         meter = UsageMeter()
         async with self._lock_for(user_id):
+            pending = await self.astore.retryable_turns(user_id, self.config.max_attempts)
+            queue = collections.deque(self._exchanges(pending, chunk_messages, hold_open=not complete))
+            if not queue:
+                return reports, None, meter.total
             try:
                 memory_llm = await self._memory()
             except LLMError as exc:
                 log.warning("memory extraction postponed for a user: %s", exc)
                 return reports, str(exc), meter.total
-            builder = MemoryBuilder(self.store, memory_llm, self.config)
-            pending = await asyncio.to_thread(self.store.retryable_turns, user_id, self.config.max_attempts)
-            queue = collections.deque(self._exchanges(pending, chunk_messages, hold_open=not complete))
+            builder = MemoryBuilder(self.astore, memory_llm, self.config)
             while queue:
                 chunk = queue.popleft()
                 ids = [t.id for t in chunk]
@@ -382,7 +349,7 @@ class MemoryAgent:
                         log.warning("extraction of %d turns failed; retrying them apart: %s", len(chunk), exc)
                         queue.extendleft(reversed(self._apart(chunk)))
                         continue
-                    await asyncio.to_thread(self.store.set_turns_status, ids, "failed", error=str(exc))
+                    await self.astore.set_turns_status(ids, "failed", error=str(exc))
                     log.warning("memory extraction failed (will retry): %s", exc)
                     if raise_errors:
                         raise
@@ -390,7 +357,7 @@ class MemoryAgent:
                     if isinstance(exc, LLMUnavailable):
                         break
                     continue
-                await asyncio.to_thread(self.store.set_turns_status, ids, "done")
+                await self.astore.set_turns_status(ids, "done")
         return reports, _failure_summary(failures), meter.total
 
     @staticmethod
@@ -409,7 +376,7 @@ class MemoryAgent:
         """Group turns per session into chunks that end on an assistant message.
 
         With hold_open, a session's trailing user turns (whose reply may not exist yet) wait for the next
-        pass, so an exchange is never split in two extractions; flushes, rebuilds and remember() pass all.
+        pass, so an exchange is never split in two extractions; flushes, re-derivations and remember() pass all.
         """
         chunks: list[list[Turn]] = []
         by_session: dict[str | None, list[Turn]] = {}
@@ -427,37 +394,34 @@ class MemoryAgent:
         return chunks
 
     async def aprocess_pending(self, user_id: str | None = None) -> int:
-        """Retry extraction of every pending or failed turn (of one user, or all). Returns users processed."""
-        users = (
-            [user_id]
-            if user_id
-            else await asyncio.to_thread(self.store.users_with_pending_turns, self.config.max_attempts)
-        )
+        """Retry extraction of every pending or failed turn (of one user, or all). Returns users processed.
+
+        Cheap when nothing waits (no LLM is connected): the REPL calls it at every start."""
+        users = [user_id] if user_id else await self.astore.users_with_pending_turns(self.config.max_attempts)
         for u in users:
             await self._process_user(u, complete=True)
         return len(users)
 
-    async def arebuild(self, user_id: str, *, fresh: bool = False) -> RememberResult:
-        """Re-derive a user's memories from their raw turns (after a prompt or model change)."""
+    async def arederive(self, user_id: str, *, fresh: bool = False) -> RememberResult:
+        """Re-derive a user's memories from their raw turns with the memory model (after a prompt or model change).
+
+        Not the store's `rebuild` (its indexes again from its rows): this one calls the LLM. `fresh` deletes the
+        current memories first (their history is kept).
+        """
         check_scope_id(user_id)
         try:
-            # Probe the memory model before touching anything: a rebuild must not delete memories it cannot
-            # re-derive.
+            # Probe the memory model before touching anything: re-deriving must not delete memories it cannot
+            # derive again.
             memory_llm = await self._memory()
             await memory_llm.chat([{"role": "user", "content": "Reply with OK."}], max_tokens=2)
         except LLMError as exc:
-            turns = await asyncio.to_thread(self.store.turns, user_id, limit=100_000)
+            turns = await self.astore.turns(user_id, limit=100_000)
             return RememberResult(turn_ids=[t.id for t in turns], status="failed", error=str(exc))
-
-        def reset() -> list[str]:
-            if fresh:
-                for m in self.store.list(user_id, include_history=True, limit=100_000).items:
-                    self.store.delete(m.id, user_id, reason="rebuild from raw turns", actor="mark-builder")
-            turns = self.store.turns(user_id, limit=100_000)
-            self.store.set_turns_status([t.id for t in turns], "pending", count_attempt=False)
-            return [t.id for t in turns]
-
-        ids = await asyncio.to_thread(reset)
+        if fresh:
+            for m in (await self.astore.list(user_id, include_history=True, limit=100_000)).items:
+                await self.astore.delete(m.id, user_id, reason="re-derived from raw turns", actor="mark-builder")
+        ids = [t.id for t in await self.astore.turns(user_id, limit=100_000)]
+        await self.astore.set_turns_status(ids, "pending", count_attempt=False)
         reports, error, usage = await self._process_user(user_id, complete=True)
         return RememberResult(turn_ids=ids, status=_status(reports, error), reports=reports, error=error, usage=usage)
 
@@ -476,38 +440,20 @@ class MemoryAgent:
         With `session_id`, the session's most recent messages (which a chat prompt shows as history) are left out.
         """
         check_scope_id(user_id)
-        budget = budget_tokens if budget_tokens is not None else self.config.recall_budget_tokens
-        return await asyncio.to_thread(self._recall, query, user_id, session_id, budget, ())
-
-    def _recall(self, query: str, user_id: str, session_id: str | None, budget: int, exclude: Sequence[str]) -> Recall:
-        recent = (
-            self.store.turns(user_id, session_id=session_id, limit=self.config.history_messages, newest_first=True)
-            if session_id is not None
-            else []
-        )
-        return recall(
-            self.store,
-            query,
-            user_id,
-            budget_tokens=budget,
-            limit=self.config.recall_limit,
-            exclude_turn_ids=[*exclude, *(t.id for t in recent)],
-            episode_mode=self.config.recall_episode_mode,
+        check_optional_id(session_id, "session id")
+        return await recall_async(
+            self.astore, query, user_id, self.config, session_id=session_id, budget_tokens=budget_tokens
         )
 
     async def afeedback(self, user_id: str, response_id: str, good: bool, comment: str = "") -> list[str]:
         """Good or bad on a reply: the trust of the memories used in it goes up or down. Returns their ids."""
         check_scope_id(user_id)
-
-        def apply() -> list[str]:
-            for t in self.store.turns(user_id, limit=500, newest_first=True):
-                if t.metadata.get("response_id") == response_id:
-                    ids = list(t.metadata.get("memory_ids", []))
-                    self.store.add_feedback(user_id, response_id, ids, 1 if good else -1, comment=comment)
-                    return ids
-            raise InvalidInput(f"no reply {response_id!r} for this user")
-
-        return await asyncio.to_thread(apply)
+        for t in await self.astore.turns(user_id, limit=500, newest_first=True):
+            if t.metadata.get("response_id") == response_id:
+                ids = list(t.metadata.get("memory_ids", []))
+                await self.astore.add_feedback(user_id, response_id, ids, 1 if good else -1, comment=comment)
+                return ids
+        raise InvalidInput(f"no reply {response_id!r} for this user")
 
     # -- privacy and lifecycle -----------------------------------------------------------------------------
 
@@ -530,37 +476,46 @@ class MemoryAgent:
         check_scope_id(user_id)
         self._bind_loop()
         async with self._lock_for(user_id):
-            report = await asyncio.to_thread(
-                self.store.forget, user_id, memory_id, about=about, plan=plan, reason=reason, actor=actor
-            )
-            report.chat_threads = await rewrite_chat_state(
-                Path(self.settings.home),
-                user_id,
-                forgetter.redactor(self.store, report),
-                self._saver if self._graph is not None else None,
-            )
+            report = await self.astore.forget(user_id, memory_id, about=about, plan=plan, reason=reason, actor=actor)
+            redact = forgetter.redactor(self.store, report)
+            report.chat_threads = await rewrite_chat_state(await self._checkpointer(), user_id, redact)
         return report
 
     async def apurge_user(self, user_id: str) -> PurgeReport:
-        """Remove every trace of a user: memories, turns, history, feedback, vectors and chat state."""
+        """Remove every trace of a user: memories, turns, history, feedback, vectors and chat threads.
+
+        The one purge of mark (`mark memory purge` runs it too). Waits for the user's background extraction first,
+        so nothing is written about the user after the purge.
+        """
         check_scope_id(user_id)
-        await purge_chat_state(Path(self.settings.home), user_id, self._saver_conn)
-        return await asyncio.to_thread(self.store.purge_user, user_id)
+        self._bind_loop()
+        async with self._lock_for(user_id):
+            await purge_threads(await self._checkpointer(), user_id)
+            return await self.astore.purge_user(user_id)
 
     async def aclose(self) -> None:
+        """Wait for background extraction, then close what the agent owns (see the constructor)."""
         await self.aflush()
-        if self._saver_conn is not None:
-            await self._saver_conn.close()
-            self._saver_conn = None
-        if self._owns_memory_llm and self._memory_llm is not None:
-            await self._memory_llm.aclose()
-            self._memory_llm, self._owns_memory_llm = None, False
-        if self._llm is not None:
-            await self._llm.aclose()
-        if self._owns_store:
-            await asyncio.to_thread(self.store.close)
+        self._graph = None
+        if self._saver is not None:
+            await self._saver.conn.close()
+            self._saver = None
+        owned, self._owned_llms = list(dict.fromkeys(self._owned_llms)), []
+        for client in owned:
+            await client.aclose()
+        # A closed client is not used again: were the agent used after this, it would connect anew.
+        if self._llm in owned:
+            self._llm = None
+        if self._memory_llm in owned:
+            self._memory_llm = None
+        self._close_store()
 
-    # -- sync API (derived) ----------------------------------------------------------------------------------
+    def _close_store(self) -> None:
+        if self._owns_store:
+            self._owns_store = False  # once
+            self.store.close()
+
+    # -- sync API: each method runs its async twin on the agent's private loop -----------------------------
 
     def _run(self, coro: Coroutine[Any, Any, T]) -> T:
         with self._sync_guard:
@@ -568,19 +523,116 @@ class MemoryAgent:
                 self._sync = _LoopThread()
         return self._sync.run(coro)
 
+    def chat(
+        self,
+        user_id: str,
+        message: str,
+        session_id: str | None = None,
+        *,
+        on_token: Callable[[str], None] | None = None,
+    ) -> ChatReply:
+        """Sync :meth:`achat`."""
+        return self._run(self.achat(user_id, message, session_id, on_token=on_token))
+
+    def remember(
+        self,
+        messages: list[dict[str, str]],
+        user_id: str,
+        session_id: str | None = None,
+        *,
+        wait: bool = True,
+        chunk_messages: int = 2,
+        extract: bool = True,
+    ) -> RememberResult:
+        """Sync :meth:`aremember`."""
+        return self._run(
+            self.aremember(messages, user_id, session_id, wait=wait, chunk_messages=chunk_messages, extract=extract)
+        )
+
+    def recall(
+        self, query: str, user_id: str, budget_tokens: int | None = None, *, session_id: str | None = None
+    ) -> Recall:
+        """Sync :meth:`arecall`."""
+        return self._run(self.arecall(query, user_id, budget_tokens, session_id=session_id))
+
+    def feedback(self, user_id: str, response_id: str, good: bool, comment: str = "") -> list[str]:
+        """Sync :meth:`afeedback`."""
+        return self._run(self.afeedback(user_id, response_id, good, comment))
+
+    def process_pending(self, user_id: str | None = None) -> int:
+        """Sync :meth:`aprocess_pending`."""
+        return self._run(self.aprocess_pending(user_id))
+
+    def rederive(self, user_id: str, *, fresh: bool = False) -> RememberResult:
+        """Sync :meth:`arederive`."""
+        return self._run(self.arederive(user_id, fresh=fresh))
+
+    def flush(self) -> None:
+        """Sync :meth:`aflush`."""
+        return self._run(self.aflush())
+
+    def forget(
+        self,
+        user_id: str,
+        memory_id: str | None = None,
+        about: str | None = None,
+        *,
+        plan: ForgetPlan | None = None,
+        reason: str = "forgotten on request",
+        actor: str = "api",
+    ) -> ForgetReport:
+        """Sync :meth:`aforget`."""
+        return self._run(self.aforget(user_id, memory_id, about, plan=plan, reason=reason, actor=actor))
+
+    def purge_user(self, user_id: str) -> PurgeReport:
+        """Sync :meth:`apurge_user`."""
+        return self._run(self.apurge_user(user_id))
+
     def close(self) -> None:
         """Close the sync API's resources (async users: `await agent.aclose()` in their loop first)."""
         if self._sync is not None:
             self._sync.run(self.aclose())
             self._sync.stop()
             self._sync = None
-        self.store.close()
+        self._close_store()
 
     def __enter__(self) -> MemoryAgent:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+#: The sync methods, each the twin of ``"a" + name`` (tests/mark_agents/test_agent_api.py holds them to it).
+SYNC_TWINS = (
+    "chat",
+    "remember",
+    "recall",
+    "feedback",
+    "process_pending",
+    "rederive",
+    "flush",
+    "forget",
+    "purge_user",
+)
+
+
+async def _run_turn(
+    graph: CompiledStateGraph,
+    inputs: ChatState,
+    config: RunnableConfig,
+    on_token: Callable[[str], None] | None,
+) -> ChatState:
+    """Run the chat graph for one turn; a streamed reply's tokens go to `on_token` as they come."""
+    if on_token is None:
+        return await graph.ainvoke(inputs, config)
+    state: ChatState = {}
+    async for mode, chunk in graph.astream(inputs, config, stream_mode=["custom", "values"]):
+        if mode == "custom":
+            on_token(chunk)
+        else:
+            state = chunk
+    return state
 
 
 def _status(reports: list[BuildReport], error: str | None) -> str:
@@ -596,60 +648,3 @@ def _failure_summary(failures: list[str]) -> str | None:
     if len(failures) == 1:
         return failures[0]
     return f"{len(failures)} groups of turns could not be extracted (kept, retried later); first: {failures[0]}"
-
-
-async def purge_chat_state(home: Path, user_id: str, conn: aiosqlite.Connection | None = None) -> None:
-    """Delete every checkpointed chat thread of a user and scrub the file (secure delete, WAL truncated).
-
-    Threads are found by their id prefix (the user's key), so sessions no turn names any more go too.
-    """
-    path = home / "chat_state.db"
-    if not path.exists():
-        return
-    own = conn is None
-    if own:
-        conn = await aiosqlite.connect(str(path))
-    try:
-        await conn.execute("PRAGMA secure_delete=ON")
-        prefix = user_key(user_id) + ":"
-        tables = {row[0] async for row in await conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-        for table in ("checkpoints", "writes"):
-            if table in tables:
-                await conn.execute(f"DELETE FROM {table} WHERE substr(thread_id, 1, ?) = ?", (len(prefix), prefix))
-        await conn.commit()
-        await conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    finally:
-        if own:
-            await conn.close()
-
-
-def _sync_twin(name: str):
-    async_fn = getattr(MemoryAgent, "a" + name)
-
-    @functools.wraps(async_fn)
-    def method(self: MemoryAgent, *args: Any, **kwargs: Any) -> Any:
-        return self._run(async_fn(self, *args, **kwargs))
-
-    method.__name__ = name
-    method.__qualname__ = f"MemoryAgent.{name}"
-    method.__doc__ = f"Sync twin of `a{name}`: {async_fn.__doc__ or ''}"
-    return method
-
-
-SYNC_TWINS = [
-    "chat",
-    "remember",
-    "recall",
-    "feedback",
-    "process_pending",
-    "rebuild",
-    "flush",
-    "forget",
-    "purge_user",
-]
-for _name in SYNC_TWINS:
-    setattr(MemoryAgent, _name, _sync_twin(_name))
-
-with contextlib.suppress(Exception):  # keep the signature of the async method visible on the sync twin
-    for _name in SYNC_TWINS:
-        getattr(MemoryAgent, _name).__signature__ = inspect.signature(getattr(MemoryAgent, "a" + _name))

@@ -287,7 +287,7 @@ async def measure_extraction(
     t = time.perf_counter()
     llm = await connect(memory, settings.models_dir)
     start_s = time.perf_counter() - t
-    agent = MemoryAgent(bench_settings, llm=llm, store=store)
+    agent = MemoryAgent(bench_settings, llm=llm, store=store, owns_llm=True)
     pairs = [EXCHANGES[i % len(EXCHANGES)] for i in range(exchanges)]
     seconds: list[float] = []
     prompt_tokens: list[int] = []
@@ -442,7 +442,7 @@ async def _run(
             result["add_seconds"] = await asyncio.to_thread(_fill, store, memories, progress)
             result["add_history_seconds"] = await asyncio.to_thread(_fill_history, store, history_turns, progress)
             brain = scripted_conversation(CONVERSATION)
-            agent = MemoryAgent(bench_settings, llm=brain.client(), store=store)
+            agent = MemoryAgent(bench_settings, llm=brain.client(), store=store, owns_llm=True)
             try:
                 for user in (CONVERSATION_USER, EXTRACT_USER):  # a kept store: (b) and (c) start from nothing
                     await agent.apurge_user(user)

@@ -33,7 +33,7 @@ from mark_agents.prompts import (
     exchange_text,
     relation_text,
 )
-from memory_store import MemoryKind, MemoryStatus, MemoryStore, NewMemory, Source, Turn
+from memory_store import AsyncMemoryStore, MemoryKind, MemoryStatus, MemoryStore, NewMemory, Source, Turn
 from memory_store.forgetting import ForgetGuard
 from memory_store.text import NOTE_WORDS, STOPWORDS
 
@@ -268,8 +268,11 @@ def _strings(value: Any) -> Iterator[str]:
 
 
 class MemoryBuilder:
-    def __init__(self, store: MemoryStore, llm: LLMClient, config: AgentConfig | None = None) -> None:
-        self.store = store
+    def __init__(
+        self, store: MemoryStore | AsyncMemoryStore, llm: LLMClient, config: AgentConfig | None = None
+    ) -> None:
+        self.astore = store if isinstance(store, AsyncMemoryStore) else AsyncMemoryStore(store=store)
+        self.store = self.astore.sync
         self.llm = llm
         self.config = config or AgentConfig()
 
@@ -285,6 +288,8 @@ class MemoryBuilder:
         report.usage = local.total
         if meter is not None:
             meter.record(local.total, "remember")
+        # The writes of one extraction run together in one worker thread (they become one store transaction,
+        # `apply(decisions)`, with issue 13's store core).
         await asyncio.to_thread(self._apply, decisions, turns, report)
         return report
 
@@ -310,7 +315,7 @@ class MemoryBuilder:
     async def _notes(self, turns: list[Turn], meter: UsageMeter, report: BuildReport) -> list[ExtractedNote]:
         """Extraction (the LLM call) then cleaning: the candidate notes of the turns, less what the user forgot."""
         notes = await self._extract(turns, meter, report)
-        guard = await asyncio.to_thread(self.store.forget_guard, turns[0].user_id)
+        guard = await self.astore.forget_guard(turns[0].user_id)
         return self._clean(notes, turns, report, guard)
 
     async def _extract(self, turns: list[Turn], meter: UsageMeter, report: BuildReport) -> list[ExtractedNote]:
@@ -319,7 +324,7 @@ class MemoryBuilder:
         user_text = " ".join(c for _, r, c in spoken if r == "user")
         known = []
         if user_text.strip():
-            hits = await asyncio.to_thread(self.store.search, user_text[:2000], turns[0].user_id, limit=5)
+            hits = await self.astore.search(user_text[:2000], turns[0].user_id, limit=5)
             known = [h.memory.text for h in hits]
         budget = self._exchange_budget(known)
         for attempt in range(1, _FIT_ATTEMPTS + 1):
@@ -427,7 +432,7 @@ class MemoryBuilder:
     async def _plan(self, notes: list[ExtractedNote], user_id: str, meter: UsageMeter) -> list[Decision]:
         if not notes:
             return []
-        vectors = await asyncio.to_thread(self.store.embed, [n.text for n in notes])
+        vectors = await self.astore.embed([n.text for n in notes])
         decisions: list[Decision] = []
         batch_vectors: list[np.ndarray] = []
         for note, vec in zip(notes, vectors, strict=True):
@@ -440,8 +445,7 @@ class MemoryBuilder:
         return decisions
 
     async def _decide(self, note: ExtractedNote, vec: np.ndarray, user_id: str, meter: UsageMeter) -> Decision:
-        hits = await asyncio.to_thread(
-            self.store.search,
+        hits = await self.astore.search(
             note.text,
             user_id,
             limit=self.config.max_related,

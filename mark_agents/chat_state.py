@@ -1,10 +1,11 @@
-"""The checkpointed chat state (LangGraph, `<home>/chat_state.db`) after a forget.
+"""The checkpointed chat state (LangGraph, `<home>/chat_state.db`): opening it, and what forget and purge do to it.
 
-Every thread of the user is rewritten: its latest state is kept with the forgotten fact's text removed from the
-messages (the session's chat history) and the last reply, and with the derived fields (memory block, recalled
-notes and turns: recomputed at every turn) emptied; its older checkpoints and pending writes, which all hold the
-text, are deleted (`adelete_thread`), and the cleaned state is put back as the thread's only checkpoint. The
-file uses secure delete and its WAL is truncated, so the old bytes are gone.
+After a forget, every thread of the user is rewritten: its latest state is kept with the forgotten fact's text
+removed from the messages (the session's chat history), the turn's message and the last reply, and with the derived
+fields (memory block, recalled notes and turns: recomputed at every turn) emptied; its older checkpoints and pending
+writes, which all hold the text, are deleted (`adelete_thread`), and the cleaned state is put back as the thread's
+only checkpoint. A purge deletes every thread of the user with `adelete_thread`. The file uses secure delete and
+its WAL is truncated after both, so the old bytes are gone.
 """
 
 from __future__ import annotations
@@ -22,51 +23,69 @@ from memory_store.validation import user_key
 DERIVED = {"memory_block": "", "recalled": [], "recalled_turns": []}
 
 
-async def rewrite_chat_state(
-    home: Path, user_id: str, redact: Callable[[str], str], saver: AsyncSqliteSaver | None = None
-) -> int:
+async def open_checkpointer(home: Path) -> AsyncSqliteSaver:
+    """The chat state's checkpointer (its connection is ``saver.conn``): WAL, and secure delete so that deleted
+    checkpoints leave no bytes behind."""
+    connecting = aiosqlite.connect(str(home / "chat_state.db"))
+    # aiosqlite's worker thread is not a daemon: an agent never closed would keep the process alive at exit. Every
+    # write is committed as it happens, so a daemon thread loses nothing.
+    connecting._thread.daemon = True
+    conn = await connecting
+    await conn.execute("PRAGMA journal_mode=WAL")
+    await conn.execute("PRAGMA secure_delete=ON")
+    saver = AsyncSqliteSaver(conn)
+    await saver.setup()
+    return saver
+
+
+async def user_threads(saver: AsyncSqliteSaver, user_id: str) -> list[str]:
+    """Every checkpointed thread of a user, found by its id prefix (the user's key), so sessions no turn names any
+    more are found too. (LangGraph lists checkpoints, not threads: this one read goes to its table.)"""
+    prefix = user_key(user_id) + ":"
+    async with saver.conn.execute(
+        "SELECT DISTINCT thread_id FROM checkpoints WHERE substr(thread_id, 1, ?) = ?", (len(prefix), prefix)
+    ) as cur:
+        return [row[0] for row in await cur.fetchall()]
+
+
+async def purge_threads(saver: AsyncSqliteSaver, user_id: str) -> int:
+    """Delete every checkpointed thread of a user (`adelete_thread`) and truncate the WAL; returns how many."""
+    threads = await user_threads(saver, user_id)
+    for thread_id in threads:
+        await saver.adelete_thread(thread_id)
+    await saver.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    return len(threads)
+
+
+async def rewrite_chat_state(saver: AsyncSqliteSaver, user_id: str, redact: Callable[[str], str]) -> int:
     """Rewrite every checkpointed thread of a user through `redact`; returns how many threads were rewritten."""
-    path = home / "chat_state.db"
-    if saver is None and not path.exists():
-        return 0
-    conn: aiosqlite.Connection | None = None
-    if saver is None:
-        conn = await aiosqlite.connect(str(path))
-        await conn.execute("PRAGMA journal_mode=WAL")
-        await conn.execute("PRAGMA secure_delete=ON")
-        saver = AsyncSqliteSaver(conn)
-        await saver.setup()
-    try:
-        prefix = user_key(user_id) + ":"
-        async with saver.conn.execute(
-            "SELECT DISTINCT thread_id, checkpoint_ns FROM checkpoints WHERE substr(thread_id, 1, ?) = ?",
-            (len(prefix), prefix),
-        ) as cur:
-            rows = await cur.fetchall()
-        threads: dict[str, list[str]] = {}
-        for thread_id, ns in rows:
-            threads.setdefault(thread_id, []).append(ns)
-        for thread_id, namespaces in threads.items():
-            cleaned = []
-            for ns in namespaces:
-                found = await saver.aget_tuple({"configurable": {"thread_id": thread_id, "checkpoint_ns": ns}})
-                if found is None:
-                    continue
-                checkpoint = dict(found.checkpoint)
-                values = redact_value(dict(checkpoint.get("channel_values", {})), redact)
-                values.update({k: v for k, v in DERIVED.items() if k in values})
-                checkpoint["channel_values"] = values
-                cleaned.append((ns, checkpoint, redact_value(dict(found.metadata), redact)))
-            await saver.adelete_thread(thread_id)
-            for ns, checkpoint, metadata in cleaned:
-                await saver.aput(
-                    {"configurable": {"thread_id": thread_id, "checkpoint_ns": ns}},
-                    checkpoint,
-                    metadata,
-                    dict(checkpoint.get("channel_versions", {})),
-                )
-        await saver.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        return len(threads)
-    finally:
-        if conn is not None:
-            await conn.close()
+    threads = await user_threads(saver, user_id)
+    for thread_id in threads:
+        namespaces = await _namespaces(saver, thread_id)
+        cleaned = []
+        for ns in namespaces:
+            found = await saver.aget_tuple({"configurable": {"thread_id": thread_id, "checkpoint_ns": ns}})
+            if found is None:
+                continue
+            checkpoint = dict(found.checkpoint)
+            values = redact_value(dict(checkpoint.get("channel_values", {})), redact)
+            values.update({k: v for k, v in DERIVED.items() if k in values})
+            checkpoint["channel_values"] = values
+            cleaned.append((ns, checkpoint, redact_value(dict(found.metadata), redact)))
+        await saver.adelete_thread(thread_id)
+        for ns, checkpoint, metadata in cleaned:
+            await saver.aput(
+                {"configurable": {"thread_id": thread_id, "checkpoint_ns": ns}},
+                checkpoint,
+                metadata,
+                dict(checkpoint.get("channel_versions", {})),
+            )
+    await saver.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    return len(threads)
+
+
+async def _namespaces(saver: AsyncSqliteSaver, thread_id: str) -> list[str]:
+    async with saver.conn.execute(
+        "SELECT DISTINCT checkpoint_ns FROM checkpoints WHERE thread_id = ?", (thread_id,)
+    ) as cur:
+        return [row[0] for row in await cur.fetchall()]

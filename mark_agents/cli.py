@@ -117,10 +117,10 @@ def chat(
     raise typer.Exit(run_chat(ctx.obj(), user, session, stream=not no_stream))
 
 
-# -- mark memory rebuild ------------------------------------------------------------------------------------
+# -- mark memory rederive / purge ---------------------------------------------------------------------------
 
 
-def memory_rebuild(
+def memory_rederive(
     ctx: typer.Context,
     user: Annotated[str, typer.Option("--user", "-u", help="The user whose memories to re-derive.")],
     fresh: Annotated[
@@ -142,13 +142,12 @@ def memory_rebuild(
     async def run():
         agent = MemoryAgent(ctx.obj())
         try:
-            return await agent.arebuild(user, fresh=fresh)
+            return await agent.arederive(user, fresh=fresh)
         finally:
             await agent.aclose()
-            agent.store.close()
 
     console = Console(stderr=True)
-    with console.status(f"rebuilding the memories of {escape(repr(user))} from their raw turns…"):
+    with console.status(f"re-deriving the memories of {escape(repr(user))} from their raw turns…"):
         result = asyncio.run(run())
     if as_json:
         typer.echo(result.model_dump_json())
@@ -167,25 +166,49 @@ def memory_rebuild(
         raise typer.Exit(1)
 
 
-def _purge_chat_state(store, user_id: str) -> None:
-    """Purge hook of `mark memory purge`: drop the user's checkpointed chat threads too."""
+def memory_purge(
+    ctx: typer.Context,
+    user: Annotated[str, typer.Option("--user", "-u", help="The user whose memories to use (required).")],
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Remove every trace of a user: memories, raw turns, history, feedback, indexes, vectors, chat threads."""
     import asyncio
 
-    from mark_agents.agent import purge_chat_state
+    from mark_agents.agent import MemoryAgent
+    from memory_store import cli as store_cli
 
-    asyncio.run(purge_chat_state(Path(store.settings.home), user_id))
+    store_cli.confirm_purge(user, yes)
+
+    async def run():
+        agent = MemoryAgent(ctx.obj())  # connects no LLM: a purge needs none
+        try:
+            return await agent.apurge_user(user)
+        finally:
+            await agent.aclose()
+
+    store_cli.show_purge(user, asyncio.run(run()), as_json)
 
 
 def _forget_chat_state(store, user_id: str, report) -> None:
     """Forget hook of `mark memory forget`: rewrite the user's checkpointed chat threads without the fact."""
     import asyncio
 
-    from mark_agents.chat_state import rewrite_chat_state
+    from mark_agents.chat_state import open_checkpointer, rewrite_chat_state
     from memory_store import forgetter
 
-    report.chat_threads = asyncio.run(
-        rewrite_chat_state(Path(store.settings.home), user_id, forgetter.redactor(store, report))
-    )
+    home = Path(store.settings.home)
+    if not (home / "chat_state.db").exists():
+        return
+
+    async def run() -> int:
+        saver = await open_checkpointer(home)
+        try:
+            return await rewrite_chat_state(saver, user_id, forgetter.redactor(store, report))
+        finally:
+            await saver.conn.close()
+
+    report.chat_threads = asyncio.run(run())
 
 
 # -- mark bench chat -----------------------------------------------------------------------------------------
@@ -336,9 +359,10 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
 
     app.add_typer(llm_app, name="llm", help="Run the embedded local model server.")
     app.command("chat")(chat)
-    store_cli.memory_app.command("rebuild")(memory_rebuild)
-    if _purge_chat_state not in store_cli.PURGE_HOOKS:
-        store_cli.PURGE_HOOKS.append(_purge_chat_state)
+    store_cli.memory_app.command("rederive")(memory_rederive)
+    # The older name, kept so scripts keep working (`rebuild-index` is the store's index rebuild).
+    store_cli.memory_app.command("rebuild", help="Old name of `mark memory rederive` (same command).")(memory_rederive)
+    store_cli.replace_command("purge", memory_purge)
     if _forget_chat_state not in store_cli.FORGET_HOOKS:
         store_cli.FORGET_HOOKS.append(_forget_chat_state)
     bench_app.command("chat")(bench_chat)

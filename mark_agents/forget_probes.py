@@ -519,7 +519,7 @@ def _alias_redacted_turns(p: Probing, planted: dict[str, str]) -> None:
 async def probe_rebuild(p: Probing, forgotten: list[Fact], fresh: bool) -> int:
     """`rebuild` (or `rebuild --fresh`): no forgotten fact in the notes after it. Returns the candidates skipped as
     forgotten (the recovery attempts that were blocked)."""
-    result = await p.agent.arebuild(p.user, fresh=fresh)
+    result = await p.agent.arederive(p.user, fresh=fresh)
     notes = [m.text for m in (await asyncio.to_thread(p.store.list, p.user, include_history=True, limit=10_000)).items]
     report = result.model_dump_json()
     name = "rebuild --fresh" if fresh else "rebuild"
@@ -673,7 +673,7 @@ async def _bench(settings: Settings, home: Path, use_llm: bool, limit: int | Non
         client = scripted.client(max_retries=0)
         label = "scripted (in process)"
         sent = lambda: [json.dumps(b, ensure_ascii=False) for b in scripted.calls("reply")]  # noqa: E731
-    agent = MemoryAgent(bench_settings, llm=client, store=store)
+    agent = MemoryAgent(bench_settings, llm=client, store=store, owns_llm=True)
     try:
         p = Probing(agent, sent, facts, plants, script=script, log=log)
         result = await run_probes(p)

@@ -16,15 +16,17 @@ Used by `MemoryAgent.chat` / `recall`, the REPL, the FastAPI example and the eva
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from mark_agents.config import AgentConfig
 from mark_agents.llm import Usage, estimate_tokens
 from mark_agents.prompts import EPISODES_TITLE, MEMORY_BLOCK_INTRO, SECTION_TITLES
-from memory_store import EpisodeHit, MemoryStore, ScoreBreakdown, SearchHit, Turn
+from memory_store import AsyncMemoryStore, EpisodeHit, MemoryStore, ScoreBreakdown, SearchHit, Turn
 from memory_store.forgetting import MARKER, ForgetGuard
 
 Layer = Literal["note", "episode", "history"]
@@ -229,6 +231,8 @@ def recall(
     query: str,
     user_id: str,
     *,
+    session_id: str | None = None,
+    recent_messages: int = 0,
     budget_tokens: int = 1500,
     limit: int = 12,
     exclude_turn_ids: Sequence[str] = (),
@@ -236,10 +240,14 @@ def recall(
     episode_mode: str = "hybrid",
 ) -> Recall:
     """The user's memory for a query as one block within `budget_tokens`: whole history if it fits, else the best
-    notes and episode excerpts. `exclude_turn_ids`: turns the caller already shows (the current message, the
-    session's recent messages), never repeated in the block. `episode_mode`: how episodes are searched (hybrid,
-    dense or keyword; the single rankers are there to measure the fusion against)."""
+    notes and episode excerpts. `exclude_turn_ids`: turns the caller already shows (the current message), never
+    repeated in the block; with `session_id`, so are that session's `recent_messages` newest turns (a chat prompt
+    shows them as history). `episode_mode`: how episodes are searched (hybrid, dense or keyword; the single rankers
+    are there to measure the fusion against)."""
     excluded = set(exclude_turn_ids)
+    if session_id is not None and recent_messages > 0:
+        recent = store.turns(user_id, session_id=session_id, limit=recent_messages, newest_first=True)
+        excluded.update(t.id for t in recent)
     guard = store.forget_guard(user_id)
     notes = store.search(query, user_id, limit=limit, explain=True)  # forgotten facts filtered by the store
     # A turn costs at least HISTORY_LINE_TOKENS: more turns than the budget allows cannot fit, so stop counting.
@@ -298,6 +306,33 @@ def recall(
         text = format_block(chosen, turns, outdated)
     mode = "retrieval" if (chosen or items) else "empty"
     return _result(text, mode, chosen, list(items), budget_tokens)
+
+
+async def recall_async(
+    store: AsyncMemoryStore,
+    query: str,
+    user_id: str,
+    config: AgentConfig,
+    *,
+    session_id: str | None = None,
+    budget_tokens: int | None = None,
+    exclude_turn_ids: Sequence[str] = (),
+) -> Recall:
+    """:func:`recall` as the agent runs it (its budget, limit, episode mode and chat history length from `config`),
+    for async callers: the whole pipeline (a handful of store reads, each cheap) in one worker thread rather than
+    one thread hop per read."""
+    return await asyncio.to_thread(
+        recall,
+        store.sync,
+        query,
+        user_id,
+        session_id=session_id,
+        recent_messages=config.history_messages,
+        budget_tokens=budget_tokens if budget_tokens is not None else config.recall_budget_tokens,
+        limit=config.recall_limit,
+        exclude_turn_ids=exclude_turn_ids,
+        episode_mode=config.recall_episode_mode,
+    )
 
 
 def _fit_notes(

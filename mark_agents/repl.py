@@ -112,7 +112,7 @@ class ChatREPL:
         interactive: bool | None = None,
     ) -> None:
         self.agent = agent
-        self.store = agent.store
+        self.store = agent.astore
         self.user_id = check_scope_id(user_id)
         self.session_id = check_optional_id(session_id, "session id") or DEFAULT_SESSION
         self.stdin = stdin if stdin is not None else sys.stdin
@@ -156,23 +156,16 @@ class ChatREPL:
     def _start_background(self) -> None:
         """Load the embedding model, then retry this user's unfinished extractions, while the user types."""
         # A search loads the embedding model and the user's vector collection before the first message needs them.
-        self._warm = asyncio.create_task(asyncio.to_thread(self.store.search, "warm up", self.user_id, limit=1))
+        self._warm = asyncio.create_task(self.store.search("warm up", self.user_id, limit=1))
         self._startup = asyncio.create_task(self._retry_pending())
 
     async def _retry_pending(self) -> None:
         try:
             await self._warm
-            if await asyncio.to_thread(self._has_unfinished):
-                await self.agent.aprocess_pending(self.user_id)
+            await self.agent.aprocess_pending(self.user_id)  # connects the memory model only if a turn waits
         except Exception as exc:  # never let a background task end the REPL
             log.debug("retrying pending extractions failed", exc_info=True)
             self._error(f"could not retry earlier memory extractions: {_one_line(exc)}")
-
-    def _has_unfinished(self) -> bool:
-        max_attempts = self.agent.config.max_attempts
-        if self.store.turns(self.user_id, status="pending", limit=1):
-            return True
-        return any(t.attempts < max_attempts for t in self.store.turns(self.user_id, status="failed", limit=10_000))
 
     async def _shutdown(self, *, interrupted: bool) -> None:
         if not interrupted:
@@ -182,14 +175,12 @@ class ChatREPL:
                 interrupted = True
         if interrupted:
             # Raw turns are stored already: unfinished extractions are retried at the next start.
-            self._status_line("unsaved memories will be extracted at the next `mark chat` (or `mark memory rebuild`)")
+            self._status_line("unsaved memories will be extracted at the next `mark chat` (or `mark memory rederive`)")
             await _cancel_other_tasks()
         try:
-            await self.agent.aclose()
+            await self.agent.aclose()  # closes what the agent owns (run_chat's agent owns its store)
         except Exception as exc:
             self._error(f"closing: {_one_line(exc)}")
-        finally:
-            await asyncio.to_thread(self.store.close)
 
     async def _wait_background(self, message: str) -> None:
         """Wait for background extraction, with a status line only if it takes a noticeable time."""
@@ -281,7 +272,7 @@ class ChatREPL:
 
     async def _memories(self, arg: str) -> None:
         await self._wait_background("finishing memory extraction…")
-        page = await asyncio.to_thread(self.store.list, self.user_id, limit=100)
+        page = await self.store.list(self.user_id, limit=100)
         if not page.items:
             self._info("no memories yet")
             return
@@ -295,7 +286,7 @@ class ChatREPL:
         if not arg:
             raise InvalidInput("usage: /search QUERY")
         await self._wait_background("finishing memory extraction…")
-        hits = await asyncio.to_thread(self.store.search, arg, self.user_id, limit=10, explain=True)
+        hits = await self.store.search(arg, self.user_id, limit=10, explain=True)
         if not hits:
             self._info("no matching memories")
             return
@@ -344,7 +335,7 @@ class ChatREPL:
         if name.lower() == "about":
             if not topic.strip():
                 raise InvalidInput("usage: /forget about TOPIC")
-            plan = await asyncio.to_thread(self.store.plan_forget, self.user_id, about=topic.strip())
+            plan = await self.store.plan_forget(self.user_id, about=topic.strip())
             if not plan.memories and not plan.turns:
                 self._info("nothing I remember matches that topic")
                 return
@@ -361,12 +352,8 @@ class ChatREPL:
             n = len(report.memories)
             self._info(f"forgot {n} memor{'y' if n == 1 else 'ies'}: {', '.join(m[:10] for m in report.memories)}")
         else:
-
-            def resolve() -> tuple[str, str]:
-                mid = self.store.resolve_id(arg, self.user_id)
-                return mid, self.store.get(mid, self.user_id).text
-
-            mid, text = await asyncio.to_thread(resolve)
+            mid = await self.store.resolve_id(arg, self.user_id)
+            text = (await self.store.get(mid, self.user_id)).text
             report = await self.agent.aforget(self.user_id, mid, reason="forgotten in chat", actor="chat")
             self._info(f"forgot {mid[:10]}: {text}")
         self.last = None  # its recalled notes and turns may hold what was just forgotten
@@ -393,12 +380,8 @@ class ChatREPL:
     async def _export(self, arg: str) -> None:
         await self._wait_background("finishing memory extraction…")
         path = Path(arg).expanduser() if arg else Path(f"mark-export-{_safe_name(self.user_id)}.jsonl")
-
-        def export() -> int:
-            with private_output(path) as fh:  # written whole or not at all, no temporary file left behind
-                return self.store.export_jsonl(fh, user_id=self.user_id)
-
-        n = await asyncio.to_thread(export)
+        with private_output(path) as fh:  # written whole or not at all, no temporary file left behind
+            n = await self.store.export_jsonl(fh, user_id=self.user_id)
         self._info(f"exported {n} records to {path}")
 
     # -- output ---------------------------------------------------------------------------------------------

@@ -19,14 +19,10 @@ from rich.table import Table
 
 from memory_store.errors import InvalidInput, StoreError
 from memory_store.files import private_output
-from memory_store.models import ForgetPlan, ForgetReport, MemoryKind
+from memory_store.models import ForgetPlan, ForgetReport, MemoryKind, PurgeReport
 from memory_store.store import MemoryStore
 
 memory_app = typer.Typer(no_args_is_help=True)
-#: Called as ``hook(store, user_id)`` by `mark memory purge` just before the store forgets the user, so other
-#: packages can remove what they keep about the user (mark_agents: checkpointed chat threads) while the
-#: user's turns can still be read. Packages append to it from their CLI registration.
-PURGE_HOOKS: list[Callable[[MemoryStore, str], None]] = []
 #: Called as ``hook(store, user_id, report)`` by `mark memory forget` after the store forgot, so other packages can
 #: remove the fact from what they keep (mark_agents: the checkpointed chat state).
 FORGET_HOOKS: list[Callable[[MemoryStore, str, ForgetReport], None]] = []
@@ -263,14 +259,28 @@ def purge(
     as_json: Json = False,
 ) -> None:
     """Remove every trace of a user: memories, raw turns, history, feedback, indexes, vectors."""
+    confirm_purge(user, yes)
+    with open_store(ctx) as store:
+        report = store.purge_user(user)
+    show_purge(user, report, as_json)
+
+
+def replace_command(name: str, command: Callable[..., None]) -> None:
+    """Let a package that keeps more about a user than the store does own a `mark memory` command (mark_agents
+    owns `purge`: its agent removes the user's chat threads too)."""
+    memory_app.registered_commands = [c for c in memory_app.registered_commands if c.name != name]
+    memory_app.command(name)(command)
+
+
+def confirm_purge(user: str, yes: bool) -> None:
+    """Ask before a purge, unless --yes; without a terminal to ask on, --yes is required."""
     if not yes:
         if not sys.stdin.isatty():
             raise InvalidInput("purge needs --yes when not run interactively")
         typer.confirm(f"Remove every trace of user {user!r}?", abort=True)
-    with open_store(ctx) as store:
-        for hook in PURGE_HOOKS:
-            hook(store, user)
-        report = store.purge_user(user)
+
+
+def show_purge(user: str, report: PurgeReport, as_json: bool) -> None:
     if as_json:
         emit(report.model_dump())
     else:

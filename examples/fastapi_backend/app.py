@@ -21,7 +21,6 @@ model's context window, 502 the model endpoint refused or answered nonsense, 503
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -106,12 +105,11 @@ def create_app(agent: MemoryAgent | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.agent = agent or MemoryAgent(Settings())
         # Load the embedding model now rather than in the first user's request (it takes seconds).
-        await asyncio.to_thread(app.state.agent.store.embed, ["warm up"])
+        await app.state.agent.astore.embed(["warm up"])
         try:
             yield
         finally:
-            await app.state.agent.aclose()  # waits for background extraction first
-            await asyncio.to_thread(app.state.agent.store.close)
+            await app.state.agent.aclose()  # waits for background extraction, closes what the agent opened
 
     app = FastAPI(title="mark chatbot backend", lifespan=lifespan)
 

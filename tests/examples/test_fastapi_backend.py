@@ -27,7 +27,7 @@ def settings(tmp_path) -> Settings:
 
 @pytest.fixture
 def client(settings, embedder):
-    agent = MemoryAgent(settings, llm=Brain().client(), store=MemoryStore(settings, embedder=embedder))
+    agent = MemoryAgent(settings, llm=Brain().client(), store=MemoryStore(settings, embedder=embedder), owns_store=True)
     with TestClient(create_app(agent)) as client:  # the context runs the lifespan: one event loop for the agent
         client.agent = agent
         yield client
@@ -126,7 +126,7 @@ def brain() -> Brain:
 @pytest.fixture
 def faulty(settings, embedder, brain):
     """The app on a Brain whose replies the tests break in the ways issue 8 found."""
-    agent = MemoryAgent(settings, llm=brain.client(), store=MemoryStore(settings, embedder=embedder))
+    agent = MemoryAgent(settings, llm=brain.client(), store=MemoryStore(settings, embedder=embedder), owns_store=True)
     with TestClient(create_app(agent)) as client:
         client.agent = agent
         yield client

@@ -28,7 +28,8 @@ def make_agent(tmp_path, embedder, llm):
 
     def make(**kwargs) -> MemoryAgent:
         settings = Settings(home=tmp_path / "home", **kwargs)
-        agent = MemoryAgent(settings, llm=llm.client(), store=MemoryStore(settings, embedder=embedder))
+        store = MemoryStore(settings, embedder=embedder)
+        agent = MemoryAgent(settings, llm=llm.client(), store=store, owns_llm=True, owns_store=True)
         agents.append(agent)
         return agent
 
@@ -121,7 +122,6 @@ async def test_purge_removes_chat_state_too_with_scripted_fake_llm(make_agent, l
     report = await agent.apurge_user("alice")
     assert report.turns == 2
     await agent.aclose()
-    agent.store.close()
     home = Path(tmp_path / "home")
     leaks = [p.name for p in home.rglob("*") if p.is_file() and b"quokkasecret" in p.read_bytes()]
     assert leaks == []
@@ -182,7 +182,11 @@ async def test_notes_are_built_by_the_memory_model_apart_from_the_chat_model_wit
     chat.reply = lambda body: "Nice to meet Biscuit!"
     settings = Settings(home=tmp_path / "home")
     agent = MemoryAgent(
-        settings, llm=chat.client(), memory_llm=llm.client(), store=MemoryStore(settings, embedder=embedder)
+        settings,
+        llm=chat.client(),
+        memory_llm=llm.client(),
+        store=MemoryStore(settings, embedder=embedder),
+        owns_store=True,
     )
     try:
         await agent.achat("alice", "My dog is called Biscuit.")
@@ -190,7 +194,7 @@ async def test_notes_are_built_by_the_memory_model_apart_from_the_chat_model_wit
         assert [m.text for m in agent.store.list("alice").items] == ["The user's dog is called Biscuit."]
         assert chat.calls("extract") == [] and len(chat.calls("reply")) == 1
         assert len(llm.calls("extract")) == 1 and llm.calls("reply") == []
-        rebuilt = await agent.arebuild("alice", fresh=True)  # the rebuild probes and uses the memory model
+        rebuilt = await agent.arederive("alice", fresh=True)  # re-deriving probes and uses the memory model
         assert rebuilt.status == "done" and len(llm.calls("extract")) == 2 and len(chat.calls("reply")) == 1
     finally:
         await agent.aclose()
@@ -220,7 +224,7 @@ async def test_a_configured_memory_model_is_connected_and_closed_by_the_agent_wi
     monkeypatch.setattr(agent_module, "connect", connect)
     chat = RoleLLM()
     settings = Settings(home=tmp_path / "home", memory_llm=LLMSettings(base_url="http://memory:9000/v1"))
-    agent = MemoryAgent(settings, llm=chat.client(), store=MemoryStore(settings, embedder=embedder))
+    agent = MemoryAgent(settings, llm=chat.client(), store=MemoryStore(settings, embedder=embedder), owns_store=True)
     await agent.achat("alice", "My dog is called Biscuit.")
     await agent.aflush()
     await agent.aremember([{"role": "user", "content": "My cat is called Mochi."}], "alice")
@@ -230,3 +234,84 @@ async def test_a_configured_memory_model_is_connected_and_closed_by_the_agent_wi
     assert connected[0][0].base_url == "http://memory:9000/v1" and connected[0][1] == []
     await agent.aclose()
     assert connected[0][1] == [True]  # the agent created it, the agent closed it
+
+
+async def test_a_given_client_stays_the_callers_unless_handed_over_with_scripted_fake_llm(tmp_path, embedder, llm):
+    closed: list[str] = []
+
+    def counted(name: str):
+        client = llm.client()
+        original = client.aclose
+
+        async def aclose():
+            closed.append(name)
+            await original()
+
+        client.aclose = aclose
+        return client
+
+    settings = Settings(home=tmp_path / "home")
+    kept = MemoryAgent(settings, llm=counted("kept"), store=MemoryStore(settings, embedder=embedder), owns_store=True)
+    await kept.achat("alice", "Hello.")
+    await kept.aclose()
+    handed = MemoryAgent(settings, llm=counted("handed"), owns_llm=True, store=MemoryStore(settings, embedder=embedder))
+    await handed.achat("alice", "Hello again.")
+    await handed.aclose()
+    handed.store.close()  # given without owns_store: the caller's to close
+    assert closed == ["handed"]
+
+
+async def test_the_chat_state_carries_the_turn_and_the_config_only_the_thread_with_scripted_fake_llm(make_agent):
+    from mark_agents.graph import thread_config
+
+    agent = make_agent()
+    reply = await agent.achat("alice", "My locker code is 4471.", session_id="s1")
+    config = thread_config("alice", "s1")
+    assert list(config["configurable"]) == ["thread_id"]
+    state = (await agent._graph.aget_state(config)).values
+    assert state["user_id"] == "alice" and state["session_id"] == "s1"
+    assert state["message"] == "My locker code is 4471." and state["response_id"] == reply.response_id
+    assert state["user_turn_id"] == reply.turn_ids[0] and state["assistant_turn_id"] == reply.turn_ids[1]
+    assert state["memory_ms"] == reply.memory_ms > 0
+
+
+async def test_recall_honours_its_session_id_with_scripted_fake_llm(make_agent):
+    agent = make_agent()
+    await agent.aremember(
+        [
+            {"role": "user", "content": "My locker code is 4471."},
+            {"role": "assistant", "content": "Noted: 4471."},
+        ],
+        "alice",
+        session_id="gym",
+        extract=False,
+    )
+    everywhere = await agent.arecall("What is my locker code?", "alice")
+    assert "My locker code is 4471." in everywhere.text
+    # The session's recent messages are the chat prompt's history: recall for that session leaves them out.
+    in_session = await agent.arecall("What is my locker code?", "alice", session_id="gym")
+    assert "4471" not in in_session.text and in_session.turns == []
+    elsewhere = await agent.arecall("What is my locker code?", "alice", session_id="work")
+    assert "My locker code is 4471." in elsewhere.text
+
+
+async def test_nothing_to_retry_connects_no_memory_model_with_scripted_fake_llm(tmp_path, embedder, monkeypatch):
+    from mark_agents import agent as agent_module
+    from mark_agents.config import LLMSettings
+
+    connected: list[object] = []
+
+    async def connect_memory(settings):
+        connected.append(settings)
+        raise AssertionError("the memory model must not be connected")
+
+    monkeypatch.setattr(agent_module, "connect_memory", connect_memory)
+    settings = Settings(home=tmp_path / "home", memory_llm=LLMSettings(base_url="http://memory:9000/v1"))
+    agent = MemoryAgent(
+        settings, llm=RoleLLM().client(), store=MemoryStore(settings, embedder=embedder), owns_store=True
+    )
+    await agent.aremember([{"role": "user", "content": "Hello."}], "alice", extract=False)
+    await agent.astore.set_turns_status([t.id for t in agent.store.turns("alice")], "done")
+    assert await agent.aprocess_pending("alice") == 1
+    assert connected == []
+    await agent.aclose()

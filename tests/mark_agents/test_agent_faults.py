@@ -59,7 +59,7 @@ def llm() -> RoleLLM:
 @pytest.fixture
 def agent(tmp_path, embedder, llm):
     settings = Settings(home=tmp_path / "home")
-    agent = MemoryAgent(settings, llm=llm.client(), store=MemoryStore(settings, embedder=embedder))
+    agent = MemoryAgent(settings, llm=llm.client(), store=MemoryStore(settings, embedder=embedder), owns_store=True)
     yield agent
     agent.close()
 
@@ -86,7 +86,7 @@ def test_an_oversized_message_does_not_block_later_memories_with_scripted_llm(ag
     (added,) = agent.store.history("gina", memory.id)
     assert f"turn {saved.id} cut from 199,999 to" in added.reason and "shortened" in added.reason
 
-    rebuilt = agent.rebuild("gina", fresh=True)
+    rebuilt = agent.rederive("gina", fresh=True)
     assert rebuilt.status == "done" and rebuilt.error is None
     assert [c.turn_id for r in rebuilt.reports for c in r.cuts] == [saved.id]
     assert [m.text for m in agent.store.list("gina").items] == [TEA_NOTE]
@@ -112,7 +112,7 @@ def test_a_turn_the_model_refuses_fails_alone_and_rebuild_gets_past_it_with_scri
     status = {t.content: (t.extraction_status, t.attempts) for t in agent.store.turns("gina")}
     assert status == {messages[0]["content"]: ("failed", 1), TEA: ("done", 1), "Lovely.": ("done", 1)}
 
-    rebuilt = agent.rebuild("gina", fresh=True)
+    rebuilt = agent.rederive("gina", fresh=True)
     assert rebuilt.status == "partial" and len(rebuilt.reports) == 1
     assert [m.text for m in agent.store.list("gina").items] == [TEA_NOTE]
     assert agent.store.turns("gina")[0].extraction_status == "failed"

@@ -1,4 +1,4 @@
-"""`mark chat`, `mark memory rebuild` and chat state in `mark memory purge`, through the real CLI.
+"""`mark chat`, `mark memory rederive` (old name `rebuild`) and chat state in `mark memory purge`, via the real CLI.
 
 In process (typer's CliRunner) with the LLM connection replaced by the scripted fake; the exit-code test and
 the integration test with the real local model run the console script in subprocesses.
@@ -100,7 +100,7 @@ def test_cli_memory_purge_removes_chat_state_with_scripted_fake_llm(home, brain)
     assert b"Hello again." not in raw and b"Hi." in raw
 
 
-def test_cli_memory_rebuild_with_scripted_fake_llm(home, brain):
+def test_cli_memory_rederive_and_its_old_name_with_scripted_fake_llm(home, brain):
     with MemoryStore(Settings(home=home)) as store:
         store.add_turns(
             [
@@ -108,7 +108,7 @@ def test_cli_memory_rebuild_with_scripted_fake_llm(home, brain):
                 {"user_id": "alice", "session_id": "s", "role": "assistant", "content": "Lovely name."},
             ]
         )
-    r = invoke(home, "memory", "rebuild", "--user", "alice", "--json")
+    r = invoke(home, "memory", "rederive", "--user", "alice", "--json")
     assert r.exit_code == 0, r.output
     result = json.loads(r.stdout)
     assert result["status"] == "done" and len(result["turn_ids"]) == 2

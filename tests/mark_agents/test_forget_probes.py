@@ -57,7 +57,7 @@ def make_agent(tmp_path, embedder):
     def make(llm, home: Path | None = None) -> MemoryAgent:
         settings = Settings(home=home or tmp_path / "home")
         store = MemoryStore(settings, embedder=CachedEmbedder(embedder))
-        agent = MemoryAgent(settings, llm=llm, store=store)
+        agent = MemoryAgent(settings, llm=llm, store=store, owns_store=True)
         agents.append(agent)
         return agent
 

@@ -32,7 +32,8 @@ def brain() -> Brain:
 
 def make_agent(home, brain: Brain, embedder) -> MemoryAgent:
     settings = Settings(home=home)
-    return MemoryAgent(settings, llm=brain.script.client(), store=MemoryStore(settings, embedder=embedder))
+    store = MemoryStore(settings, embedder=embedder)
+    return MemoryAgent(settings, llm=brain.script.client(), store=store, owns_store=True)
 
 
 async def chat(agent: MemoryAgent, *lines: str, user: str = "alice", stream: bool = True) -> tuple[int, str, str]:

@@ -33,19 +33,6 @@ from memory_store.errors import MarkError
 CHUNK_MESSAGES = 6
 
 
-class _Borrowed:
-    """The run's LLM client lent to the agent: closing the agent must not close the run's client."""
-
-    def __init__(self, client: Any) -> None:
-        self._client = client
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._client, name)
-
-    async def aclose(self) -> None:
-        return None
-
-
 class _Built:
     """What remembering a haystack produced: turn id -> message id, usage, failures."""
 
@@ -95,9 +82,9 @@ class MarkMemory(Answerer):
                 settings = settings.model_copy(update={"home": home})
             embedder = self.ctx.embedder
             store = MemoryStore(settings.store, embedder=CachedEmbedder(embedder) if embedder is not None else None)
-            llm = _Borrowed(self.ctx.llm) if self.ctx.llm is not None else None
-            self._agent = MemoryAgent(settings, llm=llm, store=store)  # type: ignore[arg-type]
-            self._owned_store = store
+            # The run's LLM client stays the run's (the agent does not close what it was given); the store is the
+            # agent's to close.
+            self._agent = MemoryAgent(settings, llm=self.ctx.llm, store=store, owns_store=True)
         return self._agent
 
     @staticmethod
@@ -141,7 +128,6 @@ class MarkMemory(Answerer):
         """Finish background extraction and close the agent's databases (its threads keep a process alive)."""
         if self._agent is not None:
             await self._agent.aclose()
-            await asyncio.to_thread(self._owned_store.close)
             self._agent = None
 
     async def select(self, haystack: Haystack, question: str) -> Selection:
