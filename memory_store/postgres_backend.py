@@ -465,6 +465,36 @@ class PostgresBackend:
                 rows = conn.execute(exact, [q, scope, q, k]).fetchall()
         return [(r["id"], float(r["sim"])) for r in rows]
 
+    def nearest_and_keywords(
+        self, key: str, vector: np.ndarray, k: int, text: str, limit: int
+    ) -> tuple[list[tuple[str, float]], list[tuple[str, float]]]:
+        """`nearest` and `keyword_search` of a user's notes in one round trip when the user is known to be small
+        (each round trip waits for a server process: on a busy machine that wait is most of a search)."""
+        known = self._sizes.get(key)
+        words = query_words(text)
+        if is_episode_key(key) or known is None or known[0] > EXACT_ROWS or time.monotonic() - known[1] >= SIZE_TTL:
+            return self.nearest(key, vector, k), self.keyword_search(key, text, limit)
+        q = pgrows.f32(vector)
+        dense = (
+            "SELECT 0 AS src, row_number() OVER (ORDER BY (embedding <=> %s) + 0) AS n, id, "
+            "1 - (embedding <=> %s) AS score FROM mark_memories WHERE user_key = %s AND embedding IS NOT NULL "
+            "ORDER BY (embedding <=> %s) + 0 LIMIT %s"
+        )
+        params: list[Any] = [q, q, key, q, k]
+        sql = f"({dense})"
+        if words:
+            sql += (
+                " UNION ALL (SELECT 1, row_number() OVER (ORDER BY ts_rank(t.tsv, q.q) DESC, t.seq), t.id, "
+                f"ts_rank(t.tsv, q.q) FROM mark_memories t, (SELECT {pgrows.tsquery_sql(words)} AS q) q "
+                "WHERE t.user_key = %s AND t.tsv @@ q.q ORDER BY ts_rank(t.tsv, q.q) DESC, t.seq LIMIT %s)"
+            )
+            params += [*words, key, limit]
+        with self._conn() as conn:
+            rows = conn.execute(sql + " ORDER BY src, n", params).fetchall()
+        found = [(r["id"], float(r["score"])) for r in rows if r["src"] == 0]
+        keywords = [(r["id"], float(r["score"])) for r in rows if r["src"] == 1]
+        return found, keywords
+
     def vector_count(self, key: str) -> int:
         table, scope = self.vector_table(key)
         return self.query(f"SELECT count(*) AS n FROM {table} WHERE user_key = %s AND embedding IS NOT NULL", [scope])[

@@ -57,6 +57,7 @@ class SearchOps(StoreBase):
         filtered = bool(kinds or session_id or agent_id or since or until or include_history)
 
         dense: list[str] = []
+        kw: list[tuple[str, float]] | None = None
         exact_cos: dict[str, float] = {}
         if qv is not None:
             if filtered and self.backend.count_memories(user_id, flt) <= EXACT_FILTER_LIMIT:
@@ -67,6 +68,9 @@ class SearchOps(StoreBase):
                     order = np.argsort(-sims)[:fetch]
                     dense = [rows[i][0] for i in order]
                     exact_cos = {rows[i][0]: float(sims[i]) for i in order}
+            elif not filtered and mode == "hybrid":
+                found, kw = self.backend.nearest_and_keywords(key, qv, fetch, query, fetch)
+                dense = [i for i, _ in found]
             else:
                 n: int | None = None
                 k = fetch
@@ -79,7 +83,9 @@ class SearchOps(StoreBase):
                             k *= 4
                             continue
                     break
-        keyword = [i for i, _ in self.backend.keyword_search(key, query, fetch)] if mode != "dense" else []
+        if kw is None:
+            kw = self.backend.keyword_search(key, query, fetch) if mode != "dense" else []
+        keyword = [i for i, _ in kw]
 
         candidates = list(dict.fromkeys(dense + keyword))
         rows = self.backend.candidates_by_ids(candidates, user_id)  # the scope guard: only this user's rows
