@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from memory_store.models import CheckReport, Feedback, HistoryEvent, Memory, Turn
+from memory_store.models import CheckReport, Feedback, HistoryEvent, Memory, MemoryKind, MemoryStatus, Turn
 
 
 @dataclass(frozen=True)
@@ -36,7 +36,7 @@ class MemoryFilter:
     def with_ids(self, ids: Sequence[str]) -> MemoryFilter:
         return replace(self, ids=tuple(ids))
 
-    def admits(self, m: Memory) -> bool:
+    def admits(self, m: Memory | Candidate) -> bool:
         """The filter applied to a memory already read (what the engines' WHERE clauses compute)."""
         return (
             m.status.value in self.statuses
@@ -47,6 +47,56 @@ class MemoryFilter:
             and (self.until is None or m.created_at <= self.until)
             and (self.ids is None or m.id in self.ids)
         )
+
+
+class Candidate:
+    """A memory read for ranking: what the filter and the score look at, decoded from the row; the whole `Memory`
+    is decoded (`memory()`) only for the hits a search returns, which saves most of a search's Python time."""
+
+    __slots__ = (
+        "_decode",
+        "_memory",
+        "_row",
+        "agent_id",
+        "confirm_count",
+        "created_at",
+        "id",
+        "kind",
+        "last_confirmed_at",
+        "last_recalled_at",
+        "recall_count",
+        "session_id",
+        "status",
+        "trust",
+    )
+
+    def __init__(
+        self,
+        row: Any,
+        decode: Callable[[Any], Memory],
+        *,
+        id: str,
+        kind: MemoryKind,
+        status: MemoryStatus,
+        session_id: str | None,
+        agent_id: str | None,
+        created_at: datetime,
+        last_confirmed_at: datetime | None,
+        last_recalled_at: datetime | None,
+        confirm_count: int,
+        recall_count: int,
+        trust: float,
+    ) -> None:
+        self._row, self._decode, self._memory = row, decode, None
+        self.id, self.kind, self.status = id, kind, status
+        self.session_id, self.agent_id = session_id, agent_id
+        self.created_at, self.last_confirmed_at, self.last_recalled_at = created_at, last_confirmed_at, last_recalled_at
+        self.confirm_count, self.recall_count, self.trust = confirm_count, recall_count, trust
+
+    def memory(self) -> Memory:
+        if self._memory is None:
+            self._memory = self._decode(self._row)
+        return self._memory
 
 
 @dataclass
@@ -148,7 +198,10 @@ class Backend(Protocol):
 
     def resolve_prefix(self, prefix: str, user_id: str) -> list[str]: ...
 
-    def memories_by_ids(self, ids: Sequence[str], user_id: str) -> dict[str, tuple[Memory, np.ndarray | None]]: ...
+    def candidates_by_ids(self, ids: Sequence[str], user_id: str) -> dict[str, tuple[Candidate, np.ndarray | None]]:
+        """The user's memories among ``ids`` (any other id is left out: the scope guard of a search), each with its
+        embedding."""
+        ...
 
     def filtered_vectors(self, user_id: str, flt: MemoryFilter) -> list[tuple[str, np.ndarray | None]]: ...
 
@@ -162,6 +215,12 @@ class Backend(Protocol):
 
     def nearest(self, key: str, vector: np.ndarray, k: int) -> list[tuple[str, float]]:
         """The k nearest vectors under a vector key (a user's notes or episodes): (id, cosine) best first."""
+        ...
+
+    def nearest_and_keywords(
+        self, key: str, vector: np.ndarray, k: int, text: str, limit: int
+    ) -> tuple[list[tuple[str, float]], list[tuple[str, float]]]:
+        """`nearest` and `keyword_search` of one user's notes together (an engine may answer both at once)."""
         ...
 
     def vector_count(self, key: str) -> int: ...

@@ -1,11 +1,15 @@
-"""`mark bench store`: throughput and latency of the store on synthetic memories.
+"""`mark bench store`: throughput and latency of the store on synthetic memories, on one engine or all of them, and
+beside them other stores on the same data (`--compare`, memory_store.bench_compare).
 
 Memories are generated sentences (distinct, realistic length: 8-16 words); queries are paraphrase-like
-sentences over the same vocabulary. Figures depend on the machine: report them with it.
+sentences over the same vocabulary. The embedding model alone runs first on the same texts, in the same batches;
+every engine and peer then gets the same memories, users and query vectors. Figures depend on the machine: report
+them with it, and compare ratios measured in one run.
 """
 
 from __future__ import annotations
 
+import os
 import platform
 import random
 import resource
@@ -13,14 +17,19 @@ import shutil
 import statistics
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
+from memory_store import bench_compare
 from memory_store.config import StoreSettings
+from memory_store.embeddings import get_embedder
 from memory_store.models import MemoryKind, NewMemory
 from memory_store.store import MemoryStore
+
+ENGINES = ("chroma", "exact", "postgres")
 
 SUBJECTS = ["My sister", "My manager", "I", "My neighbour", "Our team", "My dog", "My partner", "My son", "The client"]
 VERBS = ["prefers", "moved to", "is allergic to", "works on", "bought", "is learning", "visited", "hates", "plans"]
@@ -85,36 +94,28 @@ def _disk_mb(store: MemoryStore, home: Path) -> float:
     return sum(f.stat().st_size for f in home.rglob("*") if f.is_file()) / 1e6
 
 
-def run_store_bench(
+def _rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _run_engine(
     settings: StoreSettings,
-    *,
-    memories: int,
-    users: int,
-    queries: int,
-    batch: int,
+    home: Path,
     backend: str,
-    keep: Path | None,
+    url: str | None,
+    items: list[NewMemory],
+    batch: int,
+    embed_s: float,
+    queries: list[tuple[str, str, np.ndarray]],
     progress: bool,
-    url: str | None = None,
 ) -> dict[str, object]:
-    """Add throughput (the embedding model alone on the same texts first; the clock stops when every memory is
-    searchable), scoped search latency with and without the query's embedding, check time, disk and peak RSS."""
-    rng = random.Random(7)
-    home = keep or Path(tempfile.mkdtemp(prefix="mark-bench-"))
+    """One engine: add (the clock stops when every memory is searchable), scoped search with and without the
+    query's embedding, check, disk."""
     private_pg = backend == "postgres" and url is None
+    home.mkdir(parents=True, exist_ok=True)
     try:
         store = MemoryStore(_engine_settings(settings, home, backend, url))
         store.embed(["warm up"])
-        user_ids = [f"bench-user-{i}" for i in range(users)]
-        items = [
-            NewMemory(text=sentence(rng, i), user_id=user_ids[i % users], kind=list(MemoryKind)[i % 3])
-            for i in range(memories)
-        ]
-        rng.shuffle(items)
-        t0 = time.perf_counter()
-        for start in range(0, memories, batch):
-            store.embed([m.text for m in items[start : start + batch]])
-        embed_s = time.perf_counter() - t0
         t0 = time.perf_counter()
         with Progress(
             "[progress.description]{task.description}",
@@ -123,26 +124,20 @@ def run_store_bench(
             TimeRemainingColumn(),
             disable=not progress,
         ) as bar:
-            task = bar.add_task("adding", total=memories)
-            for start in range(0, memories, batch):
+            task = bar.add_task(f"adding ({backend})", total=len(items))
+            for start in range(0, len(items), batch):
                 store.add_many(items[start : start + batch])
-                bar.advance(task, min(batch, memories - start))
+                bar.advance(task, min(batch, len(items) - start))
             store.flush_vectors()  # every added memory searchable
         add_s = time.perf_counter() - t0
-
-        qtexts = [
-            f"What does {rng.choice(SUBJECTS).lower()} think about {rng.choice(OBJECTS)}?" for _ in range(queries)
-        ]
-        qusers = [rng.choice(user_ids) for _ in range(queries)]
-        qvecs = store.embed(qtexts)
-        for q, u, v in zip(qtexts[:10], qusers[:10], qvecs[:10], strict=True):  # warm caches
+        for q, u, v in queries[:10]:  # warm caches
             store.search(q, u, query_embedding=v)
         without, with_emb = [], []
-        for q, u, v in zip(qtexts, qusers, qvecs, strict=True):
+        for q, u, v in queries:
             t = time.perf_counter()
             store.search(q, u, query_embedding=v)
             without.append((time.perf_counter() - t) * 1000)
-        for q, u in zip(qtexts, qusers, strict=True):
+        for q, u, _ in queries:
             t = time.perf_counter()
             store.search(q, u)
             with_emb.append((time.perf_counter() - t) * 1000)
@@ -152,25 +147,20 @@ def run_store_bench(
         disk_mb = _disk_mb(store, home)
         engine = store.engine
         if url is not None:  # a database of the caller's: the bench's users go again
-            for u in user_ids:
+            for u in sorted({m.user_id for m in items}):
                 store.purge_user(u)
         store.close()
     finally:
-        if private_pg and keep is None:
+        if private_pg:
             from memory_store import pg_dev
 
             pg_dev.stop(home / "postgres")
-        if keep is None:
-            shutil.rmtree(home, ignore_errors=True)
+    n = len(items)
     return {
-        "machine": f"{platform.machine()}, {__import__('os').cpu_count()} cores, {platform.python_version()}",
         "engine": engine,
         "backend": backend,
-        "memories": memories,
-        "users": users,
-        "embed_per_second": memories / embed_s,
         "add_seconds": add_s,
-        "add_per_second": memories / add_s,
+        "add_per_second": n / add_s,
         "add_share_of_embedding_rate": embed_s / add_s,
         "search_p50_ms_without_embedding": _pct(without, 50),
         "search_p95_ms_without_embedding": _pct(without, 95),
@@ -180,5 +170,89 @@ def run_store_bench(
         "check_seconds": check_s,
         "check_ok": report.ok,
         "disk_mb": disk_mb,
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_rss_mb_after": _rss_mb(),
     }
+
+
+def _ratios(engines: dict[str, dict], peers: dict[str, dict]) -> dict[str, float]:
+    """Search p50/p95 (query vector given) of every other system over mark's embedded engine's (chroma, else the
+    first engine run): above 1, mark is faster."""
+    if not engines:
+        return {}
+    base_name = "chroma" if "chroma" in engines else next(iter(engines))
+    base = engines[base_name]
+    out: dict[str, float] = {}
+    others = [(f"mark {k}", v) for k, v in engines.items() if k != base_name] + list(peers.items())
+    for name, r in others:
+        for q in ("p50", "p95"):
+            key = f"search_{q}_ms_without_embedding"
+            if base[key]:
+                out[f"{name} / mark {base_name} ({q})"] = r[key] / base[key]
+    return out
+
+
+def run_store_bench(
+    settings: StoreSettings,
+    *,
+    memories: int,
+    users: int,
+    queries: int,
+    batch: int,
+    backend: str | Sequence[str],
+    keep: Path | None,
+    progress: bool,
+    url: str | None = None,
+    compare: Sequence[str] = (),
+    plot: Path | None = None,
+) -> dict[str, object]:
+    """Add throughput against the embedding model alone on the same texts (measured first), scoped search latency
+    with and without the query's embedding, check time, disk and peak RSS, for each engine named; then the peers
+    named in ``compare`` on the same memories and query vectors."""
+    backends = [backend] if isinstance(backend, str) else list(backend)
+    rng = random.Random(7)
+    home = keep or Path(tempfile.mkdtemp(prefix="mark-bench-"))
+    try:
+        embedder = get_embedder(settings.embedding_model, settings.embedding_device)
+        embedder.embed(["warm up"])
+        user_ids = [f"bench-user-{i}" for i in range(users)]
+        items = [
+            NewMemory(text=sentence(rng, i), user_id=user_ids[i % users], kind=list(MemoryKind)[i % 3])
+            for i in range(memories)
+        ]
+        rng.shuffle(items)
+        t0 = time.perf_counter()
+        parts = [embedder.embed([m.text for m in items[start : start + batch]]) for start in range(0, memories, batch)]
+        embed_s = time.perf_counter() - t0
+        vectors = np.concatenate(parts)
+        qtexts = [
+            f"What does {rng.choice(SUBJECTS).lower()} think about {rng.choice(OBJECTS)}?" for _ in range(queries)
+        ]
+        qusers = [rng.choice(user_ids) for _ in range(queries)]
+        qvecs = embedder.embed(qtexts)
+        qs = list(zip(qtexts, qusers, qvecs, strict=True))
+        engines = {b: _run_engine(settings, home / b, b, url, items, batch, embed_s, qs, progress) for b in backends}
+        peers: dict[str, dict] = {}
+        for name in compare:
+            where = home / f"peer-{name}"
+            where.mkdir(parents=True, exist_ok=True)
+            peers[name] = bench_compare.RUNNERS[name](
+                where, [m.text for m in items], [m.user_id for m in items], vectors, qs, batch
+            )
+            peers[name]["peak_rss_mb_after"] = _rss_mb()
+    finally:
+        if keep is None:
+            shutil.rmtree(home, ignore_errors=True)
+    result: dict[str, object] = {
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}",
+        "memories": memories,
+        "users": users,
+        "queries": queries,
+        "embed_per_second": memories / embed_s,
+        "engines": engines,
+        "compare": peers,
+        "ratios": _ratios(engines, peers),
+        "peak_rss_mb": _rss_mb(),
+    }
+    if plot is not None:
+        result["plot"] = str(bench_compare.plot(result, plot))
+    return result

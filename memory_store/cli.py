@@ -396,22 +396,35 @@ def bench_store(
     queries: Annotated[int, typer.Option("--queries", min=1)] = 200,
     batch: Annotated[int, typer.Option("--batch", min=1)] = 1000,
     backend: Annotated[
-        str, typer.Option("--backend", help="chroma or exact (SQLite), or postgres (pgvector)")
+        str,
+        typer.Option("--backend", help="chroma or exact (SQLite), postgres (pgvector), or all (the three in one run)"),
     ] = "chroma",
     url: Annotated[
         str | None,
         typer.Option("--url", help="postgres: this database (default: a private server, deleted afterwards)."),
     ] = None,
-    keep: Annotated[Path | None, typer.Option("--keep", help="Build the store here (default: a temp dir).")] = None,
+    compare: Annotated[
+        str,
+        typer.Option("--compare", help="Peers on the same data, comma-separated: langgraph, chroma (or all)."),
+    ] = "",
+    plot: Annotated[Path | None, typer.Option("--plot", help="Write a PNG of search p50/p95 per system.")] = None,
+    keep: Annotated[Path | None, typer.Option("--keep", help="Build the stores here (default: a temp dir).")] = None,
     as_json: Json = False,
 ) -> None:
-    """Add throughput, scoped search latency (with and without the query embedding) and peak RSS."""
-    from memory_store.bench import run_store_bench
+    """Add throughput against the embedding model alone, scoped search latency (with and without the query
+    embedding), peak RSS; with --compare, other stores on the same data and query vectors."""
+    from memory_store.bench import ENGINES, run_store_bench
+    from memory_store.bench_compare import PEERS
 
-    if backend not in ("chroma", "exact", "postgres"):
-        raise InvalidInput("--backend must be chroma, exact or postgres")
-    if url is not None and backend != "postgres":
-        raise InvalidInput("--url is for --backend postgres")
+    backends = list(ENGINES) if backend == "all" else [backend]
+    if any(b not in ENGINES for b in backends):
+        raise InvalidInput("--backend must be chroma, exact, postgres or all")
+    if url is not None and "postgres" not in backends:
+        raise InvalidInput("--url is for --backend postgres (or all)")
+    peers = list(PEERS) if compare.strip() == "all" else [p.strip() for p in compare.split(",") if p.strip()]
+    unknown = [p for p in peers if p not in PEERS]
+    if unknown:
+        raise InvalidInput(f"--compare: unknown {', '.join(unknown)} (choose from {', '.join(PEERS)}, or all)")
     try:
         result = run_store_bench(
             ctx.obj(),
@@ -419,17 +432,54 @@ def bench_store(
             users=users,
             queries=queries,
             batch=batch,
-            backend=backend,
+            backend=backends,
             keep=keep,
             progress=not as_json,
             url=url,
+            compare=peers,
+            plot=plot,
         )
     except OSError as exc:
         raise StoreError(f"benchmark failed: {exc}") from exc
+    except RuntimeError as exc:  # a peer's library is missing
+        raise InvalidInput(str(exc)) from None
     if as_json:
         emit(result)
         return
-    table = Table("metric", "value", title=f"mark bench store ({memories:,} memories, {users} users, {backend})")
-    for k, v in result.items():
-        table.add_row(k, f"{v:,.2f}" if isinstance(v, float) else str(v))
+
+    def cell(v: object) -> str:
+        return f"{v:,.2f}" if isinstance(v, float) else str(v)
+
+    engines: dict = result["engines"]  # type: ignore[assignment]
+    title = (
+        f"mark bench store ({memories:,} memories, {users} users; embedder alone {result['embed_per_second']:,.1f}/s)"
+    )
+    table = Table("metric", *engines, title=title)
+    for k in next(iter(engines.values())):
+        table.add_row(k, *(cell(r[k]) for r in engines.values()))
     console.print(table)
+    peers_out: dict = result["compare"]  # type: ignore[assignment]
+    if peers_out:
+        side = Table(
+            "system", "search p50 ms", "search p95 ms", "load /s (vectors given)", title="same data, side by side"
+        )
+        for name, r in engines.items():
+            side.add_row(
+                f"mark {name}",
+                cell(r["search_p50_ms_without_embedding"]),
+                cell(r["search_p95_ms_without_embedding"]),
+                "",
+            )
+        for r in peers_out.values():
+            side.add_row(
+                r["what"],
+                cell(r["search_p50_ms_without_embedding"]),
+                cell(r["search_p95_ms_without_embedding"]),
+                cell(r["load_per_second_vectors_given"]),
+            )
+        console.print(side)
+    for k, v in result["ratios"].items():  # type: ignore[union-attr]
+        console.print(f"{k}: {v:.2f}", highlight=False)
+    console.print(f"peak RSS {result['peak_rss_mb']:,.0f} MB", highlight=False)
+    if "plot" in result:
+        console.print(f"plot: {escape(str(result['plot']))}", highlight=False)

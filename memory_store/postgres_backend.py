@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime
@@ -29,7 +30,7 @@ from psycopg_pool import ConnectionPool
 
 from memory_store import pg_migrations
 from memory_store import postgres_rows as pgrows
-from memory_store.backend import MemoryFilter, VectorState
+from memory_store.backend import Candidate, MemoryFilter, VectorState
 from memory_store.errors import Conflict, StoreError
 from memory_store.keywords import query_words
 from memory_store.models import CheckReport, Feedback, HistoryEvent, Memory, Turn
@@ -41,6 +42,10 @@ MEMORY_COLUMNS, TURN_COLUMNS = pgrows.MEMORY_COLUMNS, pgrows.TURN_COLUMNS
 #: pgvector's HNSW search keeps this many candidates at most (hnsw.ef_search's ceiling).
 MAX_EF_SEARCH = 1000
 POOL_SIZE = 8
+#: A user with at most this many vectors is searched exactly (a scan of their rows through the user key index).
+EXACT_ROWS = 5_000
+#: How long a user's vector count is trusted to choose between the exact scan and the HNSW index (seconds).
+SIZE_TTL = 30.0
 
 
 class PgTx:
@@ -275,6 +280,7 @@ class PostgresBackend:
         self._dim: int | None = None
         self._dim_tx: int | None = None
         self._ef: weakref.WeakKeyDictionary[psycopg.Connection, int] = weakref.WeakKeyDictionary()
+        self._sizes: dict[str, tuple[int, float]] = {}  # vector key -> (count, when counted)
         try:
             with psycopg.connect(url, autocommit=True) as conn:
                 pg_migrations.apply_migrations(conn)
@@ -376,7 +382,7 @@ class PostgresBackend:
         )
         return [r["id"] for r in rows]
 
-    def memories_by_ids(self, ids: Sequence[str], user_id: str) -> dict[str, tuple[Memory, np.ndarray | None]]:
+    def candidates_by_ids(self, ids: Sequence[str], user_id: str) -> dict[str, tuple[Candidate, np.ndarray | None]]:
         if not ids:
             return {}
         rows = self.query(
@@ -385,7 +391,7 @@ class PostgresBackend:
             [user_key(user_id), user_id, list(ids)],
             binary=True,
         )
-        return {r["id"]: (pgrows.row_to_memory(r), pgrows.vec(r["embedding"])) for r in rows}
+        return {r["id"]: (pgrows.row_to_candidate(r), pgrows.vec(r["embedding"])) for r in rows}
 
     def filtered_vectors(self, user_id: str, flt: MemoryFilter) -> list[tuple[str, np.ndarray | None]]:
         where, params = pgrows.filter_sql(flt)
@@ -429,26 +435,65 @@ class PostgresBackend:
         return self._keywords("mark_memories", key, text, limit)
 
     def nearest(self, key: str, vector: np.ndarray, k: int) -> list[tuple[str, float]]:
-        """The HNSW index first; when the user's rows are a small part of the table the index's candidates may hold
-        fewer than k of them, and the user's rows are then scored exactly (an ORDER BY the index cannot serve)."""
+        """The user's rows scored exactly when they are few (`EXACT_ROWS`; the count is remembered for a while),
+        else the HNSW index first; when the user's rows are a small part of the table the index's candidates may
+        hold fewer than k of them, and the user's rows are then scored exactly (an ORDER BY the index cannot serve).
+
+        Exact first for a small user: pgvector 0.6 filters after the index scan, so with many users the index's
+        candidates rarely hold k of one user's rows and the index scan is a wasted round trip."""
         table, scope = self.vector_table(key)
         q = pgrows.f32(vector)
         scoped = f"FROM {table} WHERE user_key = %s AND embedding IS NOT NULL"
-        ann = f"SELECT id, 1 - (embedding <=> %s) AS sim {scoped} ORDER BY embedding <=> %s LIMIT %s"
+        exact = f"SELECT id, 1 - (embedding <=> %s) AS sim {scoped} ORDER BY (embedding <=> %s) + 0 LIMIT %s"
+        known = self._sizes.get(key)
         with self._conn() as conn:
+            if known is not None and known[0] <= EXACT_ROWS and time.monotonic() - known[1] < SIZE_TTL:
+                rows = conn.execute(exact, [q, scope, q, k], prepare=True).fetchall()
+                return [(r["id"], float(r["sim"])) for r in rows]
             self._ef_search(conn, k)
+            ann = f"SELECT id, 1 - (embedding <=> %s) AS sim {scoped} ORDER BY embedding <=> %s LIMIT %s"
             found = conn.execute(
                 f"SELECT c.total, a.id, a.sim FROM (SELECT count(*) AS total {scoped}) c "
                 f"LEFT JOIN LATERAL ({ann}) a ON true ORDER BY a.sim DESC",
                 [scope, q, scope, q, k],
             ).fetchall()
+            if len(self._sizes) > 100_000:
+                self._sizes.clear()
+            self._sizes[key] = (found[0]["total"], time.monotonic())
             rows = [r for r in found if r["id"] is not None]
             if len(rows) < min(k, found[0]["total"]):
-                rows = conn.execute(
-                    f"SELECT id, 1 - (embedding <=> %s) AS sim {scoped} ORDER BY (embedding <=> %s) + 0 LIMIT %s",
-                    [q, scope, q, k],
-                ).fetchall()
+                rows = conn.execute(exact, [q, scope, q, k]).fetchall()
         return [(r["id"], float(r["sim"])) for r in rows]
+
+    def nearest_and_keywords(
+        self, key: str, vector: np.ndarray, k: int, text: str, limit: int
+    ) -> tuple[list[tuple[str, float]], list[tuple[str, float]]]:
+        """`nearest` and `keyword_search` of a user's notes in one round trip when the user is known to be small
+        (each round trip waits for a server process: on a busy machine that wait is most of a search)."""
+        known = self._sizes.get(key)
+        words = query_words(text)
+        if is_episode_key(key) or known is None or known[0] > EXACT_ROWS or time.monotonic() - known[1] >= SIZE_TTL:
+            return self.nearest(key, vector, k), self.keyword_search(key, text, limit)
+        q = pgrows.f32(vector)
+        dense = (
+            "SELECT 0 AS src, row_number() OVER (ORDER BY (embedding <=> %s) + 0) AS n, id, "
+            "1 - (embedding <=> %s) AS score FROM mark_memories WHERE user_key = %s AND embedding IS NOT NULL "
+            "ORDER BY (embedding <=> %s) + 0 LIMIT %s"
+        )
+        params: list[Any] = [q, q, key, q, k]
+        sql = f"({dense})"
+        if words:
+            sql += (
+                " UNION ALL (SELECT 1, row_number() OVER (ORDER BY ts_rank(t.tsv, q.q) DESC, t.seq), t.id, "
+                f"ts_rank(t.tsv, q.q) FROM mark_memories t, (SELECT {pgrows.tsquery_sql(words)} AS q) q "
+                "WHERE t.user_key = %s AND t.tsv @@ q.q ORDER BY ts_rank(t.tsv, q.q) DESC, t.seq LIMIT %s)"
+            )
+            params += [*words, key, limit]
+        with self._conn() as conn:
+            rows = conn.execute(sql + " ORDER BY src, n", params).fetchall()
+        found = [(r["id"], float(r["score"])) for r in rows if r["src"] == 0]
+        keywords = [(r["id"], float(r["score"])) for r in rows if r["src"] == 1]
+        return found, keywords
 
     def vector_count(self, key: str) -> int:
         table, scope = self.vector_table(key)

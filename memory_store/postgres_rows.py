@@ -14,7 +14,7 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg.types.json import Jsonb
 from pydantic import BaseModel
 
-from memory_store.backend import MemoryFilter
+from memory_store.backend import Candidate, MemoryFilter
 from memory_store.models import Feedback, HistoryEvent, Memory, MemoryKind, MemoryStatus, Source, Turn
 from memory_store.validation import user_key
 
@@ -80,6 +80,24 @@ def row_to_memory(r: Mapping[str, Any]) -> Memory:
         source=Source.model_validate(r["source"]) if r["source"] else Source(),
         metadata=r["metadata"] or {},
         embedding_model=r["embedding_model"] or "",
+    )
+
+
+def row_to_candidate(r: Mapping[str, Any]) -> Candidate:
+    return Candidate(
+        r,
+        row_to_memory,
+        id=r["id"],
+        kind=MemoryKind(r["kind"]),
+        status=MemoryStatus(r["status"]),
+        session_id=r["session_id"],
+        agent_id=r["agent_id"],
+        created_at=r["created_at"],
+        last_confirmed_at=r["last_confirmed_at"],
+        last_recalled_at=r["last_recalled_at"],
+        confirm_count=r["confirm_count"],
+        recall_count=r["recall_count"],
+        trust=r["trust"],
     )
 
 

@@ -21,45 +21,51 @@ from __future__ import annotations
 
 import math
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from memory_store.config import ScoringConfig
 from memory_store.models import Memory, MemoryStatus, ScoreBreakdown
+
+if TYPE_CHECKING:
+    from memory_store.backend import Candidate
 
 DENSE_SHARE = 0.7
 SUPERSEDED_FACTOR = 0.5
 MAX_STRENGTH_DAYS = 3650.0
 
 
-def strength_days(memory: Memory, cfg: ScoringConfig) -> float:
+def strength_days(memory: Memory | Candidate, cfg: ScoringConfig) -> float:
     base = cfg.base_strength_days.get(memory.kind.value, 90.0)
     s = base * (1 + cfg.confirm_boost) ** memory.confirm_count * (1 + cfg.recall_boost) ** memory.recall_count
     return min(s, MAX_STRENGTH_DAYS)
 
 
-def last_touch(memory: Memory) -> datetime:
+def last_touch(memory: Memory | Candidate) -> datetime:
     times = [memory.created_at, memory.last_confirmed_at, memory.last_recalled_at]
     return max(t for t in times if t is not None)
 
 
-def recency(memory: Memory, now: datetime, cfg: ScoringConfig) -> tuple[float, float, float]:
+def recency(memory: Memory | Candidate, now: datetime, cfg: ScoringConfig) -> tuple[float, float, float]:
     """(R, age_days, strength_days)."""
     age = max(0.0, (now - last_touch(memory)).total_seconds() / 86400.0)
     s = strength_days(memory, cfg)
     return math.exp(-age / s), age, s
 
 
-def frequency(memory: Memory) -> float:
+def frequency(memory: Memory | Candidate) -> float:
     return 1.0 - math.exp(-0.3 * (memory.confirm_count + memory.recall_count))
 
 
-def score(
-    memory: Memory,
+def terms(
+    memory: Memory | Candidate,
     cosine: float,
     dense_rank: int | None,
     keyword_rank: int | None,
     now: datetime,
     cfg: ScoringConfig,
-) -> ScoreBreakdown:
+) -> tuple[float, float, float, float, float, float, float]:
+    """(rrf, relevance, recency, age_days, strength_days, frequency, final): the score's terms as plain floats
+    (a search ranks every candidate by them; `score` wraps them for the hits it returns)."""
     rrf = 0.0
     if dense_rank is not None:
         rrf += 1.0 / (cfg.rrf_k + dense_rank)
@@ -77,6 +83,18 @@ def score(
     ) / total_w
     if memory.status == MemoryStatus.superseded:
         final *= SUPERSEDED_FACTOR
+    return rrf, relevance, r, age, s, f, final
+
+
+def score(
+    memory: Memory | Candidate,
+    cosine: float,
+    dense_rank: int | None,
+    keyword_rank: int | None,
+    now: datetime,
+    cfg: ScoringConfig,
+) -> ScoreBreakdown:
+    rrf, relevance, r, age, s, f, final = terms(memory, cosine, dense_rank, keyword_rank, now, cfg)
     return ScoreBreakdown(
         similarity=cosine,
         dense_rank=dense_rank,

@@ -138,6 +138,11 @@ class SQLiteBackend(SQLiteDB):
         with self._vlock:
             return self.index.query(key, vector, k)
 
+    def nearest_and_keywords(
+        self, key: str, vector: np.ndarray, k: int, text: str, limit: int
+    ) -> tuple[list[tuple[str, float]], list[tuple[str, float]]]:
+        return self.nearest(key, vector, k), self.keyword_search(key, text, limit)
+
     def vector_count(self, key: str) -> int:
         return self.index.count(key)
 

@@ -18,6 +18,6 @@ fi
 stamp="$VENV/.mark-installed"
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   echo "Installing mark and its dependencies (the first run builds llama-cpp-python: ~6 min)..." >&2
-  pip_install -e ".[dev,local,mem0]"
+  pip_install -e ".[dev,local,mem0,compare]"
   touch "$stamp"
 fi

@@ -57,6 +57,7 @@ class SearchOps(StoreBase):
         filtered = bool(kinds or session_id or agent_id or since or until or include_history)
 
         dense: list[str] = []
+        kw: list[tuple[str, float]] | None = None
         exact_cos: dict[str, float] = {}
         if qv is not None:
             if filtered and self.backend.count_memories(user_id, flt) <= EXACT_FILTER_LIMIT:
@@ -67,6 +68,9 @@ class SearchOps(StoreBase):
                     order = np.argsort(-sims)[:fetch]
                     dense = [rows[i][0] for i in order]
                     exact_cos = {rows[i][0]: float(sims[i]) for i in order}
+            elif not filtered and mode == "hybrid":
+                found, kw = self.backend.nearest_and_keywords(key, qv, fetch, query, fetch)
+                dense = [i for i, _ in found]
             else:
                 n: int | None = None
                 k = fetch
@@ -79,12 +83,15 @@ class SearchOps(StoreBase):
                             k *= 4
                             continue
                     break
-        keyword = [i for i, _ in self.backend.keyword_search(key, query, fetch)] if mode != "dense" else []
+        if kw is None:
+            kw = self.backend.keyword_search(key, query, fetch) if mode != "dense" else []
+        keyword = [i for i, _ in kw]
 
         candidates = list(dict.fromkeys(dense + keyword))
-        rows = self.backend.memories_by_ids(candidates, user_id)  # the scope guard: only this user's rows
+        rows = self.backend.candidates_by_ids(candidates, user_id)  # the scope guard: only this user's rows
         allowed = {i for i, (m, _) in rows.items() if flt.admits(m)}
         now = self.clock()
+        cfg = self.settings.scoring
         dense_rank = {}
         for i in dense:
             if i in allowed:
@@ -93,28 +100,34 @@ class SearchOps(StoreBase):
         for i in keyword:
             if i in allowed:
                 keyword_rank[i] = len(keyword_rank) + 1
-        hits = []
+        scored: list[tuple[float, str, float]] = []  # (final, id, cosine)
         for mid in candidates:
-            if mid not in allowed or mid not in rows:
+            if mid not in allowed:
                 continue
-            memory, emb = rows[mid]
+            cand, emb = rows[mid]
             if qv is not None:
                 cos = exact_cos.get(mid)
                 if cos is None:
                     cos = float(emb @ qv) if emb is not None and emb.shape == qv.shape else 0.0
-                if cos < self.settings.scoring.min_similarity and mid not in keyword_rank:
+                if cos < cfg.min_similarity and mid not in keyword_rank:
                     continue
             else:
                 cos = 0.0
-            b = scoring.score(memory, cos, dense_rank.get(mid), keyword_rank.get(mid), now, self.settings.scoring)
-            hits.append(SearchHit(memory=memory, score=b.final, explain=b if explain else None))
+            final = scoring.terms(cand, cos, dense_rank.get(mid), keyword_rank.get(mid), now, cfg)[-1]
+            scored.append((final, mid, cos))
+        scored.sort(key=lambda t: (-t[0], t[1]))
         guard = self.forget_guard(user_id)
-        if guard is not None:  # second line of defence: forgetting removed these notes already
-            hits = [
-                h for h in hits if not guard.blocks_note(h.memory.text, h.memory.source.turn_ids, h.memory.created_at)
-            ]
-        hits.sort(key=lambda h: (-h.score, h.memory.id))
-        return hits[:limit]
+        hits: list[SearchHit] = []
+        for final, mid, cos in scored:  # best first: only the hits returned are decoded in full
+            memory = rows[mid][0].memory()
+            # Second line of defence: forgetting removed these notes already.
+            if guard is not None and guard.blocks_note(memory.text, memory.source.turn_ids, memory.created_at):
+                continue
+            b = scoring.score(memory, cos, dense_rank.get(mid), keyword_rank.get(mid), now, cfg) if explain else None
+            hits.append(SearchHit(memory=memory, score=final, explain=b))
+            if len(hits) == limit:
+                break
+        return hits
 
     def search_episodes(
         self,

@@ -7,6 +7,12 @@ chroma, so purging SQLite and dropping the collection leaves no readable trace.
 chroma's persistent client caches each collection's HNSW graph in memory; another process's writes are
 not visible until the client is re-created, so `refresh()` resets it (the store calls it when the shared
 vector epoch in SQLite moved).
+
+Small groups are also held in process memory and searched exactly (`HotGroups`): a chroma query costs 1-2 ms per
+call whatever the group's size (its count alone ~0.8 ms), a matrix product over a few thousand vectors ~0.05 ms,
+and a user's notes are a few thousand at most. The copy is loaded from chroma on a group's first search and follows
+every write made through this index; `refresh()` drops it with the client. Groups above `HOT_GROUP_LIMIT`
+vectors are searched by chroma's HNSW index.
 """
 
 from __future__ import annotations
@@ -16,16 +22,61 @@ import re
 import shutil
 import sqlite3
 import threading
+from collections import OrderedDict
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 PREFIX = "mark_"
+#: Groups with at most this many vectors are searched exactly in process memory (see the module's docstring).
+HOT_GROUP_LIMIT = 20_000
+#: Vectors held in memory over all groups at most (least recently searched groups go first): ~300 MB at 384
+#: dimensions.
+HOT_VECTOR_BUDGET = 200_000
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
 
 def _looks_like_segment(name: str) -> bool:
     return bool(_UUID.match(name))
+
+
+@dataclass(frozen=True)
+class _Hot:
+    """One group's vectors in memory, rows L2-normalised (a product is chroma's cosine similarity)."""
+
+    ids: list[str]
+    matrix: np.ndarray
+
+    @staticmethod
+    def of(ids: list[str], vectors: np.ndarray) -> _Hot:
+        m = np.asarray(vectors, dtype=np.float32).reshape(len(ids), -1)
+        norms = np.linalg.norm(m, axis=1, keepdims=True)
+        return _Hot(list(ids), m / np.where(norms == 0, 1, norms))
+
+    def upsert(self, ids: list[str], vectors: np.ndarray) -> _Hot:
+        new = _Hot.of(ids, vectors)
+        if new.matrix.shape[1] != self.matrix.shape[1] and self.ids:
+            raise ValueError("dimension changed")
+        fresh = {i: n for n, i in enumerate(new.ids)}
+        keep = [n for n, i in enumerate(self.ids) if i not in fresh]
+        return _Hot([self.ids[n] for n in keep] + new.ids, np.concatenate([self.matrix[keep], new.matrix]))
+
+    def delete(self, ids: list[str]) -> _Hot:
+        gone = set(ids)
+        keep = [n for n, i in enumerate(self.ids) if i not in gone]
+        return _Hot([self.ids[n] for n in keep], self.matrix[keep])
+
+    def query(self, vector: np.ndarray, k: int) -> list[tuple[str, float]]:
+        if not self.ids:
+            return []
+        q = np.asarray(vector, dtype=np.float32).reshape(-1)
+        norm = float(np.linalg.norm(q))
+        sims = self.matrix @ (q / norm if norm else q)
+        k = min(k, len(self.ids))
+        top = np.argpartition(-sims, k - 1)[:k] if k < len(self.ids) else np.arange(len(self.ids))
+        top = top[np.argsort(-sims[top], kind="stable")]
+        return [(self.ids[i], float(sims[i])) for i in top]
 
 
 class ChromaIndex:
@@ -37,6 +88,8 @@ class ChromaIndex:
         self._lock = threading.RLock()
         self._client = None
         self._collections: dict[str, object] = {}
+        self._hot: OrderedDict[str, _Hot] = OrderedDict()
+        self._big: set[str] = set()  # groups known to be above HOT_GROUP_LIMIT
 
     def _get_client(self):
         if self._client is None:
@@ -72,6 +125,13 @@ class ChromaIndex:
             step = 5000  # below chroma's max batch size (5461)
             for i in range(0, len(ids), step):
                 col.upsert(ids=ids[i : i + step], embeddings=np.asarray(vectors[i : i + step], dtype=np.float32))
+            hot = self._hot.get(user_key)
+            if hot is not None:
+                try:
+                    hot = hot.upsert(list(ids), np.asarray(vectors))
+                except ValueError:
+                    hot = None
+                self._keep(user_key, hot)
 
     def delete(self, user_key: str, ids: list[str]) -> None:
         if not ids:
@@ -80,10 +140,16 @@ class ChromaIndex:
             col = self._collection(user_key, create=False)
             if col is not None:
                 col.delete(ids=ids)
+            hot = self._hot.get(user_key)
+            if hot is not None:
+                self._hot[user_key] = hot.delete(list(ids))
+            self._big.discard(user_key)
 
     def drop_user(self, user_key: str) -> None:
         with self._lock:
             self._collections.pop(PREFIX + user_key, None)
+            self._hot.pop(user_key, None)
+            self._big.discard(user_key)
             with contextlib.suppress(Exception):
                 self._get_client().delete_collection(PREFIX + user_key)
             self._scrub()
@@ -108,20 +174,54 @@ class ChromaIndex:
             if child.is_dir() and _looks_like_segment(child.name) and child.name not in live:
                 shutil.rmtree(child, ignore_errors=True)
 
+    def _keep(self, user_key: str, hot: _Hot | None) -> None:
+        """Hold a group in memory (most recently used last), within the limits; None forgets it."""
+        self._hot.pop(user_key, None)
+        if hot is None:
+            return
+        if len(hot.ids) > HOT_GROUP_LIMIT:
+            self._big.add(user_key)
+            return
+        self._hot[user_key] = hot
+        total = sum(len(h.ids) for h in self._hot.values())
+        while total > HOT_VECTOR_BUDGET and len(self._hot) > 1:
+            _, dropped = self._hot.popitem(last=False)
+            total -= len(dropped.ids)
+
+    def _hot_group(self, user_key: str, col: object) -> _Hot | None:
+        """The group's in-memory copy, loaded from chroma on first use; None for a group too large to hold."""
+        hot = self._hot.get(user_key)
+        if hot is not None:
+            self._hot.move_to_end(user_key)
+            return hot
+        if user_key in self._big:
+            return None
+        if col.count() > HOT_GROUP_LIMIT:  # type: ignore[attr-defined]
+            self._big.add(user_key)
+            return None
+        got = col.get(include=["embeddings"])  # type: ignore[attr-defined]
+        vectors = got["embeddings"]
+        ids = list(got["ids"])
+        if ids and len({len(v) for v in vectors}) != 1:
+            return None
+        dim = len(vectors[0]) if ids else 0
+        self._keep(user_key, _Hot.of(ids, np.asarray(vectors, dtype=np.float32).reshape(len(ids), dim)))
+        return self._hot.get(user_key)
+
     def query(self, user_key: str, vector: np.ndarray, k: int) -> list[tuple[str, float]]:
         with self._lock:
             col = self._collection(user_key, create=False)
             if col is None:
                 return []
-            n = col.count()
-            if n == 0:
-                return []
-            res = col.query(
-                query_embeddings=np.asarray(vector, dtype=np.float32).reshape(1, -1),
-                n_results=min(k, n),
-                include=["distances"],
-            )
-        return [(i, 1.0 - float(d)) for i, d in zip(res["ids"][0], res["distances"][0], strict=True)]
+            hot = self._hot_group(user_key, col)
+            if hot is None or (hot.ids and hot.matrix.shape[1] != np.asarray(vector).size):
+                res = col.query(
+                    query_embeddings=np.asarray(vector, dtype=np.float32).reshape(1, -1),
+                    n_results=k,
+                    include=["distances"],
+                )
+                return [(i, 1.0 - float(d)) for i, d in zip(res["ids"][0], res["distances"][0], strict=True)]
+        return hot.query(vector, k)
 
     def count(self, user_key: str) -> int:
         with self._lock:
@@ -145,6 +245,8 @@ class ChromaIndex:
             from chromadb.api.shared_system_client import SharedSystemClient
 
             self._collections.clear()
+            self._hot.clear()
+            self._big.clear()
             self._client = None
             SharedSystemClient.clear_system_cache()
 
@@ -154,9 +256,13 @@ class ChromaIndex:
                 with contextlib.suppress(Exception):
                     self._get_client().delete_collection(PREFIX + key)
             self._collections.clear()
+            self._hot.clear()
+            self._big.clear()
             self._scrub()
 
     def close(self) -> None:
         with self._lock:
             self._collections.clear()
+            self._hot.clear()
+            self._big.clear()
             self._client = None

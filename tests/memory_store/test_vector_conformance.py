@@ -62,3 +62,28 @@ def test_chroma_persists_and_refresh_sees_other_writers(tmp_path):
     first.refresh()
     assert {i for i, _ in first.query("ua", unit([0, 1, 0]), 5)} == {"a", "b"}
     assert first.user_keys() == {"ua"}
+
+
+def test_chroma_memory_copy_follows_writes_and_ranks_as_hnsw(tmp_path, monkeypatch):
+    """Small groups are searched exactly in process memory: the copy follows the upserts, overwrites and deletes
+    made after it was loaded, and ranks as chroma's own index does (the same group searched with the copy off)."""
+    from memory_store.vectors import chroma
+
+    vecs = np.random.default_rng(3).standard_normal((60, 8)).astype(np.float32)
+    ids = [f"m{i}" for i in range(60)]
+    idx = ChromaIndex(tmp_path / "v")
+    idx.upsert("ua", ids[:40], vecs[:40])
+    q = vecs[50]
+    idx.query("ua", q, 5)  # loads the copy
+    idx.upsert("ua", ids[40:], vecs[40:])
+    idx.upsert("ua", ["m0"], vecs[50:51])  # m0 now points where the query does
+    idx.delete("ua", ["m50"])
+    hot = idx.query("ua", q, 5)
+    assert hot[0][0] == "m0" and "m50" not in [i for i, _ in hot]
+    monkeypatch.setattr(chroma, "HOT_GROUP_LIMIT", 0)
+    cold = ChromaIndex(tmp_path / "v")
+    via_hnsw = cold.query("ua", q, 5)
+    assert [i for i, _ in hot] == [i for i, _ in via_hnsw]
+    assert [s for _, s in hot] == pytest.approx([s for _, s in via_hnsw], abs=1e-4)
+    idx.close()
+    cold.close()
