@@ -224,7 +224,9 @@ async def test_a_configured_memory_model_is_connected_and_closed_by_the_agent_wi
     monkeypatch.setattr(agent_module, "connect", connect)
     chat = RoleLLM()
     settings = Settings(home=tmp_path / "home", memory_llm=LLMSettings(base_url="http://memory:9000/v1"))
-    agent = MemoryAgent(settings, llm=chat.client(), store=MemoryStore(settings.store, embedder=embedder), owns_store=True)
+    agent = MemoryAgent(
+        settings, llm=chat.client(), store=MemoryStore(settings.store, embedder=embedder), owns_store=True
+    )
     await agent.achat("alice", "My dog is called Biscuit.")
     await agent.aflush()
     await agent.aremember([{"role": "user", "content": "My cat is called Mochi."}], "alice")
@@ -251,7 +253,9 @@ async def test_a_given_client_stays_the_callers_unless_handed_over_with_scripted
         return client
 
     settings = Settings(home=tmp_path / "home")
-    kept = MemoryAgent(settings, llm=counted("kept"), store=MemoryStore(settings.store, embedder=embedder), owns_store=True)
+    kept = MemoryAgent(
+        settings, llm=counted("kept"), store=MemoryStore(settings.store, embedder=embedder), owns_store=True
+    )
     await kept.achat("alice", "Hello.")
     await kept.aclose()
     handed = MemoryAgent(settings, llm=counted("handed"), owns_llm=True, store=MemoryStore(settings, embedder=embedder))
