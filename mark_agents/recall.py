@@ -17,6 +17,7 @@ Used by `MemoryAgent.chat` / `recall`, the REPL, the FastAPI example and the eva
 from __future__ import annotations
 
 import asyncio
+import heapq
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Literal
@@ -273,12 +274,19 @@ def recall(
     )
     picked: dict[str, tuple[Turn, str, float, str]] = {}
     per_session: dict[str | None, int] = {}
-    remaining = list(hits)
+    # Best diverse score first, ties to the better-ranked hit. Scores only fall as sessions fill up, so a lazy
+    # heap is exact: a popped hit whose score has not fallen is the best; otherwise it goes back re-scored.
+    queue = [(-h.score, n) for n, h in enumerate(hits)]
+    heapq.heapify(queue)
     overhead = estimate_tokens(EPISODES_TITLE) + 1 + (0 if chosen else estimate_tokens(MEMORY_BLOCK_INTRO) + 6)
     used += overhead
-    while remaining:
-        best = max(remaining, key=lambda h: _diverse(h, per_session))
-        remaining.remove(best)
+    while queue:
+        stored, n = heapq.heappop(queue)
+        best = hits[n]
+        current = _diverse(best, per_session)
+        if current < -stored:
+            heapq.heappush(queue, (-current, n))
+            continue
         if best.turn.id in picked:
             continue
         window = [t for t in _shown(_window(store, best.turn, excluded), guard) if t.id not in picked]
