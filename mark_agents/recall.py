@@ -250,7 +250,9 @@ def recall(
         recent = store.turns(user_id, session_id=session_id, limit=recent_messages, newest_first=True)
         excluded.update(t.id for t in recent)
     guard = store.forget_guard(user_id)
-    notes = store.search(query, user_id, limit=limit, explain=True)  # forgotten facts filtered by the store
+    # The query is embedded once for both layers (an embedding costs more than either search).
+    qv = store.embed([query.strip()])[0] if query.strip() else None
+    notes = store.search(query, user_id, limit=limit, explain=True, query_embedding=qv)  # forgotten facts filtered
     # A turn costs at least HISTORY_LINE_TOKENS: more turns than the budget allows cannot fit, so stop counting.
     n_turns, chars = store.history_size(user_id, cap=budget_tokens // HISTORY_LINE_TOKENS + 1)
 
@@ -270,7 +272,7 @@ def recall(
         return _result(format_block(chosen), "retrieval" if chosen else "empty", chosen, [], budget_tokens)
 
     hits = store.search_episodes(
-        query, user_id, limit=EPISODE_CANDIDATES, exclude_ids=list(excluded), mode=episode_mode
+        query, user_id, limit=EPISODE_CANDIDATES, exclude_ids=list(excluded), mode=episode_mode, query_embedding=qv
     )
     picked: dict[str, tuple[Turn, str, float, str]] = {}
     per_session: dict[str | None, int] = {}
@@ -289,6 +291,8 @@ def recall(
             continue
         if best.turn.id in picked:
             continue
+        if used + estimate_tokens(_turn_line(best.turn)) + 3 > budget_tokens:
+            continue  # not even the hit alone fits (its window costs more): no need to read the window
         window = [t for t in _shown(_window(store, best.turn, excluded), guard) if t.id not in picked]
         if best.turn.id not in {t.id for t in window}:
             continue
