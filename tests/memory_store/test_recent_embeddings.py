@@ -24,7 +24,7 @@ def test_a_message_stored_then_recalled_is_embedded_once_and_purge_forgets_it(tm
     counting = CountingEmbedder(embedder)
     store = MemoryStore(home=tmp_path / "home", embedder=counting)
     message = "My locker code at the gym is 4471."
-    (turn,) = store.add_turns([{"user_id": "alice", "role": "user", "content": message}])
+    store.add_turns([{"user_id": "alice", "role": "user", "content": message}])
     store.add_turns([{"user_id": "alice", "role": "assistant", "content": "Noted, your locker code is 4471."}])
     found = recall(store, message, "alice", budget_tokens=800)
     assert "4471" in found.text
