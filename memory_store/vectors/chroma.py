@@ -50,13 +50,20 @@ class _Hot:
 
     @staticmethod
     def of(ids: list[str], vectors: np.ndarray) -> _Hot:
+        if not ids:  # an empty group (every vector deleted, or nothing written yet): width unknown until a write
+            m = np.asarray(vectors, dtype=np.float32)
+            return _Hot([], np.zeros((0, m.shape[1] if m.ndim == 2 else 0), np.float32))
         m = np.asarray(vectors, dtype=np.float32).reshape(len(ids), -1)
         norms = np.linalg.norm(m, axis=1, keepdims=True)
         return _Hot(list(ids), m / np.where(norms == 0, 1, norms))
 
     def upsert(self, ids: list[str], vectors: np.ndarray) -> _Hot:
         new = _Hot.of(ids, vectors)
-        if new.matrix.shape[1] != self.matrix.shape[1] and self.ids:
+        if not new.ids:
+            return self
+        if not self.ids:
+            return new
+        if new.matrix.shape[1] != self.matrix.shape[1]:
             raise ValueError("dimension changed")
         fresh = {i: n for n, i in enumerate(new.ids)}
         keep = [n for n, i in enumerate(self.ids) if i not in fresh]

@@ -47,6 +47,17 @@ def test_upsert_overwrites_and_delete_removes(index):
     assert index.query("missing-user", unit([0, 1, 0]), 3) == []
 
 
+def test_an_emptied_group_and_an_empty_write_keep_working(index):
+    index.upsert("ua", ["a"], np.stack([unit([1, 0, 0])]))
+    assert index.query("ua", unit([1, 0, 0]), 3)[0][0] == "a"  # chroma: the group is now held in memory too
+    index.delete("ua", ["a"])
+    assert index.query("ua", unit([1, 0, 0]), 3) == []
+    index.upsert("ua", [], np.zeros((0, 3), np.float32))  # e.g. a re-derivation that kept no note
+    index.upsert("ua", [], [])
+    index.upsert("ua", ["b"], np.stack([unit([0, 1, 0])]))
+    assert [i for i, _ in index.query("ua", unit([0, 1, 0]), 3)] == ["b"]
+
+
 def test_k_larger_than_group(index):
     index.upsert("ua", ["a", "b"], np.stack([unit([1, 0, 0]), unit([0, 1, 0])]))
     assert len(index.query("ua", unit([1, 1, 0]), 50)) == 2
