@@ -58,6 +58,18 @@ def test_an_emptied_group_and_an_empty_write_keep_working(index):
     assert [i for i, _ in index.query("ua", unit([0, 1, 0]), 3)] == ["b"]
 
 
+def test_chroma_group_emptied_in_another_process_is_searched_and_refilled(tmp_path):
+    first = ChromaIndex(tmp_path / "vectors")
+    first.upsert("ua", ["a"], np.stack([unit([1, 0, 0])]))
+    first.delete("ua", ["a"])
+    first.close()
+    again = ChromaIndex(tmp_path / "vectors")  # the group exists on disk with no vector in it
+    assert again.query("ua", unit([1, 0, 0]), 3) == []
+    again.upsert("ua", ["b"], np.stack([unit([0, 1, 0])]))
+    assert [i for i, _ in again.query("ua", unit([0, 1, 0]), 3)] == ["b"]
+    again.close()
+
+
 def test_k_larger_than_group(index):
     index.upsert("ua", ["a", "b"], np.stack([unit([1, 0, 0]), unit([0, 1, 0])]))
     assert len(index.query("ua", unit([1, 1, 0]), 50)) == 2
