@@ -17,6 +17,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from mark_eval.common import close_clients, output_dir, report_leniency
 from memory_store.errors import InvalidInput
 
 if TYPE_CHECKING:
@@ -206,9 +207,7 @@ def convomem_command(
     size_list = parse_sizes(sizes if sizes is not None else (SAMPLE_SIZES if sample else None))
     if sample and limit is None:
         limit = SAMPLE_LIMIT
-    out_dir = out or DEFAULT_OUT
-    if out_dir.exists() and not out_dir.is_dir():
-        raise InvalidInput(f"--out {out_dir} exists and is not a directory")
+    out_dir = output_dir(out, DEFAULT_OUT)
 
     loaded = load_sample() if sample else load_data(data)  # type: ignore[arg-type]
     selected = select_questions(loaded, categories, evidence_count, limit)
@@ -290,21 +289,12 @@ def convomem_command(
                 leniency = await check(run_judge, selected.asked_questions())
             return report, leniency
         finally:
-            for c in {id(x): x for x in (client, judge_client, helper_client) if x is not None}.values():
-                closer = getattr(c, "aclose", None)
-                if closer is not None:
-                    await closer()
+            await close_clients(client, judge_client, helper_client)
 
     report, leniency = asyncio.run(main())
     report_to_console(report, console)
     if leniency is not None:
-        from mark_eval.convomem.atomic import write_text_atomic
-
-        write_text_atomic(out_dir / "judge_leniency.json", leniency.model_dump_json(indent=2) + "\n")
-        console.print(
-            f"judge leniency ({escape(leniency.judge)}): {leniency.false_accepts}/{leniency.total} known-wrong answers "
-            f"accepted = {leniency.rate_percent}% false-accept rate"
-        )
+        report_leniency(leniency, out_dir, console)
 
 
 def bench_command(

@@ -13,6 +13,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
+from mark_eval.common import close_clients, output_dir, report_leniency
 from memory_store.errors import InvalidInput
 
 DEFAULT_METHODS = "full_context,rag"
@@ -108,9 +109,7 @@ def locomo_command(
     choice(judge, ("llm", "none"), "--judge")
     choice(mark_extraction, ("llm", "off"), "--mark-extraction")
     categories = parse_categories(category)
-    out_dir = out or DEFAULT_OUT
-    if out_dir.exists() and not out_dir.is_dir():
-        raise InvalidInput(f"--out {out_dir} exists and is not a directory")
+    out_dir = output_dir(out, DEFAULT_OUT)
     loaded = load_locomo(data)
     cases = select(loaded, categories, limit)
     if not cases:
@@ -176,19 +175,10 @@ def locomo_command(
                 leniency = await check(run_judge, questions, wrong_answers=known_wrong_answers)
             return report, leniency
         finally:
-            for c in {id(x): x for x in (client, judge_client) if x is not None}.values():
-                closer = getattr(c, "aclose", None)
-                if closer is not None:
-                    await closer()
+            await close_clients(client, judge_client)
 
     report, leniency = asyncio.run(main())
     console = console_out()
     report_to_console(report, console)
     if leniency is not None:
-        from mark_eval.convomem.atomic import write_text_atomic
-
-        write_text_atomic(out_dir / "judge_leniency.json", leniency.model_dump_json(indent=2) + "\n")
-        console.print(
-            f"judge leniency ({leniency.judge}): {leniency.false_accepts}/{leniency.total} known-wrong answers "
-            f"accepted = {leniency.rate_percent}% false-accept rate"
-        )
+        report_leniency(leniency, out_dir, console)

@@ -1,0 +1,49 @@
+"""Steps that ``mark eval convomem`` and ``mark eval locomo`` share around a run, kept in one place so the
+two commands check, close and report the same way."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from rich.console import Console
+from rich.markup import escape
+
+from memory_store.errors import InvalidInput
+
+if TYPE_CHECKING:
+    from mark_eval.convomem.judge import LeniencyReport
+
+
+def output_dir(out: Path | None, default: Path) -> Path:
+    """``--out`` (or the default), refused before anything is written when it names a file."""
+    out_dir = out or default
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InvalidInput(f"--out {out_dir} exists and is not a directory")
+    return out_dir
+
+
+async def close_clients(*clients: Any) -> None:
+    """Close each distinct client once (the judge is often the answering client itself)."""
+    for c in {id(x): x for x in clients if x is not None}.values():
+        closer = getattr(c, "aclose", None)
+        if closer is not None:
+            await closer()
+
+
+def report_leniency(leniency: LeniencyReport, out_dir: Path, console: Console) -> None:
+    """Write ``judge_leniency.json`` and print the judge's false-accept rate."""
+    from mark_eval.convomem.atomic import write_text_atomic
+
+    write_text_atomic(out_dir / "judge_leniency.json", leniency.model_dump_json(indent=2) + "\n")
+    console.print(
+        f"judge leniency ({escape(leniency.judge)}): {leniency.false_accepts}/{leniency.total} known-wrong answers "
+        f"accepted = {leniency.rate_percent}% false-accept rate"
+    )
+
+
+def print_skipped_methods(skipped_methods: list[str], console: Console) -> None:
+    """Name the methods a ``--retrieval-only`` run left out."""
+    if skipped_methods:
+        skipped = ", ".join(skipped_methods)
+        console.print(f"skipped with --retrieval-only (they need LLM calls to choose context): {skipped}")
