@@ -12,7 +12,10 @@ from rich.markup import escape
 from memory_store.errors import InvalidInput
 
 if TYPE_CHECKING:
+    from mark_eval.config import EvalSettings
+    from mark_eval.convomem.answerers import AnswererContext
     from mark_eval.convomem.judge import LeniencyReport
+    from mark_eval.convomem.runner import RunOptions
 
 
 def output_dir(out: Path | None, default: Path) -> Path:
@@ -21,6 +24,29 @@ def output_dir(out: Path | None, default: Path) -> Path:
     if out_dir.exists() and not out_dir.is_dir():
         raise InvalidInput(f"--out {out_dir} exists and is not a directory")
     return out_dir
+
+
+def run_options(out_dir: Path, fingerprint: dict[str, Any], **options: Any) -> RunOptions:
+    """The run's options, once ``out_dir`` is known to hold no results of other settings (``fingerprint``)."""
+    from mark_eval.convomem.runner import RunOptions, check_fingerprint
+
+    check_fingerprint(out_dir, fingerprint)
+    return RunOptions(out_dir=out_dir, fingerprint=fingerprint, **options)
+
+
+def answerer_context(config: EvalSettings, client: Any, out_dir: Path, **options: Any) -> AnswererContext:
+    """What the methods of a CLI run may use: the answering client, the configured embedder and settings, and
+    ``out_dir`` as the working directory (the ``mark`` method's home)."""
+    from mark_eval.config import embedder_factory
+    from mark_eval.convomem.answerers import AnswererContext
+
+    return AnswererContext(
+        llm=client,
+        embedder_factory=embedder_factory(config.store),
+        settings=config.settings,
+        work_dir=out_dir.resolve(),
+        **options,
+    )
 
 
 async def close_clients(*clients: Any) -> None:

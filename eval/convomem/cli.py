@@ -17,7 +17,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from mark_eval.common import close_clients, output_dir, report_leniency
+from mark_eval.common import answerer_context, close_clients, output_dir, report_leniency, run_options
 from memory_store.errors import InvalidInput
 
 if TYPE_CHECKING:
@@ -182,11 +182,11 @@ def convomem_command(
     no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bar.")] = False,
 ) -> None:
     """Run the ConvoMem benchmark: full context vs RAG vs MARK vs hybrid across conversation counts."""
-    from mark_eval.convomem.answerers import AnswererContext, resolve_methods
+    from mark_eval.convomem.answerers import resolve_methods
     from mark_eval.convomem.categories import resolve_category
     from mark_eval.convomem.loaders import load_data, load_sample
     from mark_eval.convomem.mixing import DEFAULT_SIZES, MixConfig, build_cases, select_questions
-    from mark_eval.convomem.runner import RunOptions, check_fingerprint, report_to_console, run_benchmark
+    from mark_eval.convomem.runner import report_to_console, run_benchmark
 
     # -- everything the user typed, checked before any output exists
     if sample and data is not None:
@@ -220,7 +220,7 @@ def convomem_command(
     for warning in [f"skipped {reason}" for reason in loaded.skipped] + mixed.warnings:
         err.print(f"[yellow]warning:[/] {escape(warning)}")
 
-    from mark_eval.config import EvalSettings, connect_helper, embedder_factory
+    from mark_eval.config import EvalSettings, connect_helper
 
     config = EvalSettings.from_settings(ctx.obj(), helper_model=helper_model)
     helper_cfg = config.helper_llm
@@ -239,14 +239,12 @@ def convomem_command(
         "max_answer_tokens": max_answer_tokens,
         "helper_model": None if helper_cfg is None else f"{helper_cfg.base_url or 'local'}|{helper_cfg.model}",
     }
-    check_fingerprint(out_dir, fingerprint)
-
-    options = RunOptions(
+    options = run_options(
+        out_dir,
+        fingerprint,
         methods=method_list,
-        out_dir=out_dir,
         concurrency=concurrency,
         retrieval_only=retrieval_only,
-        fingerprint=fingerprint,
         progress=not no_progress,
     )
     console = console_out()
@@ -270,13 +268,12 @@ def convomem_command(
                 from mark_eval.convomem.judge import ExactJudge
 
                 run_judge = ExactJudge()
-            answer_ctx = AnswererContext(
-                llm=client,
+            answer_ctx = answerer_context(
+                config,
+                client,
+                out_dir,
                 budget_tokens=budget_tokens,
-                retrieval=retrieval,  # type: ignore[arg-type]
-                embedder_factory=embedder_factory(config.store),
-                settings=config.settings,
-                work_dir=out_dir.resolve(),
+                retrieval=retrieval,
                 mark_extraction=mark_extraction,
                 max_answer_tokens=max_answer_tokens,
                 helper_llm=helper_client,

@@ -13,7 +13,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from mark_eval.common import close_clients, output_dir, report_leniency
+from mark_eval.common import answerer_context, close_clients, output_dir, report_leniency, run_options
 from memory_store.errors import InvalidInput
 
 DEFAULT_METHODS = "full_context,rag"
@@ -93,10 +93,9 @@ def locomo_command(
     no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bar.")] = False,
 ) -> None:
     """Run LoCoMo: J accuracy (categories 1-4 headline, adversarial apart), F1, BLEU-1, evidence recall."""
-    from mark_eval.config import EvalSettings, embedder_factory
-    from mark_eval.convomem.answerers import AnswererContext, resolve_methods
+    from mark_eval.config import EvalSettings
+    from mark_eval.convomem.answerers import resolve_methods
     from mark_eval.convomem.cli import choice, connect_clients, console_out
-    from mark_eval.convomem.runner import RunOptions, check_fingerprint
     from mark_eval.locomo.loader import load_locomo, select
     from mark_eval.locomo.prompts import LOCOMO_PROMPTS
     from mark_eval.locomo.run import report_to_console, run_locomo
@@ -132,13 +131,12 @@ def locomo_command(
         "judge": judge_kind,
         "mark_extraction": mark_extraction,
     }
-    check_fingerprint(out_dir, fingerprint)
-    options = RunOptions(
+    options = run_options(
+        out_dir,
+        fingerprint,
         methods=method_list,
-        out_dir=out_dir,
         concurrency=concurrency,
         retrieval_only=retrieval_only,
-        fingerprint=fingerprint,
         progress=not no_progress,
         label="locomo",
     )
@@ -155,13 +153,12 @@ def locomo_command(
                 from mark_eval.locomo.judge import JJudge
 
                 run_judge = JJudge(judge_client)
-            answer_ctx = AnswererContext(
-                llm=client,
+            answer_ctx = answerer_context(
+                config,
+                client,
+                out_dir,
                 budget_tokens=budget_tokens,
-                retrieval=retrieval,  # type: ignore[arg-type]
-                embedder_factory=embedder_factory(config.store),
-                settings=config.settings,
-                work_dir=out_dir.resolve(),
+                retrieval=retrieval,
                 prompts=LOCOMO_PROMPTS,
                 mark_extraction=mark_extraction,
             )
