@@ -3,8 +3,9 @@ two commands check, close and report the same way."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from rich.console import Console
 from rich.markup import escape
@@ -14,8 +15,11 @@ from memory_store.errors import InvalidInput
 if TYPE_CHECKING:
     from mark_eval.config import EvalSettings
     from mark_eval.convomem.answerers import AnswererContext
-    from mark_eval.convomem.judge import LeniencyReport
+    from mark_eval.convomem.judge import Judge, LeniencyReport
     from mark_eval.convomem.runner import RunOptions
+    from mark_eval.convomem.schema import Question
+
+R = TypeVar("R")
 
 
 def output_dir(out: Path | None, default: Path) -> Path:
@@ -47,6 +51,25 @@ def answerer_context(config: EvalSettings, client: Any, out_dir: Path, **options
         work_dir=out_dir.resolve(),
         **options,
     )
+
+
+async def run_then_check_judge(
+    run: Awaitable[R],
+    judge: Judge | None,
+    check: bool,
+    questions: Callable[[], list[Question]],
+    wrong_answers: Callable[[list[Question]], list[tuple[Question, str]]] | None = None,
+) -> tuple[R, LeniencyReport | None]:
+    """The run's report, then, with ``--leniency-check`` and a judge, how often that judge accepts known-wrong
+    answers to ``questions`` (``wrong_answers``: the benchmark's own, else ConvoMem's)."""
+    report = await run
+    if not check or judge is None:
+        return report, None
+    from mark_eval.convomem.judge import leniency_check
+
+    if wrong_answers is None:
+        return report, await leniency_check(judge, questions())
+    return report, await leniency_check(judge, questions(), wrong_answers=wrong_answers)
 
 
 async def close_clients(*clients: Any) -> None:

@@ -17,7 +17,14 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from mark_eval.common import answerer_context, close_clients, output_dir, report_leniency, run_options
+from mark_eval.common import (
+    answerer_context,
+    close_clients,
+    output_dir,
+    report_leniency,
+    run_options,
+    run_then_check_judge,
+)
 from memory_store.errors import InvalidInput
 
 if TYPE_CHECKING:
@@ -278,13 +285,12 @@ def convomem_command(
                 max_answer_tokens=max_answer_tokens,
                 helper_llm=helper_client,
             )
-            report = await run_benchmark(mixed, options, answer_ctx, run_judge, console=err)
-            leniency = None
-            if leniency_check and run_judge is not None:
-                from mark_eval.convomem.judge import leniency_check as check
-
-                leniency = await check(run_judge, selected.asked_questions())
-            return report, leniency
+            return await run_then_check_judge(
+                run_benchmark(mixed, options, answer_ctx, run_judge, console=err),
+                run_judge,
+                leniency_check,
+                selected.asked_questions,
+            )
         finally:
             await close_clients(client, judge_client, helper_client)
 

@@ -13,7 +13,14 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from mark_eval.common import answerer_context, close_clients, output_dir, report_leniency, run_options
+from mark_eval.common import (
+    answerer_context,
+    close_clients,
+    output_dir,
+    report_leniency,
+    run_options,
+    run_then_check_judge,
+)
 from memory_store.errors import InvalidInput
 
 DEFAULT_METHODS = "full_context,rag"
@@ -162,15 +169,15 @@ def locomo_command(
                 prompts=LOCOMO_PROMPTS,
                 mark_extraction=mark_extraction,
             )
-            report = await run_locomo(cases, options, answer_ctx, run_judge, console=err)
-            leniency = None
-            if leniency_check and run_judge is not None:
-                from mark_eval.convomem.judge import leniency_check as check
-                from mark_eval.locomo.judge import known_wrong_answers
+            from mark_eval.locomo.judge import known_wrong_answers
 
-                questions = [q for c in cases for q in c.questions]
-                leniency = await check(run_judge, questions, wrong_answers=known_wrong_answers)
-            return report, leniency
+            return await run_then_check_judge(
+                run_locomo(cases, options, answer_ctx, run_judge, console=err),
+                run_judge,
+                leniency_check,
+                lambda: [q for c in cases for q in c.questions],
+                wrong_answers=known_wrong_answers,
+            )
         finally:
             await close_clients(client, judge_client)
 
