@@ -17,6 +17,14 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from mark_eval.common import (
+    answerer_context,
+    close_clients,
+    output_dir,
+    report_leniency,
+    run_options,
+    run_then_check_judge,
+)
 from memory_store.errors import InvalidInput
 
 if TYPE_CHECKING:
@@ -181,11 +189,11 @@ def convomem_command(
     no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bar.")] = False,
 ) -> None:
     """Run the ConvoMem benchmark: full context vs RAG vs MARK vs hybrid across conversation counts."""
-    from mark_eval.convomem.answerers import AnswererContext, resolve_methods
+    from mark_eval.convomem.answerers import resolve_methods
     from mark_eval.convomem.categories import resolve_category
     from mark_eval.convomem.loaders import load_data, load_sample
     from mark_eval.convomem.mixing import DEFAULT_SIZES, MixConfig, build_cases, select_questions
-    from mark_eval.convomem.runner import RunOptions, check_fingerprint, report_to_console, run_benchmark
+    from mark_eval.convomem.runner import report_to_console, run_benchmark
 
     # -- everything the user typed, checked before any output exists
     if sample and data is not None:
@@ -206,9 +214,7 @@ def convomem_command(
     size_list = parse_sizes(sizes if sizes is not None else (SAMPLE_SIZES if sample else None))
     if sample and limit is None:
         limit = SAMPLE_LIMIT
-    out_dir = out or DEFAULT_OUT
-    if out_dir.exists() and not out_dir.is_dir():
-        raise InvalidInput(f"--out {out_dir} exists and is not a directory")
+    out_dir = output_dir(out, DEFAULT_OUT)
 
     loaded = load_sample() if sample else load_data(data)  # type: ignore[arg-type]
     selected = select_questions(loaded, categories, evidence_count, limit)
@@ -221,7 +227,7 @@ def convomem_command(
     for warning in [f"skipped {reason}" for reason in loaded.skipped] + mixed.warnings:
         err.print(f"[yellow]warning:[/] {escape(warning)}")
 
-    from mark_eval.config import EvalSettings, connect_helper, embedder_factory
+    from mark_eval.config import EvalSettings, connect_helper
 
     config = EvalSettings.from_settings(ctx.obj(), helper_model=helper_model)
     helper_cfg = config.helper_llm
@@ -240,14 +246,12 @@ def convomem_command(
         "max_answer_tokens": max_answer_tokens,
         "helper_model": None if helper_cfg is None else f"{helper_cfg.base_url or 'local'}|{helper_cfg.model}",
     }
-    check_fingerprint(out_dir, fingerprint)
-
-    options = RunOptions(
+    options = run_options(
+        out_dir,
+        fingerprint,
         methods=method_list,
-        out_dir=out_dir,
         concurrency=concurrency,
         retrieval_only=retrieval_only,
-        fingerprint=fingerprint,
         progress=not no_progress,
     )
     console = console_out()
@@ -271,40 +275,29 @@ def convomem_command(
                 from mark_eval.convomem.judge import ExactJudge
 
                 run_judge = ExactJudge()
-            answer_ctx = AnswererContext(
-                llm=client,
+            answer_ctx = answerer_context(
+                config,
+                client,
+                out_dir,
                 budget_tokens=budget_tokens,
-                retrieval=retrieval,  # type: ignore[arg-type]
-                embedder_factory=embedder_factory(config.store),
-                settings=config.settings,
-                work_dir=out_dir.resolve(),
+                retrieval=retrieval,
                 mark_extraction=mark_extraction,
                 max_answer_tokens=max_answer_tokens,
                 helper_llm=helper_client,
             )
-            report = await run_benchmark(mixed, options, answer_ctx, run_judge, console=err)
-            leniency = None
-            if leniency_check and run_judge is not None:
-                from mark_eval.convomem.judge import leniency_check as check
-
-                leniency = await check(run_judge, selected.asked_questions())
-            return report, leniency
+            return await run_then_check_judge(
+                run_benchmark(mixed, options, answer_ctx, run_judge, console=err),
+                run_judge,
+                leniency_check,
+                selected.asked_questions,
+            )
         finally:
-            for c in {id(x): x for x in (client, judge_client, helper_client) if x is not None}.values():
-                closer = getattr(c, "aclose", None)
-                if closer is not None:
-                    await closer()
+            await close_clients(client, judge_client, helper_client)
 
     report, leniency = asyncio.run(main())
     report_to_console(report, console)
     if leniency is not None:
-        from mark_eval.convomem.atomic import write_text_atomic
-
-        write_text_atomic(out_dir / "judge_leniency.json", leniency.model_dump_json(indent=2) + "\n")
-        console.print(
-            f"judge leniency ({escape(leniency.judge)}): {leniency.false_accepts}/{leniency.total} known-wrong answers "
-            f"accepted = {leniency.rate_percent}% false-accept rate"
-        )
+        report_leniency(leniency, out_dir, console)
 
 
 def bench_command(

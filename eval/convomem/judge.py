@@ -100,27 +100,55 @@ class LLMJudge:
         self.name = "llm"
 
     async def judge(self, question: Question, response: str) -> Verdict:
-        messages = [
-            {"role": "system", "content": JUDGE_SYSTEM},
-            {"role": "user", "content": judge_prompt(question, response)},
-        ]
-        usage = Usage()
-        raw = ""
-        for _ in range(self.attempts):
-            try:
-                result = await self.client.chat(messages, max_tokens=self.max_tokens, temperature=0.0, label="judge")
-            except LLMUnavailable:
+        return await ask_for_verdict(
+            self.client,
+            JUDGE_SYSTEM,
+            judge_prompt(question, response),
+            parse=lambda raw: parse_verdict(strip_thinking(raw)),
+            name="llm",
+            attempts=self.attempts,
+            max_tokens=self.max_tokens,
+            retry_errors=True,
+        )
+
+
+async def ask_for_verdict(
+    client: Any,
+    system: str,
+    prompt: str,
+    *,
+    parse: Callable[[str], bool | None],
+    name: str,
+    attempts: int,
+    max_tokens: int,
+    retry_errors: bool,
+) -> Verdict:
+    """Ask a judge model until ``parse`` reads a label from its reply, at most ``attempts`` times (shared by
+    ConvoMem's and LoCoMo's LLM judges, which differ in prompts, parser and name).
+
+    ``retry_errors``: a refused request (``LLMError``) is asked again instead of raised; an endpoint that is
+    down (``LLMUnavailable``) always stops the run. Unparsed after every attempt: an unjudged verdict.
+    """
+    messages = [{"role": "system", "content": system}, {"role": "user", "content": prompt}]
+    usage = Usage()
+    raw = ""
+    for _ in range(attempts):
+        try:
+            result = await client.chat(messages, max_tokens=max_tokens, temperature=0.0, label="judge")
+        except LLMUnavailable:
+            raise
+        except LLMError as exc:
+            if not retry_errors:
                 raise
-            except LLMError as exc:
-                raw = f"{type(exc).__name__}: {exc}"
-                continue
-            usage = usage + result.usage
-            raw = str(getattr(result, "text", "") or "")
-            verdict = parse_verdict(strip_thinking(raw))
-            if verdict is not None:
-                model = str(getattr(result, "model", "") or "")
-                return Verdict(correct=verdict, judge=f"llm:{model}" if model else "llm", raw=raw, usage=usage)
-        return Verdict(correct=None, judge="llm", raw=raw, usage=usage)
+            raw = f"{type(exc).__name__}: {exc}"
+            continue
+        usage = usage + result.usage
+        raw = str(getattr(result, "text", "") or "")
+        verdict = parse(raw)
+        if verdict is not None:
+            model = str(getattr(result, "model", "") or "")
+            return Verdict(correct=verdict, judge=f"{name}:{model}" if model else name, raw=raw, usage=usage)
+    return Verdict(correct=None, judge=name, raw=raw, usage=usage)
 
 
 _ABSTAIN = re.compile(

@@ -15,7 +15,7 @@ import json
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 from rich.console import Console
@@ -23,6 +23,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from mark_agents.llm import Usage
+from mark_eval.common import print_skipped_methods
 from mark_eval.convomem.answerers import Answer, Answerer, AnswererContext, create, needs_llm_to_select
 from mark_eval.convomem.atomic import write_text_atomic
 from mark_eval.convomem.judge import Judge
@@ -32,6 +33,8 @@ from mark_eval.convomem.results import Answered, ResultRow, ResultsFile
 from mark_eval.convomem.schema import Question, TestCase
 from mark_eval.convomem.summary import SummaryRow, print_table, summarise, write_summary_csv
 from memory_store.errors import InvalidInput
+
+S = TypeVar("S")  # a summary row: ConvoMem's or LoCoMo's
 
 
 class CaseMeta(Protocol):
@@ -299,19 +302,29 @@ async def run_benchmark(
 ) -> RunReport:
     """ConvoMem: ask everything, then ConvoMem's summary (per size) and plots."""
     asked = await ask_all(cases, options, ctx, judge, console, on_row)
+    summary, fields = write_summary(asked, options.out_dir, summarise, write_summary_csv)
+    return RunReport(summary=summary, plots=write_plots(summary, options.out_dir), **fields)
+
+
+def write_summary(
+    asked: Asked,
+    out_dir: Path,
+    summarise: Callable[[Iterable[ResultRow]], list[S]],
+    write_csv: Callable[[Path, list[S]], None],
+) -> tuple[list[S], dict[str, Any]]:
+    """Summarise every row of the results file into ``summary.csv``; also the report fields both evaluators'
+    reports share (counts and paths)."""
     summary = summarise(asked.results.load().values())
-    summary_path = options.out_dir / "summary.csv"
-    write_summary_csv(summary_path, summary)
-    plots = write_plots(summary, options.out_dir)
-    return RunReport(
-        asked=asked.asked,
-        skipped_done=asked.skipped_done,
-        skipped_methods=asked.skipped_methods,
-        summary=summary,
-        plots=plots,
-        results_path=asked.results.path,
-        summary_path=summary_path,
-    )
+    summary_path = out_dir / "summary.csv"
+    write_csv(summary_path, summary)
+    fields = {
+        "asked": asked.asked,
+        "skipped_done": asked.skipped_done,
+        "skipped_methods": asked.skipped_methods,
+        "results_path": asked.results.path,
+        "summary_path": summary_path,
+    }
+    return summary, fields
 
 
 def report_to_console(report: RunReport, console: Console | None = None) -> None:
@@ -329,6 +342,4 @@ def report_to_console(report: RunReport, console: Console | None = None) -> None
             f"refused (history over the model's window, not in the accuracy): "
             f"{sum(r.context_overflow for r in overflowed)} questions ({escape(where)})"
         )
-    if report.skipped_methods:
-        skipped = ", ".join(report.skipped_methods)
-        console.print(f"skipped with --retrieval-only (they need LLM calls to choose context): {skipped}")
+    print_skipped_methods(report.skipped_methods, console)

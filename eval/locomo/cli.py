@@ -13,6 +13,14 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
+from mark_eval.common import (
+    answerer_context,
+    close_clients,
+    output_dir,
+    report_leniency,
+    run_options,
+    run_then_check_judge,
+)
 from memory_store.errors import InvalidInput
 
 DEFAULT_METHODS = "full_context,rag"
@@ -92,10 +100,9 @@ def locomo_command(
     no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bar.")] = False,
 ) -> None:
     """Run LoCoMo: J accuracy (categories 1-4 headline, adversarial apart), F1, BLEU-1, evidence recall."""
-    from mark_eval.config import EvalSettings, embedder_factory
-    from mark_eval.convomem.answerers import AnswererContext, resolve_methods
+    from mark_eval.config import EvalSettings
+    from mark_eval.convomem.answerers import resolve_methods
     from mark_eval.convomem.cli import choice, connect_clients, console_out
-    from mark_eval.convomem.runner import RunOptions, check_fingerprint
     from mark_eval.locomo.loader import load_locomo, select
     from mark_eval.locomo.prompts import LOCOMO_PROMPTS
     from mark_eval.locomo.run import report_to_console, run_locomo
@@ -108,9 +115,7 @@ def locomo_command(
     choice(judge, ("llm", "none"), "--judge")
     choice(mark_extraction, ("llm", "off"), "--mark-extraction")
     categories = parse_categories(category)
-    out_dir = out or DEFAULT_OUT
-    if out_dir.exists() and not out_dir.is_dir():
-        raise InvalidInput(f"--out {out_dir} exists and is not a directory")
+    out_dir = output_dir(out, DEFAULT_OUT)
     loaded = load_locomo(data)
     cases = select(loaded, categories, limit)
     if not cases:
@@ -133,13 +138,12 @@ def locomo_command(
         "judge": judge_kind,
         "mark_extraction": mark_extraction,
     }
-    check_fingerprint(out_dir, fingerprint)
-    options = RunOptions(
+    options = run_options(
+        out_dir,
+        fingerprint,
         methods=method_list,
-        out_dir=out_dir,
         concurrency=concurrency,
         retrieval_only=retrieval_only,
-        fingerprint=fingerprint,
         progress=not no_progress,
         label="locomo",
     )
@@ -156,39 +160,29 @@ def locomo_command(
                 from mark_eval.locomo.judge import JJudge
 
                 run_judge = JJudge(judge_client)
-            answer_ctx = AnswererContext(
-                llm=client,
+            answer_ctx = answerer_context(
+                config,
+                client,
+                out_dir,
                 budget_tokens=budget_tokens,
-                retrieval=retrieval,  # type: ignore[arg-type]
-                embedder_factory=embedder_factory(config.store),
-                settings=config.settings,
-                work_dir=out_dir.resolve(),
+                retrieval=retrieval,
                 prompts=LOCOMO_PROMPTS,
                 mark_extraction=mark_extraction,
             )
-            report = await run_locomo(cases, options, answer_ctx, run_judge, console=err)
-            leniency = None
-            if leniency_check and run_judge is not None:
-                from mark_eval.convomem.judge import leniency_check as check
-                from mark_eval.locomo.judge import known_wrong_answers
+            from mark_eval.locomo.judge import known_wrong_answers
 
-                questions = [q for c in cases for q in c.questions]
-                leniency = await check(run_judge, questions, wrong_answers=known_wrong_answers)
-            return report, leniency
+            return await run_then_check_judge(
+                run_locomo(cases, options, answer_ctx, run_judge, console=err),
+                run_judge,
+                leniency_check,
+                lambda: [q for c in cases for q in c.questions],
+                wrong_answers=known_wrong_answers,
+            )
         finally:
-            for c in {id(x): x for x in (client, judge_client) if x is not None}.values():
-                closer = getattr(c, "aclose", None)
-                if closer is not None:
-                    await closer()
+            await close_clients(client, judge_client)
 
     report, leniency = asyncio.run(main())
     console = console_out()
     report_to_console(report, console)
     if leniency is not None:
-        from mark_eval.convomem.atomic import write_text_atomic
-
-        write_text_atomic(out_dir / "judge_leniency.json", leniency.model_dump_json(indent=2) + "\n")
-        console.print(
-            f"judge leniency ({leniency.judge}): {leniency.false_accepts}/{leniency.total} known-wrong answers "
-            f"accepted = {leniency.rate_percent}% false-accept rate"
-        )
+        report_leniency(leniency, out_dir, console)

@@ -13,8 +13,7 @@ import json
 import re
 from typing import Any
 
-from mark_agents.llm import Usage
-from mark_eval.convomem.judge import Verdict, is_abstention
+from mark_eval.convomem.judge import Verdict, ask_for_verdict, is_abstention
 from mark_eval.convomem.schema import Question
 from mark_eval.locomo.categories import ADVERSARIAL
 from mark_eval.locomo.prompts import JUDGE_SYSTEM, judge_adversarial, judge_j
@@ -55,21 +54,16 @@ class JJudge:
         self.name = "llm-j"
 
     async def judge(self, question: Question, response: str) -> Verdict:
-        messages = [
-            {"role": "system", "content": JUDGE_SYSTEM},
-            {"role": "user", "content": judge_prompt(question, response)},
-        ]
-        usage = Usage()
-        raw = ""
-        for _ in range(self.retries):
-            result = await self.client.chat(messages, max_tokens=self.max_tokens, temperature=0.0, label="judge")
-            usage = usage + result.usage
-            raw = str(getattr(result, "text", "") or "")
-            verdict = parse_label(raw)
-            if verdict is not None:
-                model = str(getattr(result, "model", "") or "")
-                return Verdict(correct=verdict, judge=f"j:{model}" if model else "j", raw=raw, usage=usage)
-        return Verdict(correct=None, judge="j", raw=raw, usage=usage)
+        return await ask_for_verdict(
+            self.client,
+            JUDGE_SYSTEM,
+            judge_prompt(question, response),
+            parse=parse_label,
+            name="j",
+            attempts=self.retries,
+            max_tokens=self.max_tokens,
+            retry_errors=False,
+        )
 
 
 def known_wrong_answers(questions: list[Question]) -> list[tuple[Question, str]]:

@@ -9,10 +9,11 @@ from pathlib import Path
 from pydantic import BaseModel
 from rich.console import Console
 
+from mark_eval.common import print_skipped_methods
 from mark_eval.convomem.answerers import AnswererContext
 from mark_eval.convomem.judge import Judge
 from mark_eval.convomem.results import ResultRow
-from mark_eval.convomem.runner import RunOptions, ask_all
+from mark_eval.convomem.runner import RunOptions, ask_all, write_summary
 from mark_eval.convomem.schema import Question, TestCase
 from mark_eval.locomo.categories import ADVERSARIAL
 from mark_eval.locomo.metrics import lexical_scores
@@ -47,19 +48,8 @@ async def run_locomo(
     on_row: Callable[[ResultRow], None] | None = None,
 ) -> LocomoReport:
     asked = await ask_all(cases, options, ctx, judge, console, on_row, scorer=score)
-    summary = summarise(asked.results.load().values())
-    summary_path = options.out_dir / "summary.csv"
-    write_summary_csv(summary_path, summary)
-    plot = write_plot(summary, options.out_dir)
-    return LocomoReport(
-        asked=asked.asked,
-        skipped_done=asked.skipped_done,
-        skipped_methods=asked.skipped_methods,
-        summary=summary,
-        plot=plot,
-        results_path=asked.results.path,
-        summary_path=summary_path,
-    )
+    summary, fields = write_summary(asked, options.out_dir, summarise, write_summary_csv)
+    return LocomoReport(summary=summary, plot=write_plot(summary, options.out_dir), **fields)
 
 
 def report_to_console(report: LocomoReport, console: Console | None = None) -> None:
@@ -69,6 +59,4 @@ def report_to_console(report: LocomoReport, console: Console | None = None) -> N
     console.print(f"summary: {report.summary_path}")
     if report.plot is not None:
         console.print(f"plot:    {report.plot}")
-    if report.skipped_methods:
-        skipped = ", ".join(report.skipped_methods)
-        console.print(f"skipped with --retrieval-only (they need LLM calls to choose context): {skipped}")
+    print_skipped_methods(report.skipped_methods, console)

@@ -10,20 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.eval.cli_runs import ROOT, mark
 from tests.eval.conftest import write_released_layout
-
-ROOT = Path(__file__).parents[2]
-
-
-def mark(*args: str, home: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "mark_cli.main", "--home", str(home), *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=env,
-    )
 
 
 def _bad_file(tmp_path: Path, name: str, content: str) -> Path:

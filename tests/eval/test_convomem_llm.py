@@ -4,53 +4,36 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).parents[2]
+from tests.eval.cli_runs import mark_with_local_model
 
 
 @pytest.mark.llm
 def test_sample_run_end_to_end_with_the_local_model(request: pytest.FixtureRequest, tmp_path: Path) -> None:
-    try:
-        settings = request.getfixturevalue("llm_settings")
-    except pytest.FixtureLookupError:
-        pytest.skip("the llm_settings fixture (tests/llm_fixtures.py) is not available")
-    env = {**os.environ, "MARK_LLM_BASE_URL": settings.llm.base_url, "MARK_LLM_MODEL": settings.llm.model}
     out = tmp_path / "out"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "mark_cli.main",
-            "--home",
-            str(tmp_path / "home"),
-            "eval",
-            "convomem",
-            "--sample",
-            "--sizes",
-            "1,2",
-            "--methods",
-            "full_context,rag",
-            "--category",
-            "user_facts,abstention,changing",
-            "--judge",
-            "llm",
-            "--leniency-check",
-            "--concurrency",
-            "2",
-            "--out",
-            str(out),
-            "--no-progress",
-        ],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
+    proc = mark_with_local_model(
+        request,
+        tmp_path,
+        "eval",
+        "convomem",
+        "--sample",
+        "--sizes",
+        "1,2",
+        "--methods",
+        "full_context,rag",
+        "--category",
+        "user_facts,abstention,changing",
+        "--judge",
+        "llm",
+        "--leniency-check",
+        "--concurrency",
+        "2",
+        "--out",
+        str(out),
+        "--no-progress",
         timeout=900,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -72,17 +55,10 @@ def test_sample_run_end_to_end_with_the_local_model(request: pytest.FixtureReque
 
 @pytest.mark.llm
 def test_mark_method_end_to_end_with_the_local_model(request: pytest.FixtureRequest, tmp_path: Path) -> None:
-    try:
-        settings = request.getfixturevalue("llm_settings")
-    except pytest.FixtureLookupError:
-        pytest.skip("the llm_settings fixture (tests/llm_fixtures.py) is not available")
-    env = {**os.environ, "MARK_LLM_BASE_URL": settings.llm.base_url, "MARK_LLM_MODEL": settings.llm.model}
     out = tmp_path / "out"
-    proc = subprocess.run(
-        [sys.executable, "-m", "mark_cli.main", "--home", str(tmp_path / "home"), "eval", "convomem", "--sample",
-         "--sizes", "1", "--methods", "mark", "--category", "user_facts", "--judge", "exact", "--out", str(out),
-         "--no-progress"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
+    proc = mark_with_local_model(
+        request, tmp_path, "eval", "convomem", "--sample", "--sizes", "1", "--methods", "mark", "--category",
+        "user_facts", "--judge", "exact", "--out", str(out), "--no-progress", timeout=600,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
     [row] = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]

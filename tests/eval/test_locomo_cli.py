@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.eval.test_convomem_cli import mark
+from tests.eval.cli_runs import mark
 
 CONV30 = Path(__file__).parent / "data" / "locomo" / "conv-30.json"
 

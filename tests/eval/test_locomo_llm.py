@@ -5,30 +5,21 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).parents[2]
+from tests.eval.cli_runs import mark_with_local_model
+
 CONV30 = Path(__file__).parent / "data" / "locomo" / "conv-30.json"
 
 
 @pytest.mark.llm
 def test_locomo_rag_with_j_judge_and_leniency_check_local_model(request: pytest.FixtureRequest, tmp_path: Path) -> None:
-    try:
-        settings = request.getfixturevalue("llm_settings")
-    except pytest.FixtureLookupError:
-        pytest.skip("the llm_settings fixture (tests/llm_fixtures.py) is not available")
-    env = {**os.environ, "MARK_LLM_BASE_URL": settings.llm.base_url, "MARK_LLM_MODEL": settings.llm.model}
     out = tmp_path / "out"
-    proc = subprocess.run(
-        [sys.executable, "-m", "mark_cli.main", "--home", str(tmp_path / "home"), "eval", "locomo", "--data",
-         str(CONV30), "--methods", "rag", "--category", "2,4,5", "--limit", "1", "--leniency-check", "--out", str(out),
-         "--no-progress"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200,
+    proc = mark_with_local_model(
+        request, tmp_path, "eval", "locomo", "--data", str(CONV30), "--methods", "rag", "--category", "2,4,5",
+        "--limit", "1", "--leniency-check", "--out", str(out), "--no-progress", timeout=1200,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
     rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
