@@ -17,6 +17,7 @@ Used by `MemoryAgent.chat` / `recall`, the REPL, the FastAPI example and the eva
 from __future__ import annotations
 
 import asyncio
+import heapq
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Literal
@@ -249,7 +250,9 @@ def recall(
         recent = store.turns(user_id, session_id=session_id, limit=recent_messages, newest_first=True)
         excluded.update(t.id for t in recent)
     guard = store.forget_guard(user_id)
-    notes = store.search(query, user_id, limit=limit, explain=True)  # forgotten facts filtered by the store
+    # The query is embedded once for both layers (an embedding costs more than either search).
+    qv = store.embed([query.strip()])[0] if query.strip() else None
+    notes = store.search(query, user_id, limit=limit, explain=True, query_embedding=qv)  # forgotten facts filtered
     # A turn costs at least HISTORY_LINE_TOKENS: more turns than the budget allows cannot fit, so stop counting.
     n_turns, chars = store.history_size(user_id, cap=budget_tokens // HISTORY_LINE_TOKENS + 1)
 
@@ -269,18 +272,27 @@ def recall(
         return _result(format_block(chosen), "retrieval" if chosen else "empty", chosen, [], budget_tokens)
 
     hits = store.search_episodes(
-        query, user_id, limit=EPISODE_CANDIDATES, exclude_ids=list(excluded), mode=episode_mode
+        query, user_id, limit=EPISODE_CANDIDATES, exclude_ids=list(excluded), mode=episode_mode, query_embedding=qv
     )
     picked: dict[str, tuple[Turn, str, float, str]] = {}
     per_session: dict[str | None, int] = {}
-    remaining = list(hits)
+    # Best diverse score first, ties to the better-ranked hit. Scores only fall as sessions fill up, so a lazy
+    # heap is exact: a popped hit whose score has not fallen is the best; otherwise it goes back re-scored.
+    queue = [(-h.score, n) for n, h in enumerate(hits)]
+    heapq.heapify(queue)
     overhead = estimate_tokens(EPISODES_TITLE) + 1 + (0 if chosen else estimate_tokens(MEMORY_BLOCK_INTRO) + 6)
     used += overhead
-    while remaining:
-        best = max(remaining, key=lambda h: _diverse(h, per_session))
-        remaining.remove(best)
+    while queue:
+        stored, n = heapq.heappop(queue)
+        best = hits[n]
+        current = _diverse(best, per_session)
+        if current < -stored:
+            heapq.heappush(queue, (-current, n))
+            continue
         if best.turn.id in picked:
             continue
+        if used + estimate_tokens(_turn_line(best.turn)) + 3 > budget_tokens:
+            continue  # not even the hit alone fits (its window costs more): no need to read the window
         window = [t for t in _shown(_window(store, best.turn, excluded), guard) if t.id not in picked]
         if best.turn.id not in {t.id for t in window}:
             continue

@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import re
 
-from memory_store.text import NOTE_WORDS, STOPWORDS
+from memory_store.text import SEARCH_STOPWORDS
 
 _WORD = re.compile(r"\w+", re.UNICODE)
-#: Words too common to rank by: they match most rows and cost time without telling memories apart
-#: ("user": the MARK agents write every note as "The user ...").
-_SKIPPED = STOPWORDS | NOTE_WORDS
 
 
 def query_words(text: str, max_terms: int = 24) -> list[str]:
@@ -19,5 +16,5 @@ def query_words(text: str, max_terms: int = 24) -> list[str]:
     for w in _WORD.findall(text.lower()):
         if w not in words:
             words.append(w)
-    content = [w for w in words if w not in _SKIPPED]
+    content = [w for w in words if w not in SEARCH_STOPWORDS]
     return (content or words)[:max_terms]

@@ -488,10 +488,11 @@ class SQLiteDB:
             return []
         match = f'user_key:"{key}" AND ({match})'
         try:
+            # The ids of the best `limit` matches only (a join before the LIMIT reads a row for every match).
             rows = self.query(
-                "SELECT t.id AS id, bm25(turns_fts, 1.0, 0.0) AS score FROM turns_fts "
-                "JOIN turns t ON t.seq = turns_fts.rowid "
-                "WHERE turns_fts MATCH ? ORDER BY score LIMIT ?",
+                "SELECT t.id AS id, k.score AS score FROM (SELECT rowid AS r, bm25(turns_fts, 1.0, 0.0) AS score "
+                "FROM turns_fts WHERE turns_fts MATCH ? ORDER BY score, rowid LIMIT ?) k "
+                "JOIN turns t ON t.seq = k.r ORDER BY k.score, k.r",
                 (match, limit),
             )
         except sqlite3.OperationalError:
@@ -504,7 +505,9 @@ class SQLiteDB:
         for start in range(0, len(ids), 500):
             chunk = list(ids[start : start + 500])
             for r in self.query(
-                f"SELECT * FROM turns WHERE user_id = ? AND id IN ({','.join('?' * len(chunk))})", [user_id, *chunk]
+                # `+user_id`: look the ids up by their unique index; the user's index would scan every turn of theirs.
+                f"SELECT * FROM turns WHERE +user_id = ? AND id IN ({','.join('?' * len(chunk))})",
+                [user_id, *chunk],
             ):
                 emb = np.frombuffer(r["embedding"], dtype=np.float32) if r["embedding"] else None
                 out[r["id"]] = (row_to_turn(r), emb)

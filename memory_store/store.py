@@ -13,6 +13,8 @@ ones (`users`, `export_jsonl(user_id=None)`, `check`, `rebuild`).
 from __future__ import annotations
 
 import contextlib
+import threading
+from collections import OrderedDict
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -78,6 +80,8 @@ class MemoryStore(MemoryOps, SearchOps, TurnOps, TransferOps, MaintenanceOps, Pr
         self.clock = clock
         self._embedder = embedder
         self._forget_key = None
+        self._recent = OrderedDict()
+        self._recent_lock = threading.Lock()
         self.backend = backend if backend is not None else open_backend(settings, vector_index)
         self.backend.start(self.reconcile)
 

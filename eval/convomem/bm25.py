@@ -8,7 +8,7 @@ from collections import Counter, defaultdict
 
 import numpy as np
 
-from memory_store.text import STOPWORDS
+from memory_store.text import SEARCH_STOPWORDS as STOPWORDS
 
 _TOKEN = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import threading
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -13,7 +15,7 @@ import numpy as np
 
 from memory_store.backend import Backend
 from memory_store.config import StoreSettings
-from memory_store.embeddings import Embedder, get_embedder
+from memory_store.embeddings import Embedder, get_embedder, text_key
 from memory_store.errors import InvalidInput, NotFound
 from memory_store.forgetting import Fingerprint, ForgetGuard
 from memory_store.models import HistoryEvent, Memory
@@ -28,6 +30,11 @@ def new_id() -> str:
     return uuid.uuid4().hex
 
 
+#: Single texts embedded lately, kept by hash: a chat turn stores the user's message and then recalls with it, and
+#: an embedding costs more than the whole search. Emptied by purge and forget.
+RECENT_EMBEDDINGS = 64
+
+
 class StoreBase:
     """The state the core's parts share (set by `MemoryStore.__init__`)."""
 
@@ -37,6 +44,8 @@ class StoreBase:
     backend: Backend
     _embedder: Embedder | None
     _forget_key: bytes | None
+    _recent: OrderedDict[str, np.ndarray]
+    _recent_lock: threading.Lock
 
     @property
     def embedder(self) -> Embedder:
@@ -45,7 +54,26 @@ class StoreBase:
         return self._embedder
 
     def embed(self, texts: list[str]) -> np.ndarray:
-        return self.embedder.embed(texts)
+        if len(texts) != 1:
+            return self.embedder.embed(texts)
+        recent = self._recent
+        key = text_key(texts[0])
+        with self._recent_lock:
+            vector = recent.get(key)
+            if vector is not None:
+                recent.move_to_end(key)
+                return vector[None, :]
+        vectors = self.embedder.embed(texts)
+        with self._recent_lock:
+            recent[key] = vectors[0]
+            while len(recent) > RECENT_EMBEDDINGS:
+                recent.popitem(last=False)
+        return vectors
+
+    def _forget_recent_embeddings(self) -> None:
+        """Drop the recent-embeddings cache (purge and forget: nothing derived from a removed text stays)."""
+        with self._recent_lock:
+            self._recent.clear()
 
     def _history(
         self,

@@ -16,6 +16,7 @@ class PrivacyOps(StoreBase):
         with self.backend.transaction() as tx:
             counts = tx.purge_user(user_id)
         self.backend.scrub_user(user_id, refill=False)
+        self._forget_recent_embeddings()
         return PurgeReport(
             user_id=user_id,
             memories=counts["memories"],
@@ -47,4 +48,5 @@ class PrivacyOps(StoreBase):
             plan = self.plan_forget(user_id, memory_id, about=about)
         elif plan.user_id != check_scope_id(user_id):
             raise InvalidInput("the forget plan belongs to another user")
+        self._forget_recent_embeddings()
         return forgetter.forget(self, plan, reason=reason, actor=actor)

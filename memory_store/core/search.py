@@ -163,27 +163,36 @@ class SearchOps(StoreBase):
         dense = [i for i in dense if i not in excluded]
         keyword = [i for i in keyword if i not in excluded]
         candidates = list(dict.fromkeys(dense + keyword))
-        rows = self.backend.turns_by_ids(user_id, candidates)  # the scope guard: only this user's turns
-        dense_rank = {i: n for n, i in enumerate((i for i in dense if i in rows), 1)}
-        keyword_rank = {i: n for n, i in enumerate((i for i in keyword if i in rows), 1)}
-        hits = []
-        for tid in candidates:
-            if tid not in rows:
-                continue
-            turn, emb = rows[tid]
-            cos = float(emb @ qv) if qv is not None and emb is not None and emb.shape == qv.shape else 0.0
-            hits.append(
-                EpisodeHit(
-                    turn=turn,
-                    score=scoring.episode_score(cos, dense_rank.get(tid), keyword_rank.get(tid), self.settings.scoring),
-                    similarity=cos,
-                    dense_rank=dense_rank.get(tid),
-                    keyword_rank=keyword_rank.get(tid),
-                )
-            )
+        dense_rank = {i: n for n, i in enumerate(dense, 1)}
+        keyword_rank = {i: n for n, i in enumerate(keyword, 1)}
+        cfg = self.settings.scoring
+        fused = {i: scoring.episode_score(0.0, dense_rank.get(i), keyword_rank.get(i), cfg) for i in candidates}
+        ranked = sorted(candidates, key=lambda i: -fused[i])
         guard = self.forget_guard(user_id)
-        if guard is not None:  # second line of defence: forgetting redacted these turns already
-            hits = [h.model_copy(update={"turn": guard.guard_turn(h.turn)}) for h in hits]
-            hits = [h for h in hits if guard.has_content(h.turn.content)]
+        hits: list[EpisodeHit] = []
+        start = 0
+        # Only the turns that can make the cut are read (in rounds, while forgetting's guard drops some), with
+        # every turn tied with the last one, so the order by (score, position) is the same as reading them all.
+        while start < len(ranked) and len(hits) < limit:
+            end = min(len(ranked), start + limit - len(hits))
+            while end < len(ranked) and fused[ranked[end]] == fused[ranked[end - 1]]:
+                end += 1
+            rows = self.backend.turns_by_ids(user_id, ranked[start:end])  # the scope guard: only this user's turns
+            start = end
+            for tid, (turn, emb) in rows.items():
+                if guard is not None:  # second line of defence: forgetting redacted these turns already
+                    turn = guard.guard_turn(turn)
+                    if not guard.has_content(turn.content):
+                        continue
+                cos = float(emb @ qv) if qv is not None and emb is not None and emb.shape == qv.shape else 0.0
+                hits.append(
+                    EpisodeHit(
+                        turn=turn,
+                        score=fused[tid],
+                        similarity=cos,
+                        dense_rank=dense_rank.get(tid),
+                        keyword_rank=keyword_rank.get(tid),
+                    )
+                )
         hits.sort(key=lambda h: (-h.score, h.turn.seq or 0))
         return hits[:limit]
