@@ -12,6 +12,9 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from memory_store.cli import ForgetAbout, ForgetId, ForgetReason, ForgetYes, Json, User
+from memory_store.cli import forget as store_forget
+
 if TYPE_CHECKING:
     from mark_agents.config import LLMSettings, Settings
 
@@ -190,25 +193,37 @@ def memory_purge(
     store_cli.show_purge(user, asyncio.run(run()), as_json)
 
 
-def _forget_chat_state(store, user_id: str, report) -> None:
-    """Forget hook of `mark memory forget`: rewrite the user's checkpointed chat threads without the fact."""
+def memory_forget(
+    ctx: typer.Context,
+    user: User,
+    memory_id: ForgetId = None,
+    about: ForgetAbout = None,
+    yes: ForgetYes = False,
+    reason: ForgetReason = "forgotten on request",
+    as_json: Json = False,
+) -> None:
+    # The help text is the store command's (set below): this is the same command, run through the agent.
     import asyncio
 
-    from mark_agents.chat_state import open_checkpointer, rewrite_chat_state
-    from memory_store import forgetter
+    from mark_agents.agent import MemoryAgent
+    from memory_store import cli as store_cli
 
-    home = Path(store.settings.home)
-    if not (home / "chat_state.db").exists():
-        return
-
-    async def run() -> int:
-        saver = await open_checkpointer(home)
+    async def run():
+        agent = MemoryAgent(ctx.obj())  # connects no LLM: forgetting needs none
         try:
-            return await rewrite_chat_state(saver, user_id, forgetter.redactor(store, report))
+            plan = store_cli.confirm_forget(agent.store, user, memory_id, about, yes, as_json)
+            if plan is None:
+                return None
+            return await agent.aforget(user, plan=plan, reason=reason, actor="cli")
         finally:
-            await saver.conn.close()
+            await agent.aclose()
 
-    report.chat_threads = asyncio.run(run())
+    report = asyncio.run(run())
+    if report is not None:
+        store_cli.show_forget(report, memory_id, as_json)
+
+
+memory_forget.__doc__ = store_forget.__doc__
 
 
 # -- mark bench chat -----------------------------------------------------------------------------------------
@@ -363,8 +378,7 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
     # The older name, kept so scripts keep working (`rebuild-index` is the store's index rebuild).
     store_cli.memory_app.command("rebuild", help="Old name of `mark memory rederive` (same command).")(memory_rederive)
     store_cli.replace_command("purge", memory_purge)
-    if _forget_chat_state not in store_cli.FORGET_HOOKS:
-        store_cli.FORGET_HOOKS.append(_forget_chat_state)
+    store_cli.replace_command("forget", memory_forget)
     bench_app.command("chat")(bench_chat)
     bench_app.command("forget")(bench_forget)
     bench_app.command("extraction")(bench_extraction)

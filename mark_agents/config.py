@@ -226,10 +226,6 @@ class Settings(StoreSettings):
         """Where bundled local models are assembled (``<home>/models``)."""
         return self.home / "models"
 
-    @property
-    def store(self) -> StoreSettings:
-        """The store's part of these settings, for the layer that needs only that."""
-        return StoreSettings.model_construct(**{name: getattr(self, name) for name in StoreSettings.model_fields})
 
     @property
     def memory(self) -> LLMSettings:

@@ -23,21 +23,24 @@ from memory_store.models import ForgetPlan, ForgetReport, MemoryKind, PurgeRepor
 from memory_store.store import MemoryStore
 
 memory_app = typer.Typer(no_args_is_help=True)
-#: Called as ``hook(store, user_id, report)`` by `mark memory forget` after the store forgot, so other packages can
-#: remove the fact from what they keep (mark_agents: the checkpointed chat state).
-FORGET_HOOKS: list[Callable[[MemoryStore, str, ForgetReport], None]] = []
 bench_app = typer.Typer(no_args_is_help=True)
 console = Console(emoji=False)
 
 User = Annotated[str, typer.Option("--user", "-u", help="The user whose memories to use (required).")]
 Json = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+ForgetId = Annotated[str | None, typer.Argument(help="Memory id or unique prefix.")]
+ForgetAbout = Annotated[
+    str | None, typer.Option("--about", help="Forget every note and episode about this topic (asks first).")
+]
+ForgetYes = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation (--about).")]
+ForgetReason = Annotated[str, typer.Option("--reason")]
 Kinds = Annotated[
     list[MemoryKind] | None, typer.Option("--kind", "-k", help="Only these kinds (repeatable).", show_default=False)
 ]
 
 
 def open_store(ctx: typer.Context) -> MemoryStore:
-    return MemoryStore(ctx.obj())
+    return MemoryStore(ctx.obj().store)
 
 
 def emit(data: object) -> None:
@@ -192,43 +195,55 @@ def history(
 def forget(
     ctx: typer.Context,
     user: User,
-    memory_id: Annotated[str | None, typer.Argument(help="Memory id or unique prefix.")] = None,
-    about: Annotated[
-        str | None, typer.Option("--about", help="Forget every note and episode about this topic (asks first).")
-    ] = None,
-    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation (--about).")] = False,
-    reason: Annotated[str, typer.Option("--reason")] = "forgotten on request",
+    memory_id: ForgetId = None,
+    about: ForgetAbout = None,
+    yes: ForgetYes = False,
+    reason: ForgetReason = "forgotten on request",
     as_json: Json = False,
 ) -> None:
     """Forget a memory, or everything about a topic, so that it never comes back.
 
-    Removes the note (and its earlier versions), redacts the fact where it stands in the raw turns and the chat
-    state, keeps history events without their text, and records a fingerprint (hashed, no text) so rebuilds and
-    extraction never re-derive it from what was said before. Saying it again later is new information.
+    Removes the note (and its earlier versions), redacts the fact where it stands in the raw turns, keeps history
+    events without their text, and records a fingerprint (hashed, no text) so rebuilds and extraction never
+    re-derive it from what was said before. Saying it again later is new information. (With mark_agents
+    installed, its agent runs this command and rewrites the user's chat threads too.)
     """
+    with open_store(ctx) as store:
+        plan = confirm_forget(store, user, memory_id, about, yes, as_json)
+        if plan is None:
+            return
+        report = store.forget(user, plan=plan, reason=reason, actor="cli")
+    show_forget(report, memory_id, as_json)
+
+
+def confirm_forget(
+    store: MemoryStore, user: str, memory_id: str | None, about: str | None, yes: bool, as_json: bool
+) -> ForgetPlan | None:
+    """Plan a forget and, for --about, show the plan and ask (unless --yes). None: nothing matches the topic."""
     if (memory_id is None) == (about is None):
         raise InvalidInput("give a memory id or --about TOPIC")
-    with open_store(ctx) as store:
-        plan = store.plan_forget(user, memory_id, about=about)
-        if about is not None:
-            if not plan.memories and not plan.turns:
-                if as_json:
-                    emit({"deleted": [], "memories": [], "turns": [], "matched": 0})
-                else:
-                    console.print("nothing matches that topic")
-                return
-            if not as_json or not yes:
-                _show_plan(plan)
-            if not yes:
-                if not sys.stdin.isatty():
-                    raise InvalidInput("forget --about needs --yes when not run interactively")
-                typer.confirm(
-                    f"Forget these {len(plan.memories)} memories and the matching parts of {len(plan.turns)} turns?",
-                    abort=True,
-                )
-        report = store.forget(user, plan=plan, reason=reason, actor="cli")
-        for hook in FORGET_HOOKS:
-            hook(store, user, report)
+    plan = store.plan_forget(user, memory_id, about=about)
+    if about is None:
+        return plan
+    if not plan.memories and not plan.turns:
+        if as_json:
+            emit({"deleted": [], "memories": [], "turns": [], "matched": 0})
+        else:
+            console.print("nothing matches that topic")
+        return None
+    if not as_json or not yes:
+        _show_plan(plan)
+    if not yes:
+        if not sys.stdin.isatty():
+            raise InvalidInput("forget --about needs --yes when not run interactively")
+        typer.confirm(
+            f"Forget these {len(plan.memories)} memories and the matching parts of {len(plan.turns)} turns?",
+            abort=True,
+        )
+    return plan
+
+
+def show_forget(report: ForgetReport, memory_id: str | None, as_json: bool) -> None:
     if as_json:
         deleted = report.memories[0] if memory_id and report.memories else report.memories
         emit({"deleted": deleted, **report.model_dump()})
@@ -267,7 +282,7 @@ def purge(
 
 def replace_command(name: str, command: Callable[..., None]) -> None:
     """Let a package that keeps more about a user than the store does own a `mark memory` command (mark_agents
-    owns `purge`: its agent removes the user's chat threads too)."""
+    owns `purge` and `forget`: its agent removes the fact or the user from the chat threads too)."""
     memory_app.registered_commands = [c for c in memory_app.registered_commands if c.name != name]
     memory_app.command(name)(command)
 
@@ -427,7 +442,7 @@ def bench_store(
         raise InvalidInput(f"--compare: unknown {', '.join(unknown)} (choose from {', '.join(PEERS)}, or all)")
     try:
         result = run_store_bench(
-            ctx.obj(),
+            ctx.obj().store,
             memories=memories,
             users=users,
             queries=queries,

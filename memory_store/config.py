@@ -52,6 +52,11 @@ class StoreSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="MARK_", extra="ignore")
 
+    @property
+    def store(self) -> StoreSettings:
+        """The store's part of these settings (a subclass's extra fields, such as LLM keys, left behind)."""
+        return StoreSettings.model_construct(**{name: getattr(self, name) for name in StoreSettings.model_fields})
+
     home: Path = Field(default_factory=default_home, description="Data directory (SQLite, vectors, models).")
     embedding_model: str = Field(
         default=DEFAULT_EMBEDDING_MODEL,

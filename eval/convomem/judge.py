@@ -108,7 +108,6 @@ class LLMJudge:
             name="llm",
             attempts=self.attempts,
             max_tokens=self.max_tokens,
-            retry_errors=True,
         )
 
 
@@ -121,13 +120,12 @@ async def ask_for_verdict(
     name: str,
     attempts: int,
     max_tokens: int,
-    retry_errors: bool,
 ) -> Verdict:
     """Ask a judge model until ``parse`` reads a label from its reply, at most ``attempts`` times (shared by
     ConvoMem's and LoCoMo's LLM judges, which differ in prompts, parser and name).
 
-    ``retry_errors``: a refused request (``LLMError``) is asked again instead of raised; an endpoint that is
-    down (``LLMUnavailable``) always stops the run. Unparsed after every attempt: an unjudged verdict.
+    A refused request (``LLMError``) is asked again, like a reply that could not be read; an endpoint that is down
+    (``LLMUnavailable``) stops the run. Unparsed after every attempt: an unjudged verdict.
     """
     messages = [{"role": "system", "content": system}, {"role": "user", "content": prompt}]
     usage = Usage()
@@ -138,8 +136,6 @@ async def ask_for_verdict(
         except LLMUnavailable:
             raise
         except LLMError as exc:
-            if not retry_errors:
-                raise
             raw = f"{type(exc).__name__}: {exc}"
             continue
         usage = usage + result.usage

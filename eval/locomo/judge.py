@@ -62,7 +62,6 @@ class JJudge:
             name="j",
             attempts=self.retries,
             max_tokens=self.max_tokens,
-            retry_errors=False,
         )
 
 
