@@ -304,24 +304,39 @@ def found(token: str, text: str) -> bool:
 
 
 _HEX = frozenset(b"0123456789abcdefABCDEF")
+_HEX_OR_DASH = _HEX | {ord("-")}
+_UUID = re.compile(rb"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 
 
 def found_in_bytes(token: str, data: bytes) -> bool:
     """The token in a file's bytes (lower-cased by the caller), as text would hold it; an occurrence inside a long
-    hex run (a record id, a hash) is not the fact."""
+    hex run (a record id, a hash) or a UUID (LangGraph's checkpoint ids: "968edcdd-4471-4ab7-...") is not the
+    fact."""
     needle = token.lower().encode()
     if needle not in data:
         return False
     hexish = all(c in _HEX for c in needle)
     for m in re.finditer(_pattern(token.lower()).encode(), data):
-        start, end = m.start(), m.end()
-        while start > 0 and data[start - 1] in _HEX:
-            start -= 1
-        while end < len(data) and data[end] in _HEX:
-            end += 1
-        if not (hexish and end - start >= 16):
+        if not (hexish and _in_record_id(data, m.start(), m.end())):
             return True
     return False
+
+
+def _in_record_id(data: bytes, start: int, end: int) -> bool:
+    """Does data[start:end] sit in a hex run of 16+ characters, or in a UUID-shaped run of hex and hyphens?"""
+    s, e = start, end
+    while s > 0 and data[s - 1] in _HEX:
+        s -= 1
+    while e < len(data) and data[e] in _HEX:
+        e += 1
+    if e - s >= 16:
+        return True
+    s, e = start, end
+    while s > 0 and data[s - 1] in _HEX_OR_DASH:
+        s -= 1
+    while e < len(data) and data[e] in _HEX_OR_DASH:
+        e += 1
+    return _UUID.fullmatch(data[s:e]) is not None
 
 
 @dataclass

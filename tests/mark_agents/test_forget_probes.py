@@ -84,6 +84,17 @@ def test_the_probe_set_is_sound():
     assert {k for p in PLANTS for k in p.facts} == {f.key for f in FACTS}
 
 
+def test_a_fact_in_bytes_is_found_but_not_inside_record_ids_or_version_numbers():
+    """The byte probe finds a token as text holds it, never inside LangGraph's checkpoint ids and channel versions
+    (a UUID segment "-4471-" or the float "138.0.24471213297071281" once made the grid fail one run in four)."""
+    assert found_in_bytes("4471", b"my licence plate is kz-4471, saved.")
+    assert found_in_bytes("4471", b"\xa7content\xb4kz-4471 is the plate")
+    assert not found_in_bytes("4471", b"\xd9$968edcdd-4471-4ab7-38f3-304ba8f3d817")
+    assert not found_in_bytes("4471", b"\xd9400000000000000000000000000000138.0.24471213297071281")
+    assert not found_in_bytes("4471", b"row 3f2a9c4471bd02e1aa7c")  # a hex id
+    assert found_in_bytes("4471", b"code 4471-b")  # a short run of hex and dashes is text, not an id
+
+
 async def test_forgotten_facts_never_resurface_and_kept_ones_stay_scripted_llm(make_agent, tmp_path):
     """The whole grid: >= 20 facts planted through chat, forgotten (by id and with --about), then probed by chat
     (same and new session, paraphrases, indirect, related), /why, recall, search in all three modes, export, history,
