@@ -226,7 +226,6 @@ class Settings(StoreSettings):
         """Where bundled local models are assembled (``<home>/models``)."""
         return self.home / "models"
 
-
     @property
     def memory(self) -> LLMSettings:
         """The memory model's settings: ``memory_llm`` if configured, else the chat model's.

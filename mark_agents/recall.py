@@ -19,9 +19,11 @@ from __future__ import annotations
 import asyncio
 import heapq
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime
 from typing import Literal
 
+import numpy as np
 from pydantic import BaseModel, Field
 
 from mark_agents.config import AgentConfig
@@ -44,6 +46,16 @@ SHORT_TURN_CHARS = 80
 #: score / (1 + SESSION_PENALTY * (k - SESSION_FREE)).
 SESSION_FREE = 5
 SESSION_PENALTY = 0.5
+
+
+#: Embeds each recall's query in the background while the keyword searches run (torch and SQLite release the GIL;
+#: the embedder encodes one query on one thread, so the other core is free for SQLite).
+_QUERY_EMBEDDING = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mark-query-embedding")
+
+
+def _embed_soon(store: MemoryStore, query: str) -> Future[np.ndarray] | None:
+    text = query.strip()
+    return _QUERY_EMBEDDING.submit(lambda: store.embed([text])[0]) if text else None
 
 
 class RecalledMemory(BaseModel):
@@ -249,9 +261,9 @@ def recall(
     if session_id is not None and recent_messages > 0:
         recent = store.turns(user_id, session_id=session_id, limit=recent_messages, newest_first=True)
         excluded.update(t.id for t in recent)
+    # The query is embedded once for both layers (an embedding costs more than either search), in the background.
+    qv = _embed_soon(store, query)
     guard = store.forget_guard(user_id)
-    # The query is embedded once for both layers (an embedding costs more than either search).
-    qv = store.embed([query.strip()])[0] if query.strip() else None
     notes = store.search(query, user_id, limit=limit, explain=True, query_embedding=qv)  # forgotten facts filtered
     # A turn costs at least HISTORY_LINE_TOKENS: more turns than the budget allows cannot fit, so stop counting.
     n_turns, chars = store.history_size(user_id, cap=budget_tokens // HISTORY_LINE_TOKENS + 1)

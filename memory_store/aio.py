@@ -21,6 +21,7 @@ import numpy as np
 from memory_store.backend import Backend
 from memory_store.config import StoreSettings
 from memory_store.core.maintenance import REEMBED_BATCH
+from memory_store.core.search import QueryVector
 from memory_store.embeddings import Embedder
 from memory_store.forgetting import ForgetGuard
 from memory_store.models import (
@@ -341,7 +342,7 @@ class AsyncMemoryStore:
         include_history: bool = False,
         mode: str = "hybrid",
         explain: bool = False,
-        query_embedding: np.ndarray | None = None,
+        query_embedding: QueryVector | None = None,
     ) -> list[SearchHit]:
         """Awaitable `MemoryStore.search`."""
         return await asyncio.to_thread(
@@ -367,7 +368,7 @@ class AsyncMemoryStore:
         *,
         limit: int = 20,
         mode: str = "hybrid",
-        query_embedding: np.ndarray | None = None,
+        query_embedding: QueryVector | None = None,
         exclude_ids: Sequence[str] = (),
     ) -> list[EpisodeHit]:
         """Awaitable `MemoryStore.search_episodes`."""

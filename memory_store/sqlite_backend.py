@@ -184,12 +184,16 @@ def row_to_feedback(row: sqlite3.Row) -> Feedback:
     )
 
 
-def fts_query(text: str, max_terms: int = 24) -> str | None:
-    """Turn free text into a safe FTS5 OR-query of quoted words (no operator injection)."""
-    words = query_words(text, max_terms)
-    if not words:
-        return None
-    return " OR ".join('"' + w.replace('"', '""') + '"' for w in words)
+#: Keyword search ranks (BM25) every row that matches one of the query's words. Past this many matches in the
+#: user's rows, the query's most common words are left out (the rarest kept) until the matches fit: ranking stays a
+#: few milliseconds on a history of 50,000 turns, and the best matches barely move, because a word in thousands of
+#: rows adds little to BM25 (low IDF). Below the cap the ranking is exact.
+KEYWORD_RANK_CAP = 2000
+
+
+def fts_phrases(text: str, max_terms: int = 24) -> list[str]:
+    """The query's words as quoted FTS5 phrases (no operator injection)."""
+    return ['"' + w.replace('"', '""') + '"' for w in query_words(text, max_terms)]
 
 
 class SQLiteDB:
@@ -347,21 +351,50 @@ class SQLiteDB:
 
     def keyword_search(self, user_key: str, text: str, limit: int) -> list[tuple[str, float]]:
         """BM25 over the user's memories: (memory id, bm25) best first (SQLite's bm25 is lower = better)."""
-        match = fts_query(text)
-        if match is None:
+        return self._bm25_top("memories_fts", "memories", user_key, text, limit)
+
+    def _bm25_top(self, fts: str, rows: str, key: str, text: str, limit: int) -> list[tuple[str, float]]:
+        """The ids of the best `limit` BM25 matches of `text` among the rows of user key `key`, best first."""
+        phrases = fts_phrases(text)
+        if not phrases:
             return []
-        match = f'user_key:"{user_key}" AND ({match})'
+        scope = f'user_key:"{key}"'
         try:
+            match = f"{scope} AND ({' OR '.join(self._rankable(fts, scope, phrases))})"
             # The ids of the best `limit` matches only (a join before the LIMIT reads a row for every match).
-            rows = self.query(
-                "SELECT m.id AS id, k.score AS score FROM (SELECT rowid AS r, bm25(memories_fts, 1.0, 0.0) AS score "
-                "FROM memories_fts WHERE memories_fts MATCH ? ORDER BY score, rowid LIMIT ?) k "
-                "JOIN memories m ON m.seq = k.r ORDER BY k.score, k.r",
+            found = self.query(
+                f"SELECT x.id AS id, k.score AS score FROM (SELECT rowid AS r, bm25({fts}, 1.0, 0.0) AS score "
+                f"FROM {fts} WHERE {fts} MATCH ? ORDER BY score, rowid LIMIT ?) k "
+                f"JOIN {rows} x ON x.seq = k.r ORDER BY k.score, k.r",
                 (match, limit),
             )
         except sqlite3.OperationalError:
             return []
-        return [(r["id"], r["score"]) for r in rows]
+        return [(r["id"], r["score"]) for r in found]
+
+    def _rankable(self, fts: str, scope: str, phrases: list[str]) -> list[str]:
+        """The phrases to rank with: all of them while their matches fit `KEYWORD_RANK_CAP`, else the rarest in
+        the user's rows that fit (at least one). Counting is cheap; ranking is what grows with the matches."""
+        if len(phrases) < 2:
+            return phrases
+
+        def count(match: str) -> int:
+            return self.query(f"SELECT count(*) AS n FROM {fts} WHERE {fts} MATCH ?", (match,))[0]["n"]
+
+        # Matches over every user bound the user's own: most queries stop here.
+        if sum(count(p) for p in phrases) <= KEYWORD_RANK_CAP:
+            return phrases
+        if count(f"{scope} AND ({' OR '.join(phrases)})") <= KEYWORD_RANK_CAP:
+            return phrases  # a user with fewer rows than the cap is always ranked exactly
+        in_scope = {p: count(f"{scope} AND {p}") for p in phrases}
+        kept: list[str] = []
+        total = 0
+        for p in sorted(phrases, key=in_scope.__getitem__):
+            if kept and total + in_scope[p] > KEYWORD_RANK_CAP:
+                break
+            kept.append(p)
+            total += in_scope[p]
+        return kept
 
     def list_memories(self, user_id: str, flt: MemoryFilter, limit: int, offset: int) -> tuple[list[Memory], int]:
         total = self.count_memories(user_id, flt)
@@ -483,21 +516,7 @@ class SQLiteDB:
 
     def episode_keyword_search(self, key: str, text: str, limit: int) -> list[tuple[str, float]]:
         """BM25 over the user's turns: (turn id, bm25) best first (lower bm25 = better, as SQLite reports it)."""
-        match = fts_query(text)
-        if match is None:
-            return []
-        match = f'user_key:"{key}" AND ({match})'
-        try:
-            # The ids of the best `limit` matches only (a join before the LIMIT reads a row for every match).
-            rows = self.query(
-                "SELECT t.id AS id, k.score AS score FROM (SELECT rowid AS r, bm25(turns_fts, 1.0, 0.0) AS score "
-                "FROM turns_fts WHERE turns_fts MATCH ? ORDER BY score, rowid LIMIT ?) k "
-                "JOIN turns t ON t.seq = k.r ORDER BY k.score, k.r",
-                (match, limit),
-            )
-        except sqlite3.OperationalError:
-            return []
-        return [(r["id"], r["score"]) for r in rows]
+        return self._bm25_top("turns_fts", "turns", key, text, limit)
 
     def turns_by_ids(self, user_id: str, ids: Sequence[str]) -> dict[str, tuple[Turn, np.ndarray | None]]:
         """Turns (with their vectors) by id, only this user's: the scope guard of episode search."""

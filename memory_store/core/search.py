@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from concurrent.futures import Future
 from datetime import datetime
 
 import numpy as np
@@ -13,6 +14,10 @@ from memory_store.core.memories import memory_filter
 from memory_store.errors import InvalidInput
 from memory_store.models import EpisodeHit, MemoryKind, SearchHit
 from memory_store.validation import check_scope_id, episode_key, user_key
+
+#: A query's vector, or a future of one still being computed: keyword search runs meanwhile (torch and SQLite both
+#: release the GIL), and the vector is waited for only when the dense half needs it.
+QueryVector = np.ndarray | Future[np.ndarray]
 
 #: With a filter (kind, session, time), scopes up to this size are searched exactly from the rows.
 EXACT_FILTER_LIMIT = 5000
@@ -26,6 +31,12 @@ def _check_query(query: str, mode: str) -> None:
 
 
 class SearchOps(StoreBase):
+    def _query_vector(self, query: str, given: QueryVector | None) -> np.ndarray:
+        vector = given.result() if isinstance(given, Future) else given
+        if vector is None:
+            vector = self.embed([query.strip()])[0]
+        return np.asarray(vector, dtype=np.float32)
+
     def search(
         self,
         query: str,
@@ -40,7 +51,7 @@ class SearchOps(StoreBase):
         include_history: bool = False,
         mode: str = "hybrid",
         explain: bool = False,
-        query_embedding: np.ndarray | None = None,
+        query_embedding: QueryVector | None = None,
     ) -> list[SearchHit]:
         """Hybrid (dense + keyword), decay-ranked search in one user's memories. See scoring.py for the score."""
         check_scope_id(user_id)
@@ -50,14 +61,13 @@ class SearchOps(StoreBase):
         flt = memory_filter(kinds, session_id, agent_id, since, until, include_history)
         key = user_key(user_id)
         fetch = max(limit * 4, 40)
-        qv = None
-        if mode != "keyword":
-            qv = query_embedding if query_embedding is not None else self.embed([query.strip()])[0]
-            qv = np.asarray(qv, dtype=np.float32)
         filtered = bool(kinds or session_id or agent_id or since or until or include_history)
+        kw: list[tuple[str, float]] | None = None
+        if mode == "hybrid" and isinstance(query_embedding, Future) and not query_embedding.done():
+            kw = self.backend.keyword_search(key, query, fetch)  # while the query is still being embedded
+        qv = self._query_vector(query, query_embedding) if mode != "keyword" else None
 
         dense: list[str] = []
-        kw: list[tuple[str, float]] | None = None
         exact_cos: dict[str, float] = {}
         if qv is not None:
             if filtered and self.backend.count_memories(user_id, flt) <= EXACT_FILTER_LIMIT:
@@ -68,7 +78,7 @@ class SearchOps(StoreBase):
                     order = np.argsort(-sims)[:fetch]
                     dense = [rows[i][0] for i in order]
                     exact_cos = {rows[i][0]: float(sims[i]) for i in order}
-            elif not filtered and mode == "hybrid":
+            elif not filtered and mode == "hybrid" and kw is None:
                 found, kw = self.backend.nearest_and_keywords(key, qv, fetch, query, fetch)
                 dense = [i for i, _ in found]
             else:
@@ -136,7 +146,7 @@ class SearchOps(StoreBase):
         *,
         limit: int = 20,
         mode: str = "hybrid",
-        query_embedding: np.ndarray | None = None,
+        query_embedding: QueryVector | None = None,
         exclude_ids: Sequence[str] = (),
     ) -> list[EpisodeHit]:
         """Hybrid search over everything the user and the assistant said (raw turns), best first.
@@ -149,17 +159,17 @@ class SearchOps(StoreBase):
         _check_query(query, mode)
         fetch = max(limit * 3, 60)
         excluded = set(exclude_ids)
-        dense: list[str] = []
-        qv = None
-        if mode != "keyword":
-            qv = query_embedding if query_embedding is not None else self.embed([query.strip()])[0]
-            qv = np.asarray(qv, dtype=np.float32)
-            dense = [i for i, _ in self.backend.nearest(episode_key(user_id), qv, fetch + len(excluded))]
+        # Keywords first: a query vector still being computed is waited for only after them.
         keyword = (
             [i for i, _ in self.backend.episode_keyword_search(user_key(user_id), query, fetch + len(excluded))]
             if mode != "dense"
             else []
         )
+        dense: list[str] = []
+        qv = None
+        if mode != "keyword":
+            qv = self._query_vector(query, query_embedding)
+            dense = [i for i, _ in self.backend.nearest(episode_key(user_id), qv, fetch + len(excluded))]
         dense = [i for i in dense if i not in excluded]
         keyword = [i for i in keyword if i not in excluded]
         candidates = list(dict.fromkeys(dense + keyword))

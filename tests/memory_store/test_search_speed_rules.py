@@ -1,0 +1,63 @@
+"""The rules that keep search fast on a long history change nothing a user can see: a large user's keyword search
+ranks with its rarest words, a small user's stays exact, a query vector still being computed gives the same hits,
+and a single query embedded on one thread gets the same vector. Real SQLite, chroma and embedding model."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+from memory_store import sqlite_backend
+
+
+def say(store, user: str, texts: list[str]) -> list:
+    return store.add_turns([{"user_id": user, "session_id": "s", "role": "user", "content": t} for t in texts])
+
+
+def test_a_large_users_keyword_search_ranks_with_its_rarest_words_and_a_small_users_stays_exact(
+    chroma_store, monkeypatch
+):
+    say(chroma_store, "alice", [f"I walked the dog in the park on day {i}." for i in range(30)])
+    (zebra,) = say(chroma_store, "alice", ["My zebra is called Stripes."])
+    say(chroma_store, "bob", [f"Bob walked his dog to the park, trip {i}." for i in range(5)])
+
+    exact = chroma_store.search_episodes("dog park zebra", "alice", mode="keyword", limit=50)
+    assert exact[0].turn.id == zebra.id and len(exact) == 31  # below the cap every match is ranked
+
+    monkeypatch.setattr(sqlite_backend, "KEYWORD_RANK_CAP", 10)
+    capped = chroma_store.search_episodes("dog park zebra", "alice", mode="keyword", limit=50)
+    assert [h.turn.id for h in capped] == [zebra.id]  # "dog" and "park" (31 matches each) are left out
+    small = chroma_store.search_episodes("dog park zebra", "bob", mode="keyword", limit=50)
+    assert len(small) == 5 and {h.turn.user_id for h in small} == {"bob"}  # bob's 5 matches fit: exact
+
+
+def test_a_query_vector_still_being_computed_gives_the_same_hits(store):
+    from memory_store import NewMemory
+
+    store.add_many([NewMemory(text=t, user_id="alice") for t in ("Alice lives in Lisbon.", "Alice is a nurse.")])
+    say(store, "alice", ["I moved to Lisbon last month.", "Night shifts at the hospital are hard."])
+    query = "Where does she live and work?"
+    vector = store.embed([query])[0]
+    with ThreadPoolExecutor(1) as pool:
+        notes = store.search(query, "alice", query_embedding=vector)
+        pending_notes = store.search(query, "alice", query_embedding=pool.submit(lambda: store.embed([query])[0]))
+        episodes = store.search_episodes(query, "alice", query_embedding=vector)
+        pending_episodes = store.search_episodes(
+            query, "alice", query_embedding=pool.submit(lambda: store.embed([query])[0])
+        )
+    assert [(h.memory.id, round(h.score, 6)) for h in pending_notes] == [
+        (h.memory.id, round(h.score, 6)) for h in notes
+    ]
+    assert [(h.turn.id, h.score) for h in pending_episodes] == [(h.turn.id, h.score) for h in episodes]
+    assert len(notes) == 2 and len(episodes) == 2
+
+
+def test_a_single_query_is_embedded_on_one_thread_with_the_same_vector(embedder):
+    torch = pytest.importorskip("torch")
+    threads = torch.get_num_threads()
+    alone = embedder.embed(["Which note-taking method did you recommend?"])[0]
+    batch = embedder.embed(["Which note-taking method did you recommend?", *[f"filler {i}" for i in range(8)]])[0]
+    assert np.allclose(alone, batch, atol=1e-5)
+    assert torch.get_num_threads() == threads  # the one-thread setting is put back
