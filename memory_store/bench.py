@@ -1,5 +1,6 @@
 """`mark bench store`: throughput and latency of the store on synthetic memories, on one engine or all of them, and
-beside them other stores on the same data (`--compare`, memory_store.bench_compare).
+beside them other stores on the same data (`--compare`, memory_store.bench_compare: langgraph and chroma, which
+`--compare all` runs, and mem0, opt-in: it adds one memory at a time, tens per second).
 
 Memories are generated sentences (distinct, realistic length: 8-16 words); queries are paraphrase-like
 sentences over the same vocabulary. The embedding model alone runs first on the same texts, in the same batches;
@@ -209,6 +210,7 @@ def run_store_bench(
     with and without the query's embedding, check time, disk and peak RSS, for each engine named; then the peers
     named in ``compare`` on the same memories and query vectors."""
     backends = [backend] if isinstance(backend, str) else list(backend)
+    bench_compare.preflight(compare)  # a peer's missing library: one line before minutes of work
     rng = random.Random(7)
     home = keep or Path(tempfile.mkdtemp(prefix="mark-bench-"))
     try:

@@ -3,6 +3,16 @@
 - ``langgraph``: LangGraph's SqliteStore with its vector index (sqlite-vec, brute-force cosine over the namespace),
   one namespace per user. This Python's sqlite3 may not load extensions: the store then runs on pysqlite3.
 - ``chroma``: plain chromadb, one collection per user, nearest neighbours only (no keywords, no decay).
+- ``mem0`` (opt-in: ``--compare mem0``, never part of ``all``): mem0's sync ``Memory`` on its chroma vector store
+  (one collection, scoped by ``user_id`` in the metadata), one ``Memory.add(text, user_id=..., infer=False)`` per
+  memory (no LLM extraction: stored as given) and ``Memory.search(query, filters={"user_id": ...})``. mem0 stores
+  memories one by one (a list of messages too): each is a committed chroma write (about two thirds of the time) and
+  a committed history row in SQLite, tens of memories/s on a 2-core machine (21-26/s measured on a busy one) where
+  the other peers load in batches; a default run (10,000 memories) would spend 6 minutes or more in it, hence
+  opt-in. With chroma mem0
+  ranks by similarity only (its BM25 scoring needs a store with keyword search; spaCy is off, so no entity boost
+  either). Telemetry off, no LLM (one that refuses is plugged in), no network (memory_store.mem0_peer);
+  ``pip install 'mark-memory[mem0]'``.
 
 Each peer gets the vectors the embedder made (its embed function looks them up), so the timings are the stores'
 own; search is timed with the query vector given, as mark's "without embedding" figure.
@@ -17,8 +27,13 @@ from typing import Any
 
 import numpy as np
 
+#: The peers of ``--compare all``.
 PEERS = ("langgraph", "chroma")
+#: Peers run only when named: too slow to load for a default run.
+OPT_IN = ("mem0",)
+KNOWN = PEERS + OPT_IN
 LIMIT = 10
+MEM0_MISSING = "--compare mem0 needs the optional extra mem0: pip install 'mark-memory[mem0]' (the mem0ai library)"
 
 
 class Lookup:
@@ -35,6 +50,9 @@ class Lookup:
             self._by_text[t] = base + i
 
     def __call__(self, texts: Sequence[str]) -> list[list[float]]:
+        missing = [t for t in texts if t not in self._by_text]
+        if missing:
+            raise LookupError(f"a peer asked for the embedding of a text the bench did not embed: {missing[0]!r}")
         return [self._vectors[self._by_text[t]].tolist() for t in texts]
 
 
@@ -58,6 +76,17 @@ def _sqlite_with_extensions() -> Any:
             "this Python's sqlite3 cannot load extensions and pysqlite3 is missing: pip install 'mark-memory[compare]'"
         ) from exc
     return sqlite3_ext
+
+
+def preflight(peers: Sequence[str]) -> None:
+    """Fail before the bench starts when a peer's library is missing (RuntimeError, one line)."""
+    if "langgraph" in peers:
+        _sqlite_with_extensions()
+    if "mem0" in peers:
+        from memory_store import mem0_peer
+
+        if not mem0_peer.available():
+            raise RuntimeError(MEM0_MISSING)
 
 
 def _timed(fn: Callable[[], object]) -> float:
@@ -138,6 +167,39 @@ def run_chroma(
     return _result("chroma, one collection per user (dense only)", load_s, len(texts), lat)
 
 
+def run_mem0(
+    home: Path,
+    texts: Sequence[str],
+    users: Sequence[str],
+    vectors: np.ndarray,
+    queries: Sequence[tuple[str, str, np.ndarray]],
+    batch: int,
+) -> dict[str, Any]:
+    """mem0 on chroma: one ``add(..., infer=False)`` per memory (mem0 has no bulk add; ``batch`` is unused), search
+    scoped by ``user_id``, top 10, no score threshold (the other peers have none)."""
+    from memory_store import mem0_peer
+
+    lookup = Lookup(texts, vectors)
+    lookup.add([q for q, _, _ in queries], np.stack([v for _, _, v in queries]))
+    try:
+        memory = mem0_peer.open_memory(home, lookup)
+    except ImportError:
+        raise RuntimeError(MEM0_MISSING) from None
+    t0 = time.perf_counter()
+    for text, user in zip(texts, users, strict=True):
+        memory.add(text, user_id=user, infer=False)
+    load_s = time.perf_counter() - t0
+
+    def search(q: str, u: str) -> object:
+        return memory.search(q, filters={"user_id": u}, top_k=LIMIT, threshold=0.0)
+
+    for q, u, _ in queries[:10]:
+        search(q, u)
+    lat = [_timed(lambda q=q, u=u: search(q, u)) for q, u, _ in queries]
+    memory.db.close()
+    return _result("mem0 Memory on chroma, add infer=False (dense only)", load_s, len(texts), lat)
+
+
 def _result(what: str, load_s: float, n: int, lat: list[float]) -> dict[str, Any]:
     return {
         "what": what,
@@ -148,7 +210,7 @@ def _result(what: str, load_s: float, n: int, lat: list[float]) -> dict[str, Any
     }
 
 
-RUNNERS = {"langgraph": run_langgraph, "chroma": run_chroma}
+RUNNERS = {"langgraph": run_langgraph, "chroma": run_chroma, "mem0": run_mem0}
 
 
 def plot(result: dict[str, Any], path: Path) -> Path:

@@ -420,7 +420,11 @@ def bench_store(
     ] = None,
     compare: Annotated[
         str,
-        typer.Option("--compare", help="Peers on the same data, comma-separated: langgraph, chroma (or all)."),
+        typer.Option(
+            "--compare",
+            help="Peers on the same data, comma-separated: langgraph, chroma (or all: those two), mem0 (opt-in, "
+            "not in all: it adds one memory at a time, tens per second; needs the mem0 extra).",
+        ),
     ] = "",
     plot: Annotated[Path | None, typer.Option("--plot", help="Write a PNG of search p50/p95 per system.")] = None,
     keep: Annotated[Path | None, typer.Option("--keep", help="Build the stores here (default: a temp dir).")] = None,
@@ -429,17 +433,18 @@ def bench_store(
     """Add throughput against the embedding model alone, scoped search latency (with and without the query
     embedding), peak RSS; with --compare, other stores on the same data and query vectors."""
     from memory_store.bench import ENGINES, run_store_bench
-    from memory_store.bench_compare import PEERS
+    from memory_store.bench_compare import KNOWN, PEERS
 
     backends = list(ENGINES) if backend == "all" else [backend]
     if any(b not in ENGINES for b in backends):
         raise InvalidInput("--backend must be chroma, exact, postgres or all")
     if url is not None and "postgres" not in backends:
         raise InvalidInput("--url is for --backend postgres (or all)")
-    peers = list(PEERS) if compare.strip() == "all" else [p.strip() for p in compare.split(",") if p.strip()]
-    unknown = [p for p in peers if p not in PEERS]
+    named = [p.strip() for p in compare.split(",") if p.strip()]
+    peers = list(dict.fromkeys(q for p in named for q in (PEERS if p == "all" else (p,))))  # "all,mem0" works
+    unknown = [p for p in peers if p not in KNOWN]
     if unknown:
-        raise InvalidInput(f"--compare: unknown {', '.join(unknown)} (choose from {', '.join(PEERS)}, or all)")
+        raise InvalidInput(f"--compare: unknown {', '.join(unknown)} (choose from {', '.join(KNOWN)}, or all)")
     try:
         result = run_store_bench(
             ctx.obj().store,

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,7 @@ from mark_agents.llm import Usage
 from mark_eval.convomem.answerers.base import Answerer, AnswererContext, Selection, selection
 from mark_eval.convomem.prompts import ContextKind, answer_messages
 from mark_eval.convomem.schema import Haystack
+from memory_store import mem0_peer
 from memory_store.errors import MarkError
 
 MEM0_MISSING = "method 'mem0' needs the optional extra mem0: pip install 'mark-memory[mem0]' (the mem0ai library)"
@@ -57,27 +57,13 @@ def require_mem0() -> None:
 
 
 def import_mem0(home: Path | None) -> Any:
-    """``mem0.AsyncMemory`` with telemetry off and its files under ``home``; one clear line when absent."""
-    os.environ["MEM0_TELEMETRY"] = "False"  # read when mem0 is imported: no event ever leaves the machine
-    if home is not None:
-        home.mkdir(parents=True, exist_ok=True)
-        os.environ.setdefault("MEM0_DIR", str(home))
+    """``mem0.AsyncMemory`` with telemetry off and its files under ``home`` (memory_store.mem0_peer, shared with
+    ``mark bench store --compare mem0``); one clear line when absent."""
     try:
-        from mem0 import AsyncMemory
-        from mem0.memory import main as mem0_main
-        from mem0.memory import telemetry
-        from mem0.utils import spacy_models
+        mem0 = mem0_peer.import_mem0(home)
     except ImportError:
         raise MarkError(MEM0_MISSING) from None
-    # mem0 may have been imported earlier in the process with telemetry on: switch every copy of the flag off
-    telemetry.MEM0_TELEMETRY = False
-    mem0_main.MEM0_TELEMETRY = False  # type: ignore[attr-defined]
-    telemetry._oss_telemetry_shutting_down = True
-    telemetry.client_telemetry.posthog = None
-    # spaCy, when installed, downloads en_core_web_sm on first use: never at run time here (plain BM25 text).
-    spacy_models._load_failed_lemma = True
-    spacy_models._load_failed_full = True
-    return AsyncMemory
+    return mem0.AsyncMemory
 
 
 class _LocalEmbedder:
