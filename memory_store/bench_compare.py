@@ -9,10 +9,9 @@
   memories one by one (a list of messages too): each is a committed chroma write (about two thirds of the time) and
   a committed history row in SQLite, tens of memories/s on a 2-core machine (21-26/s measured on a busy one) where
   the other peers load in batches; a default run (10,000 memories) would spend 6 minutes or more in it, hence
-  opt-in. With chroma mem0
-  ranks by similarity only (its BM25 scoring needs a store with keyword search; spaCy is off, so no entity boost
-  either). Telemetry off, no LLM (one that refuses is plugged in), no network (memory_store.mem0_peer);
-  ``pip install 'mark-memory[mem0]'``.
+  opt-in. With chroma mem0 ranks by similarity only (its BM25 scoring needs a store with keyword search; spaCy is
+  off, so no entity boost either). Telemetry off, no LLM (one that refuses is plugged in), no network
+  (memory_store.mem0_peer); ``pip install 'mark-memory[mem0]'``.
 
 Each peer gets the vectors the embedder made (its embed function looks them up), so the timings are the stores'
 own; search is timed with the query vector given, as mark's "without embedding" figure.
