@@ -64,8 +64,8 @@ def check_choices(retrieval: str, judge: str, judges: tuple[str, ...], mark_extr
 
 @dataclass(frozen=True)
 class AnswerSettings:
-    """How both commands answer and judge: one home for what their run fingerprints share and what their answerer
-    contexts are built from, so an option cannot change the answers without changing the fingerprint."""
+    """The answer and judge settings both commands take, read from here into the run's fingerprint and into the
+    answerer context, so the two cannot drift apart (each command adds its own, e.g. ``--max-answer-tokens``)."""
 
     budget_tokens: int
     retrieval: str
