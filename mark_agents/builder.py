@@ -84,31 +84,33 @@ class BuildReport(BaseModel):
     usage: Usage = Field(default_factory=Usage)
 
 
+def _capitalised(text: str) -> str:
+    return text[:1].upper() + text[1:]
+
+
 #: What a copied message opens with that carries nothing: "Hey Gina!", "Yes,", "Cool, Sam!" (an interjection, maybe
 #: a capitalised name, then punctuation).
 _OPENER = re.compile(
     r"^(?:(?i:hi|hello|hey|good (?:morning|afternoon|evening)|thanks|thank you|sorry|wow|woah|cool|yeah|yes|yep|"
     r"ok|okay|oh|great|awesome|nice|well|congrats|congratulations)(?:,?\s+[A-Z][a-z]+)?\s*[!.,:;]+\s*)+"
 )
-_FIRST_PERSON = [
-    (re.compile(r"^I am\b"), "The user is"),
-    (re.compile(r"^I'm\b"), "The user is"),
-    (re.compile(r"^I've\b"), "The user has"),
-    (re.compile(r"^I'll\b"), "The user will"),
-    (re.compile(r"^I'd\b"), "The user would"),
-    (re.compile(r"^I\b"), "The user"),
-    (re.compile(r"^My\b"), "The user's"),
+#: The user's first-person subject words (straight or curly apostrophe) and what they become in a note about the
+#: user, most specific first: written once for both passes below.
+_FIRST_PERSON_SUBJECTS = [
+    (r"I(?: am|'m|’m)", "the user is"),
+    (r"I(?:'ve|’ve)", "the user has"),
+    (r"I(?:'ll|’ll)", "the user will"),
+    (r"I(?:'d|’d)", "the user would"),
+    (r"I", "the user"),
+    (r"[Mm]y", "the user's"),
+]
+#: A note that starts in the first person: its opening word, then "my" and "me" anywhere.
+_FIRST_PERSON = [(re.compile(rf"^{words}\b"), _capitalised(repl)) for words, repl in _FIRST_PERSON_SUBJECTS] + [
     (re.compile(r"\bmy\b"), "the user's"),
     (re.compile(r"\bme\b"), "the user"),
 ]
 #: First-person words inside a note that copies the user ("... so I'm gonna start my own business").
-_INNER_FIRST_PERSON = [
-    (re.compile(r"\bI(?: am|'m|’m)\b"), "the user is"),
-    (re.compile(r"\bI(?:'ve|’ve)\b"), "the user has"),
-    (re.compile(r"\bI(?:'ll|’ll)\b"), "the user will"),
-    (re.compile(r"\bI(?:'d|’d)\b"), "the user would"),
-    (re.compile(r"\bI\b"), "the user"),
-    (re.compile(r"\b[Mm]y\b"), "the user's"),
+_INNER_FIRST_PERSON = [(re.compile(rf"\b{words}\b"), repl) for words, repl in _FIRST_PERSON_SUBJECTS] + [
     (re.compile(r"\bmyself\b"), "themselves"),
     (re.compile(r"\bme\b"), "the user"),
 ]
@@ -144,10 +146,6 @@ def third_person(text: str, kind: str = "user_question") -> str:
     for pattern, repl in _INNER_FIRST_PERSON:
         text = pattern.sub(repl, text)
     return text
-
-
-def _capitalised(text: str) -> str:
-    return text[:1].upper() + text[1:]
 
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[\"'“A-Z0-9])")

@@ -65,7 +65,7 @@ class PgTx:
             f"SELECT {MEMORY_COLUMNS} FROM mark_memories WHERE user_key = %s AND user_id = %s AND id = %s FOR UPDATE",
             [user_key(user_id), user_id, memory_id],
         ).fetchone()
-        return pgrows.row_to_memory(row) if row else None
+        return pgrows.decode.memory(row) if row else None
 
     def insert_memories(self, memories: Sequence[Memory], vectors: Sequence[np.ndarray | None]) -> None:
         if memories:
@@ -372,7 +372,7 @@ class PostgresBackend:
             f"SELECT {MEMORY_COLUMNS} FROM mark_memories WHERE user_key = %s AND user_id = %s AND id = %s",
             [user_key(user_id), user_id, memory_id],
         )
-        return pgrows.row_to_memory(rows[0]) if rows else None
+        return pgrows.decode.memory(rows[0]) if rows else None
 
     def resolve_prefix(self, prefix: str, user_id: str) -> list[str]:
         escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
@@ -391,7 +391,7 @@ class PostgresBackend:
             [user_key(user_id), user_id, list(ids)],
             binary=True,
         )
-        return {r["id"]: (pgrows.row_to_candidate(r), pgrows.vec(r["embedding"])) for r in rows}
+        return {r["id"]: (pgrows.decode.candidate(r), pgrows.vec(r["embedding"])) for r in rows}
 
     def filtered_vectors(self, user_id: str, flt: MemoryFilter) -> list[tuple[str, np.ndarray | None]]:
         where, params = pgrows.filter_sql(flt)
@@ -417,7 +417,7 @@ class PostgresBackend:
             [user_key(user_id), user_id, *params, limit, offset],
         )
         total = rows[0]["total"] if rows else (self.count_memories(user_id, flt) if offset else 0)
-        return [pgrows.row_to_memory(r) for r in rows], total
+        return [pgrows.decode.memory(r) for r in rows], total
 
     def _keywords(self, table: str, key: str, text: str, limit: int) -> list[tuple[str, float]]:
         words = query_words(text)
@@ -510,7 +510,7 @@ class PostgresBackend:
         )
         for r in rows:
             v = pgrows.vec(r["embedding"])
-            yield pgrows.row_to_memory(r), (None if v is None else v.astype(np.float32).tobytes())
+            yield pgrows.decode.memory(r), (None if v is None else v.astype(np.float32).tobytes())
 
     def memory_owners(self, ids: Sequence[str]) -> dict[str, str]:
         if not ids:
@@ -548,7 +548,7 @@ class PostgresBackend:
                 "ORDER BY seq LIMIT %s OFFSET %s",
                 [*scope, memory_id, limit, offset],
             )
-        return [pgrows.row_to_history(r) for r in rows]
+        return [pgrows.decode.history(r) for r in rows]
 
     def history_rows(self, user_id: str) -> list[dict[str, Any]]:
         return self.query(
@@ -581,7 +581,7 @@ class PostgresBackend:
             "LIMIT %s OFFSET %s",
             [*params, limit, offset],
         )
-        return [pgrows.row_to_turn(r) for r in rows]
+        return [pgrows.decode.turn(r) for r in rows]
 
     def turns_by_ids(self, user_id: str, ids: Sequence[str]) -> dict[str, tuple[Turn, np.ndarray | None]]:
         if not ids:
@@ -591,7 +591,7 @@ class PostgresBackend:
             [user_key(user_id), user_id, list(ids)],
             binary=True,
         )
-        return {r["id"]: (pgrows.row_to_turn(r), pgrows.vec(r["embedding"])) for r in rows}
+        return {r["id"]: (pgrows.decode.turn(r), pgrows.vec(r["embedding"])) for r in rows}
 
     def episode_keyword_search(self, key: str, text: str, limit: int) -> list[tuple[str, float]]:
         return self._keywords("mark_turns", key, text, limit)
@@ -609,7 +609,7 @@ class PostgresBackend:
             "ORDER BY seq LIMIT %s",
             [*scope, after + 1],
         )
-        return [pgrows.row_to_turn(r) for r in reversed(older)] + [pgrows.row_to_turn(r) for r in newer]
+        return [pgrows.decode.turn(r) for r in reversed(older)] + [pgrows.decode.turn(r) for r in newer]
 
     def history_size(self, user_id: str, cap: int | None = None) -> tuple[int, int]:
         limit = "" if cap is None else f" LIMIT {int(cap)}"
@@ -626,7 +626,7 @@ class PostgresBackend:
             "(extraction_status = 'pending' OR (extraction_status = 'failed' AND attempts < %s)) ORDER BY seq",
             [user_key(user_id), user_id, max_attempts],
         )
-        return [pgrows.row_to_turn(r) for r in rows]
+        return [pgrows.decode.turn(r) for r in rows]
 
     def pending_turn_users(self, max_attempts: int) -> list[str]:
         rows = self.query(
@@ -647,7 +647,7 @@ class PostgresBackend:
             "SELECT * FROM mark_feedback WHERE user_key = %s AND user_id = %s ORDER BY seq",
             [user_key(user_id), user_id],
         )
-        return [pgrows.row_to_feedback(r) for r in rows]
+        return [pgrows.decode.feedback(r) for r in rows]
 
     def forget_key(self) -> bytes:
         rows = self.query("SELECT value FROM mark_meta WHERE key = 'forget_key'")

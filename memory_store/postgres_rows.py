@@ -14,8 +14,8 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg.types.json import Jsonb
 from pydantic import BaseModel
 
-from memory_store.backend import Candidate, MemoryFilter
-from memory_store.models import Feedback, HistoryEvent, Memory, MemoryKind, MemoryStatus, Source, Turn
+from memory_store.backend import MemoryFilter
+from memory_store.rows import RowDecoder
 from memory_store.validation import user_key
 
 MEMORY_COLUMNS = (
@@ -58,92 +58,13 @@ def f32(vector: np.ndarray | None) -> np.ndarray | None:
     return None if vector is None else np.ascontiguousarray(vector, dtype=np.float32)
 
 
-def row_to_memory(r: Mapping[str, Any]) -> Memory:
-    return Memory(
-        id=r["id"],
-        user_id=r["user_id"],
-        agent_id=r["agent_id"],
-        session_id=r["session_id"],
-        kind=MemoryKind(r["kind"]),
-        text=r["text"],
-        status=MemoryStatus(r["status"]),
-        created_at=r["created_at"],
-        updated_at=r["updated_at"],
-        last_confirmed_at=r["last_confirmed_at"],
-        confirm_count=r["confirm_count"],
-        last_recalled_at=r["last_recalled_at"],
-        recall_count=r["recall_count"],
-        trust=r["trust"],
-        valid_from=r["valid_from"],
-        valid_until=r["valid_until"],
-        superseded_by=r["superseded_by"],
-        source=Source.model_validate(r["source"]) if r["source"] else Source(),
-        metadata=r["metadata"] or {},
-        embedding_model=r["embedding_model"] or "",
-    )
+def _as_read(value: Any) -> Any:
+    return value
 
 
-def row_to_candidate(r: Mapping[str, Any]) -> Candidate:
-    return Candidate(
-        r,
-        row_to_memory,
-        id=r["id"],
-        kind=MemoryKind(r["kind"]),
-        status=MemoryStatus(r["status"]),
-        session_id=r["session_id"],
-        agent_id=r["agent_id"],
-        created_at=r["created_at"],
-        last_confirmed_at=r["last_confirmed_at"],
-        last_recalled_at=r["last_recalled_at"],
-        confirm_count=r["confirm_count"],
-        recall_count=r["recall_count"],
-        trust=r["trust"],
-    )
-
-
-def row_to_turn(r: Mapping[str, Any]) -> Turn:
-    return Turn(
-        id=r["id"],
-        user_id=r["user_id"],
-        agent_id=r["agent_id"],
-        session_id=r["session_id"],
-        role=r["role"],
-        content=r["content"],
-        created_at=r["created_at"],
-        extraction_status=r["extraction_status"],
-        attempts=r["attempts"],
-        last_error=r["last_error"],
-        metadata=r["metadata"] or {},
-        outdated_by=r["outdated_by"],
-        seq=r["seq"],
-    )
-
-
-def row_to_history(r: Mapping[str, Any]) -> HistoryEvent:
-    return HistoryEvent(
-        id=r["id"],
-        memory_id=r["memory_id"],
-        user_id=r["user_id"],
-        event=r["event"],
-        old_text=r["old_text"],
-        new_text=r["new_text"],
-        reason=r["reason"] or "",
-        actor=r["actor"] or "api",
-        created_at=r["created_at"],
-        metadata=r["metadata"] or {},
-    )
-
-
-def row_to_feedback(r: Mapping[str, Any]) -> Feedback:
-    return Feedback(
-        id=r["id"],
-        user_id=r["user_id"],
-        response_id=r["response_id"] or "",
-        memory_ids=r["memory_ids"] or [],
-        value=r["value"],
-        comment=r["comment"] or "",
-        created_at=r["created_at"],
-    )
+#: Postgres rows as the store's models (``decode.memory(row)``, ...): psycopg already hands timestamptz over as
+#: datetime and jsonb as Python values, so nothing is left to convert.
+decode = RowDecoder(time=_as_read, json=_as_read)
 
 
 def filter_sql(flt: MemoryFilter) -> tuple[str, list[Any]]:

@@ -28,7 +28,8 @@ from memory_store.backend import Candidate, MemoryFilter
 from memory_store.errors import StoreError
 from memory_store.keywords import query_words
 from memory_store.migrations import apply_migrations
-from memory_store.models import Feedback, HistoryEvent, Memory, MemoryKind, MemoryStatus, Source, Turn
+from memory_store.models import Feedback, HistoryEvent, Memory, Turn
+from memory_store.rows import RowDecoder
 from memory_store.validation import episode_key, episode_key_of, is_episode_key, user_key, user_key_of
 
 MEMORY_COLUMNS = (
@@ -69,47 +70,13 @@ def _json(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
 
 
-def row_to_memory(row: sqlite3.Row) -> Memory:
-    return Memory(
-        id=row["id"],
-        user_id=row["user_id"],
-        agent_id=row["agent_id"],
-        session_id=row["session_id"],
-        kind=MemoryKind(row["kind"]),
-        text=row["text"],
-        status=MemoryStatus(row["status"]),
-        created_at=dt(row["created_at"]),
-        updated_at=dt(row["updated_at"]),
-        last_confirmed_at=dt(row["last_confirmed_at"]),
-        confirm_count=row["confirm_count"] or 0,
-        last_recalled_at=dt(row["last_recalled_at"]),
-        recall_count=row["recall_count"] or 0,
-        trust=row["trust"],
-        valid_from=dt(row["valid_from"]),
-        valid_until=dt(row["valid_until"]),
-        superseded_by=row["superseded_by"],
-        source=Source.model_validate_json(row["source"]) if row["source"] else Source(),
-        metadata=json.loads(row["metadata"]) if row["metadata"] else {},
-        embedding_model=row["embedding_model"] or "",
-    )
+def _json_column(text: str | None) -> Any:
+    """A JSON text column, decoded; None when it is empty."""
+    return json.loads(text) if text else None
 
 
-def row_to_candidate(row: sqlite3.Row) -> Candidate:
-    return Candidate(
-        row,
-        row_to_memory,
-        id=row["id"],
-        kind=MemoryKind(row["kind"]),
-        status=MemoryStatus(row["status"]),
-        session_id=row["session_id"],
-        agent_id=row["agent_id"],
-        created_at=dt(row["created_at"]),
-        last_confirmed_at=dt(row["last_confirmed_at"]),
-        last_recalled_at=dt(row["last_recalled_at"]),
-        confirm_count=row["confirm_count"] or 0,
-        recall_count=row["recall_count"] or 0,
-        trust=row["trust"],
-    )
+#: SQLite rows as the store's models (``decode.memory(row)``, ...): times are epoch seconds, JSON columns text.
+decode = RowDecoder(time=dt, json=_json_column)
 
 
 def memory_to_row(m: Memory, user_key: str, embedding: np.ndarray | None) -> dict[str, Any]:
@@ -137,51 +104,6 @@ def memory_to_row(m: Memory, user_key: str, embedding: np.ndarray | None) -> dic
         "embedding_model": m.embedding_model,
         "embedding": None if embedding is None else np.asarray(embedding, dtype=np.float32).tobytes(),
     }
-
-
-def row_to_turn(row: sqlite3.Row) -> Turn:
-    return Turn(
-        id=row["id"],
-        user_id=row["user_id"],
-        agent_id=row["agent_id"],
-        session_id=row["session_id"],
-        role=row["role"],
-        content=row["content"],
-        created_at=dt(row["created_at"]),
-        extraction_status=row["extraction_status"],
-        attempts=row["attempts"] or 0,
-        last_error=row["last_error"],
-        metadata=json.loads(row["metadata"]) if row["metadata"] else {},
-        outdated_by=row["outdated_by"] if "outdated_by" in row.keys() else None,  # noqa: SIM118 (sqlite3.Row)
-        seq=row["seq"] if "seq" in row.keys() else None,  # noqa: SIM118
-    )
-
-
-def row_to_history(row: sqlite3.Row) -> HistoryEvent:
-    return HistoryEvent(
-        id=row["id"],
-        memory_id=row["memory_id"],
-        user_id=row["user_id"],
-        event=row["event"],
-        old_text=row["old_text"],
-        new_text=row["new_text"],
-        reason=row["reason"] or "",
-        actor=row["actor"] or "api",
-        created_at=dt(row["created_at"]),
-        metadata=json.loads(row["metadata"]) if row["metadata"] else {},
-    )
-
-
-def row_to_feedback(row: sqlite3.Row) -> Feedback:
-    return Feedback(
-        id=row["id"],
-        user_id=row["user_id"],
-        response_id=row["response_id"] or "",
-        memory_ids=json.loads(row["memory_ids"]) if row["memory_ids"] else [],
-        value=row["value"],
-        comment=row["comment"] or "",
-        created_at=dt(row["created_at"]),
-    )
 
 
 #: Keyword search ranks (BM25) every row that matches one of the query's words. Past this many matches in the
@@ -312,7 +234,7 @@ class SQLiteDB:
 
     def get_memory(self, memory_id: str, user_id: str) -> Memory | None:
         rows = self.query(f"SELECT {MEMORY_COLUMNS} FROM memories WHERE id = ? AND user_id = ?", (memory_id, user_id))
-        return row_to_memory(rows[0]) if rows else None
+        return decode.memory(rows[0]) if rows else None
 
     def resolve_prefix(self, prefix: str, user_id: str) -> list[str]:
         """Ids in the user's scope that start with prefix (the CLI accepts unambiguous short ids)."""
@@ -333,7 +255,7 @@ class SQLiteDB:
                 [user_id, *chunk],
             ):
                 emb = np.frombuffer(row["embedding"], dtype=np.float32) if row["embedding"] else None
-                out[row["id"]] = (row_to_candidate(row), emb)
+                out[row["id"]] = (decode.candidate(row), emb)
         return out
 
     def filtered_vectors(self, user_id: str, flt: MemoryFilter) -> list[tuple[str, np.ndarray | None]]:
@@ -404,13 +326,13 @@ class SQLiteDB:
             "ORDER BY created_at DESC, id LIMIT ? OFFSET ?",
             [user_id, *params, limit, offset],
         )
-        return [row_to_memory(r) for r in rows], total
+        return [decode.memory(r) for r in rows], total
 
     def export_memories(self, user_id: str) -> Iterator[tuple[Memory, bytes | None]]:
         for r in self.query(
             f"SELECT {MEMORY_COLUMNS}, embedding FROM memories WHERE user_id = ? ORDER BY created_at, id", (user_id,)
         ):
-            yield row_to_memory(r), (bytes(r["embedding"]) if r["embedding"] else None)
+            yield decode.memory(r), (bytes(r["embedding"]) if r["embedding"] else None)
 
     def memory_owners(self, ids: Sequence[str]) -> dict[str, str]:
         out: dict[str, str] = {}
@@ -510,7 +432,7 @@ class SQLiteDB:
                 "SELECT * FROM history WHERE user_id = ? AND memory_id = ? ORDER BY seq LIMIT ? OFFSET ?",
                 (user_id, memory_id, limit, offset),
             )
-        return [row_to_history(r) for r in rows]
+        return [decode.history(r) for r in rows]
 
     # -- episodes: the raw turns as searchable memory ------------------------------------------------------
 
@@ -529,7 +451,7 @@ class SQLiteDB:
                 [user_id, *chunk],
             ):
                 emb = np.frombuffer(r["embedding"], dtype=np.float32) if r["embedding"] else None
-                out[r["id"]] = (row_to_turn(r), emb)
+                out[r["id"]] = (decode.turn(r), emb)
         return out
 
     def session_window(self, user_id: str, session_id: str | None, seq: int, before: int, after: int) -> list[Turn]:
@@ -543,7 +465,7 @@ class SQLiteDB:
             f"SELECT * FROM turns WHERE user_id = ? AND {same} AND seq >= ? ORDER BY seq LIMIT ?",
             (user_id, session_id, seq, after + 1),
         )
-        return [row_to_turn(r) for r in reversed(older)] + [row_to_turn(r) for r in newer]
+        return [decode.turn(r) for r in reversed(older)] + [decode.turn(r) for r in newer]
 
     def history_size(self, user_id: str, cap: int | None = None) -> tuple[int, int]:
         """(turns, characters) of a user's conversation history, counting at most `cap` turns (cheap on long ones)."""
@@ -595,7 +517,7 @@ class SQLiteDB:
             f"SELECT * FROM turns WHERE {' AND '.join(where)} ORDER BY seq {order} LIMIT ? OFFSET ?",
             [*params, limit, offset],
         )
-        return [row_to_turn(r) for r in rows]
+        return [decode.turn(r) for r in rows]
 
     def retryable_turns(self, user_id: str, max_attempts: int) -> list[Turn]:
         rows = self.query(
@@ -603,7 +525,7 @@ class SQLiteDB:
             "(extraction_status = 'failed' AND attempts < ?)) ORDER BY seq",
             (user_id, max_attempts),
         )
-        return [row_to_turn(r) for r in rows]
+        return [decode.turn(r) for r in rows]
 
     def pending_turn_users(self, max_attempts: int) -> list[str]:
         rows = self.query(
@@ -615,7 +537,7 @@ class SQLiteDB:
 
     def feedback(self, user_id: str) -> list[Feedback]:
         return [
-            row_to_feedback(r) for r in self.query("SELECT * FROM feedback WHERE user_id = ? ORDER BY seq", (user_id,))
+            decode.feedback(r) for r in self.query("SELECT * FROM feedback WHERE user_id = ? ORDER BY seq", (user_id,))
         ]
 
     # -- forgetting ------------------------------------------------------------------------------------

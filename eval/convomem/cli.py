@@ -1,5 +1,5 @@
 """``mark eval convomem`` and ``mark bench convomem``: thin shells over the library (composed into the root
-CLI by ``mark_eval.cli``; the helpers below are shared with ``mark eval locomo``).
+CLI by ``mark_eval.cli``; what they share with ``mark eval locomo`` is in ``mark_eval.common``).
 
 Everything the user typed is checked and the data is loaded before the output directory is touched, so bad
 input leaves nothing half-written; errors are :class:`~memory_store.errors.InvalidInput` (exit code 2),
@@ -8,28 +8,35 @@ printed on one line by the root CLI.
 
 from __future__ import annotations
 
-import asyncio
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 
 from mark_eval.common import (
-    answerer_context,
-    close_clients,
+    AnswerSettings,
+    BudgetTokens,
+    Concurrency,
+    LeniencyCheck,
+    MarkExtraction,
+    NoProgress,
+    Retrieval,
+    check_choices,
+    choice,
+    console_out,
     output_dir,
-    report_leniency,
+    run_and_report,
     run_options,
-    run_then_check_judge,
 )
 from memory_store.errors import InvalidInput
 
 if TYPE_CHECKING:
     from mark_agents.llm import LLMClient
     from mark_eval.config import EvalSettings
+    from mark_eval.convomem.judge import Judge
 
 DEFAULT_METHODS = "full_context,rag,hybrid"
 SAMPLE_METHODS = "full_context,rag"
@@ -50,12 +57,6 @@ def parse_sizes(text: str | None) -> tuple[int, ...] | None:
     return sizes
 
 
-def choice(value: str, allowed: tuple[str, ...], option: str) -> str:
-    if value not in allowed:
-        raise InvalidInput(f"{option} must be one of {', '.join(allowed)}, got {value!r}")
-    return value
-
-
 def judge_choice(config: EvalSettings, judge: str) -> tuple[str, str | None]:
     """The judge of the run and, when ``auto`` did not pick the LLM judge, the warning that says so.
 
@@ -71,22 +72,6 @@ def judge_choice(config: EvalSettings, judge: str) -> tuple[str, str | None]:
             "answering model judge"
         )
     return "llm", None
-
-
-async def connect_clients(
-    config: EvalSettings, judge_kind: str, need_answerer: bool
-) -> tuple[LLMClient | None, LLMClient | None]:
-    """The answering client and the judge's (``connect_judge``: the configured judge, else the same model)."""
-    from mark_eval.config import connect_answerer, connect_judge
-
-    client = await connect_answerer(config) if need_answerer else None
-    judge_client = await connect_judge(config) if judge_kind == "llm" else None
-    return client, judge_client
-
-
-def console_out() -> Console:
-    console = Console()
-    return console if console.is_terminal else Console(width=150)
 
 
 def convomem_command(
@@ -128,24 +113,13 @@ def convomem_command(
             help="Ask at most N questions per category and evidence count (chosen after the haystacks are built).",
         ),
     ] = None,
-    concurrency: Annotated[int, typer.Option("--concurrency", min=1, help="Questions in flight.")] = 1,
-    budget_tokens: Annotated[
-        int,
-        typer.Option("--budget-tokens", min=256, help="Input-token budget of an answer prompt for rag/hybrid/mark."),
-    ] = 4000,
-    retrieval: Annotated[
-        str, typer.Option("--retrieval", help="Retrieval of rag and of mark's episodes: dense, keyword or hybrid.")
-    ] = "hybrid",
+    concurrency: Concurrency = 1,
+    budget_tokens: BudgetTokens = 4000,
+    retrieval: Retrieval = "hybrid",
     retrieval_only: Annotated[
         bool, typer.Option("--retrieval-only", help="No LLM call: measure evidence recall and prompt sizes only.")
     ] = False,
-    mark_extraction: Annotated[
-        str,
-        typer.Option(
-            "--mark-extraction",
-            help="mark's notes: llm (the MARK builder extracts notes first) or off (the stored turns only, no LLM).",
-        ),
-    ] = "llm",
+    mark_extraction: MarkExtraction = "llm",
     judge: Annotated[
         str,
         typer.Option(
@@ -170,12 +144,7 @@ def convomem_command(
             "(MARK_HELPER_BASE_URL, MARK_HELPER_API_KEY ... for another endpoint; default: the answering model).",
         ),
     ] = None,
-    leniency_check: Annotated[
-        bool,
-        typer.Option(
-            "--leniency-check", help="Also feed the judge known-wrong answers and report its false-accept rate."
-        ),
-    ] = False,
+    leniency_check: LeniencyCheck = False,
     mix: Annotated[
         str | None,
         typer.Option(
@@ -186,7 +155,7 @@ def convomem_command(
     ] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the mixing.")] = 0,
     out: Annotated[Path | None, typer.Option("--out", help=f"Output directory (default {DEFAULT_OUT}).")] = None,
-    no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bar.")] = False,
+    no_progress: NoProgress = False,
 ) -> None:
     """Run the ConvoMem benchmark: full context vs RAG vs MARK vs hybrid across conversation counts."""
     from mark_eval.convomem.answerers import resolve_methods
@@ -205,9 +174,7 @@ def convomem_command(
         from mark_eval.convomem.answerers.mem0_memory import require_mem0
 
         require_mem0()
-    choice(retrieval, ("dense", "keyword", "hybrid"), "--retrieval")
-    choice(judge, ("llm", "exact", "auto"), "--judge")
-    choice(mark_extraction, ("llm", "off"), "--mark-extraction")
+    check_choices(retrieval, judge, ("llm", "exact", "auto"), mark_extraction)
     mix = mix or ("standard" if sample else "batched")
     choice(mix, ("standard", "batched"), "--mix")
     categories = {resolve_category(c) for c in category.split(",") if c.strip()} if category else None
@@ -227,22 +194,19 @@ def convomem_command(
     for warning in [f"skipped {reason}" for reason in loaded.skipped] + mixed.warnings:
         err.print(f"[yellow]warning:[/] {escape(warning)}")
 
-    from mark_eval.config import EvalSettings, connect_helper
+    from mark_eval.config import EvalSettings
 
     config = EvalSettings.from_settings(ctx.obj(), helper_model=helper_model)
     helper_cfg = config.helper_llm
     judge_kind, judge_warning = ("none", None) if retrieval_only else judge_choice(config, judge)
     if judge_warning:
         err.print(f"[yellow]warning:[/] {escape(judge_warning)}")
+    answers = AnswerSettings(budget_tokens, retrieval, retrieval_only, judge_kind, mark_extraction)
     fingerprint = {
         "data": "sample" if sample else str(data),
         "seed": seed,
         "mix": mix,
-        "budget_tokens": budget_tokens,
-        "retrieval": retrieval,
-        "retrieval_only": retrieval_only,
-        "judge": judge_kind,
-        "mark_extraction": mark_extraction,
+        **answers.fingerprint(),
         "max_answer_tokens": max_answer_tokens,
         "helper_model": None if helper_cfg is None else f"{helper_cfg.base_url or 'local'}|{helper_cfg.model}",
     }
@@ -254,7 +218,6 @@ def convomem_command(
         retrieval_only=retrieval_only,
         progress=not no_progress,
     )
-    console = console_out()
     n_questions = sum(len(c.questions) for c in mixed.metas())
     streamed = f", {len(mixed.streamed)} of them streamed from pre-mixed shards" if mixed.streamed else ""
     err.print(
@@ -262,42 +225,29 @@ def convomem_command(
         f"{', '.join(method_list)}, judge {judge_kind}"
     )
 
-    async def main() -> Any:
-        client, judge_client = await connect_clients(config, judge_kind, need_answerer=not retrieval_only)
-        helper_client = None if retrieval_only else await connect_helper(config)
-        try:
-            run_judge: Any = None
-            if judge_kind == "llm":
-                from mark_eval.convomem.judge import LLMJudge
+    def make_judge(judge_client: LLMClient | None) -> Judge | None:
+        if judge_kind == "llm":
+            from mark_eval.convomem.judge import LLMJudge
 
-                run_judge = LLMJudge(judge_client, attempts=judge_attempts, max_tokens=judge_max_tokens)
-            elif judge_kind == "exact":
-                from mark_eval.convomem.judge import ExactJudge
+            return LLMJudge(judge_client, attempts=judge_attempts, max_tokens=judge_max_tokens)
+        if judge_kind == "exact":
+            from mark_eval.convomem.judge import ExactJudge
 
-                run_judge = ExactJudge()
-            answer_ctx = answerer_context(
-                config,
-                client,
-                out_dir,
-                budget_tokens=budget_tokens,
-                retrieval=retrieval,
-                mark_extraction=mark_extraction,
-                max_answer_tokens=max_answer_tokens,
-                helper_llm=helper_client,
-            )
-            return await run_then_check_judge(
-                run_benchmark(mixed, options, answer_ctx, run_judge, console=err),
-                run_judge,
-                leniency_check,
-                selected.asked_questions,
-            )
-        finally:
-            await close_clients(client, judge_client, helper_client)
+            return ExactJudge()
+        return None
 
-    report, leniency = asyncio.run(main())
-    report_to_console(report, console)
-    if leniency is not None:
-        report_leniency(leniency, out_dir, console)
+    run_and_report(
+        config,
+        out_dir,
+        answers,
+        lambda answer_ctx, run_judge: run_benchmark(mixed, options, answer_ctx, run_judge, console=err),
+        report_to_console,
+        make_judge=make_judge,
+        with_helper=True,
+        leniency_check=leniency_check,
+        questions=selected.asked_questions,
+        max_answer_tokens=max_answer_tokens,
+    )
 
 
 def bench_command(

@@ -6,22 +6,30 @@ Everything the user typed is checked and the data loaded before the output direc
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 
 from mark_eval.common import (
-    answerer_context,
-    close_clients,
+    AnswerSettings,
+    BudgetTokens,
+    Concurrency,
+    LeniencyCheck,
+    MarkExtraction,
+    NoProgress,
+    Retrieval,
+    check_choices,
     output_dir,
-    report_leniency,
+    run_and_report,
     run_options,
-    run_then_check_judge,
 )
 from memory_store.errors import InvalidInput
+
+if TYPE_CHECKING:
+    from mark_agents.llm import LLMClient
+    from mark_eval.convomem.judge import Judge
 
 DEFAULT_METHODS = "full_context,rag"
 DEFAULT_OUT = Path("runs/locomo")
@@ -69,40 +77,24 @@ def locomo_command(
     limit: Annotated[
         int | None, typer.Option("--limit", min=1, help="At most N questions per category of each dialogue.")
     ] = None,
-    concurrency: Annotated[int, typer.Option("--concurrency", min=1, help="Questions in flight.")] = 1,
-    budget_tokens: Annotated[
-        int,
-        typer.Option("--budget-tokens", min=256, help="Input-token budget of an answer prompt for rag/hybrid/mark."),
-    ] = DEFAULT_BUDGET,
-    retrieval: Annotated[
-        str, typer.Option("--retrieval", help="Retrieval of rag and of mark's episodes: dense, keyword or hybrid.")
-    ] = "hybrid",
-    mark_extraction: Annotated[
-        str,
-        typer.Option(
-            "--mark-extraction",
-            help="mark's notes: llm (the MARK builder extracts notes first) or off (the stored turns only, no LLM).",
-        ),
-    ] = "llm",
+    concurrency: Concurrency = 1,
+    budget_tokens: BudgetTokens = DEFAULT_BUDGET,
+    retrieval: Retrieval = "hybrid",
+    mark_extraction: MarkExtraction = "llm",
     retrieval_only: Annotated[
         bool, typer.Option("--retrieval-only", help="No LLM call: evidence recall and prompt sizes only.")
     ] = False,
     judge: Annotated[
         str, typer.Option("--judge", help="llm (the J judge) or none (token F1 and BLEU-1 only).")
     ] = "llm",
-    leniency_check: Annotated[
-        bool,
-        typer.Option(
-            "--leniency-check", help="Also feed the judge known-wrong answers and report its false-accept rate."
-        ),
-    ] = False,
+    leniency_check: LeniencyCheck = False,
     out: Annotated[Path | None, typer.Option("--out", help=f"Output directory (default {DEFAULT_OUT}).")] = None,
-    no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bar.")] = False,
+    no_progress: NoProgress = False,
 ) -> None:
     """Run LoCoMo: J accuracy (categories 1-4 headline, adversarial apart), F1, BLEU-1, evidence recall."""
     from mark_eval.config import EvalSettings
     from mark_eval.convomem.answerers import resolve_methods
-    from mark_eval.convomem.cli import choice, connect_clients, console_out
+    from mark_eval.locomo.judge import known_wrong_answers
     from mark_eval.locomo.loader import load_locomo, select
     from mark_eval.locomo.prompts import LOCOMO_PROMPTS
     from mark_eval.locomo.run import report_to_console, run_locomo
@@ -111,9 +103,7 @@ def locomo_command(
     if data is None:
         raise InvalidInput("give --data FILE (LoCoMo's locomo10.json or a one-dialogue file)")
     method_list = resolve_methods(methods)
-    choice(retrieval, ("dense", "keyword", "hybrid"), "--retrieval")
-    choice(judge, ("llm", "none"), "--judge")
-    choice(mark_extraction, ("llm", "off"), "--mark-extraction")
+    check_choices(retrieval, judge, ("llm", "none"), mark_extraction)
     categories = parse_categories(category)
     out_dir = output_dir(out, DEFAULT_OUT)
     loaded = load_locomo(data)
@@ -130,14 +120,8 @@ def locomo_command(
         err.print(
             "[yellow]warning:[/] no separate judge model (MARK_JUDGE_*): the answering model judges its own answers"
         )
-    fingerprint = {
-        "data": str(data),
-        "budget_tokens": budget_tokens,
-        "retrieval": retrieval,
-        "retrieval_only": retrieval_only,
-        "judge": judge_kind,
-        "mark_extraction": mark_extraction,
-    }
+    answers = AnswerSettings(budget_tokens, retrieval, retrieval_only, judge_kind, mark_extraction)
+    fingerprint = {"data": str(data), **answers.fingerprint()}
     options = run_options(
         out_dir,
         fingerprint,
@@ -152,37 +136,22 @@ def locomo_command(
         f"locomo: {len(cases)} dialogues, {n_questions} questions, methods {', '.join(method_list)}, judge {judge_kind}"
     )
 
-    async def main() -> Any:
-        client, judge_client = await connect_clients(config, judge_kind, need_answerer=not retrieval_only)
-        try:
-            run_judge: Any = None
-            if judge_kind == "llm":
-                from mark_eval.locomo.judge import JJudge
+    def make_judge(judge_client: LLMClient | None) -> Judge | None:
+        if judge_kind != "llm":
+            return None
+        from mark_eval.locomo.judge import JJudge
 
-                run_judge = JJudge(judge_client)
-            answer_ctx = answerer_context(
-                config,
-                client,
-                out_dir,
-                budget_tokens=budget_tokens,
-                retrieval=retrieval,
-                prompts=LOCOMO_PROMPTS,
-                mark_extraction=mark_extraction,
-            )
-            from mark_eval.locomo.judge import known_wrong_answers
+        return JJudge(judge_client)
 
-            return await run_then_check_judge(
-                run_locomo(cases, options, answer_ctx, run_judge, console=err),
-                run_judge,
-                leniency_check,
-                lambda: [q for c in cases for q in c.questions],
-                wrong_answers=known_wrong_answers,
-            )
-        finally:
-            await close_clients(client, judge_client)
-
-    report, leniency = asyncio.run(main())
-    console = console_out()
-    report_to_console(report, console)
-    if leniency is not None:
-        report_leniency(leniency, out_dir, console)
+    run_and_report(
+        config,
+        out_dir,
+        answers,
+        lambda answer_ctx, run_judge: run_locomo(cases, options, answer_ctx, run_judge, console=err),
+        report_to_console,
+        make_judge=make_judge,
+        leniency_check=leniency_check,
+        questions=lambda: [q for c in cases for q in c.questions],
+        wrong_answers=known_wrong_answers,
+        prompts=LOCOMO_PROMPTS,
+    )

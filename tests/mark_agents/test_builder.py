@@ -146,6 +146,10 @@ def test_copied_messages_become_third_person_statements() -> None:
     )
     assert third_person("Yes, climbing is on Thursdays now.") == "Climbing is on Thursdays now."
     assert third_person("Tom left, so Priya is my manager now.") == "Tom left, so Priya is the user's manager now."
+    # A curly apostrophe opens a note as a straight one does (it used to give "The user’m").
+    assert third_person("I’m moving to Lisbon and I’ve sold my car.") == (
+        "The user is moving to Lisbon and the user has sold the user's car."
+    )
     # The assistant's advice keeps its own "I" (only a leading first person is the user's).
     assert third_person("The assistant said I should rest.", "llm_response") == "The assistant said I should rest."
     assert note_sentences("Cool, Sam! I love all dances, but contemporary is my pick. It's so expressive! Yours?") == [
