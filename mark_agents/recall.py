@@ -48,14 +48,23 @@ SESSION_FREE = 5
 SESSION_PENALTY = 0.5
 
 
-#: Embeds each recall's query in the background while the keyword searches run (torch and SQLite release the GIL;
-#: the embedder encodes one query on one thread, so the other core is free for SQLite).
-_QUERY_EMBEDDING = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mark-query-embedding")
+#: Readies each recall's dense searches in the background while the keyword searches run (torch, chroma and SQLite
+#: release the GIL; the embedder encodes one query on one thread, so the other core is free for SQLite).
+_DENSE_PREP = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mark-recall-dense")
 
 
 def _embed_soon(store: MemoryStore, query: str) -> Future[np.ndarray] | None:
+    """The query's vector, computed in the background; the same job applies the store's pending vector writes (a
+    chat turn has just stored the user's message: ~12 ms of index write the dense search would otherwise wait for)."""
     text = query.strip()
-    return _QUERY_EMBEDDING.submit(lambda: store.embed([text])[0]) if text else None
+    if not text:
+        return None
+
+    def prepare() -> np.ndarray:
+        store.flush_vectors()
+        return store.embed([text])[0]
+
+    return _DENSE_PREP.submit(prepare)
 
 
 class RecalledMemory(BaseModel):
