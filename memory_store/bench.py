@@ -131,8 +131,14 @@ def _run_engine(
                 bar.advance(task, min(batch, len(items) - start))
             store.flush_vectors()  # every added memory searchable
         add_s = time.perf_counter() - t0
-        for q, u, v in queries[:10]:  # warm caches
+        # A user's first search after the store opens loads their vectors (chroma's group is then held in memory):
+        # timed apart, once per user, so the figures below are the steady state a running server sees.
+        first: list[float] = []
+        for user in dict.fromkeys(u for _, u, _ in queries):
+            q, u, v = next(x for x in queries if x[1] == user)
+            t = time.perf_counter()
             store.search(q, u, query_embedding=v)
+            first.append((time.perf_counter() - t) * 1000)
         without, with_emb = [], []
         for q, u, v in queries:
             t = time.perf_counter()
@@ -168,6 +174,7 @@ def _run_engine(
         "search_p50_ms_with_embedding": _pct(with_emb, 50),
         "search_p95_ms_with_embedding": _pct(with_emb, 95),
         "search_mean_ms_with_embedding": statistics.fmean(with_emb),
+        "first_search_per_user_p50_ms": _pct(first, 50),
         "check_seconds": check_s,
         "check_ok": report.ok,
         "disk_mb": disk_mb,
