@@ -304,8 +304,8 @@ def found(token: str, text: str) -> bool:
 
 
 _HEX = frozenset(b"0123456789abcdefABCDEF")
-_HEX_OR_DASH = _HEX | {ord("-")}
-_UUID = re.compile(rb"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+#: Every UUID-shaped span, overlapping ones too (SQLite pages store ids back to back: "...311df4dd82e349-3827-...").
+_UUID_AT = re.compile(rb"(?=([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}))")
 
 
 def found_in_bytes(token: str, data: bytes) -> bool:
@@ -323,7 +323,8 @@ def found_in_bytes(token: str, data: bytes) -> bool:
 
 
 def _in_record_id(data: bytes, start: int, end: int) -> bool:
-    """Does data[start:end] sit in a hex run of 16+ characters, or in a UUID-shaped run of hex and hyphens?"""
+    """Does data[start:end] sit in a hex run of 16+ characters, or inside a UUID (even one stored right after
+    another id, with no separator)?"""
     s, e = start, end
     while s > 0 and data[s - 1] in _HEX:
         s -= 1
@@ -331,12 +332,8 @@ def _in_record_id(data: bytes, start: int, end: int) -> bool:
         e += 1
     if e - s >= 16:
         return True
-    s, e = start, end
-    while s > 0 and data[s - 1] in _HEX_OR_DASH:
-        s -= 1
-    while e < len(data) and data[e] in _HEX_OR_DASH:
-        e += 1
-    return _UUID.fullmatch(data[s:e]) is not None
+    window = max(0, start - 36)
+    return any(m.start(1) <= start and end <= m.end(1) for m in _UUID_AT.finditer(data, window, end + 36))
 
 
 @dataclass

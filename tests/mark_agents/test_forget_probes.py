@@ -93,6 +93,10 @@ def test_a_fact_in_bytes_is_found_but_not_inside_record_ids_or_version_numbers()
     assert not found_in_bytes("4471", b"\xd9400000000000000000000000000000138.0.24471213297071281")
     assert not found_in_bytes("4471", b"row 3f2a9c4471bd02e1aa7c")  # a hex id
     assert found_in_bytes("4471", b"code 4471-b")  # a short run of hex and dashes is text, not an id
+    # ids stored back to back in a SQLite page: the UUID holding "-8841-" starts right after another id's hex
+    page = b"6ff6a28e39cb24760c206500c1f1eece4-f2e0-6505-804c-1e5467311df4dd82e349-3827-0826-8841-b93e007395fe\x04"
+    assert not found_in_bytes("8841", page)
+    assert found_in_bytes("8841", b"pin 8841-0826 at the door")  # hex and dashes, but not UUID-shaped
 
 
 async def test_forgotten_facts_never_resurface_and_kept_ones_stay_scripted_llm(make_agent, tmp_path):
