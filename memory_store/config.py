@@ -45,6 +45,9 @@ class ScoringConfig(BaseModel):
     episode_rrf_k: int = 10
     episode_dense_weight: float = 1.0
     episode_keyword_weight: float = 1.0
+    #: Share of a turn's episode score lent to the turns before and after it in its session
+    #: (`scoring.neighbour_smoothed`); 0 turns it off.
+    episode_neighbour_weight: float = 0.3
 
 
 class StoreSettings(BaseSettings):

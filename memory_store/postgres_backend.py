@@ -596,6 +596,20 @@ class PostgresBackend:
     def episode_keyword_search(self, key: str, text: str, limit: int) -> list[tuple[str, float]]:
         return self._keywords("mark_turns", key, text, limit)
 
+    def turn_neighbours(self, user_id: str, ids: Sequence[str]) -> dict[str, tuple[str | None, str | None]]:
+        if not ids:
+            return {}
+        near = (
+            "FROM mark_turns n WHERE n.user_key = t.user_key AND n.user_id = t.user_id "
+            "AND n.session_id = t.session_id AND n.seq {} t.seq ORDER BY n.seq {} LIMIT 1"
+        )
+        rows = self.query(
+            f"SELECT t.id, (SELECT n.id {near.format('<', 'DESC')}) AS prev, (SELECT n.id {near.format('>', 'ASC')}) "
+            "AS next FROM mark_turns t WHERE t.user_key = %s AND t.user_id = %s AND t.id = ANY(%s)",
+            [user_key(user_id), user_id, list(ids)],
+        )
+        return {r["id"]: (r["prev"], r["next"]) for r in rows}
+
     def session_window(self, user_id: str, session_id: str | None, seq: int, before: int, after: int) -> list[Turn]:
         same = "session_id IS NOT DISTINCT FROM %s"
         scope = [user_key(user_id), user_id, session_id, seq]

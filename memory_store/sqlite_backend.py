@@ -454,6 +454,24 @@ class SQLiteDB:
                 out[r["id"]] = (decode.turn(r), emb)
         return out
 
+    def turn_neighbours(self, user_id: str, ids: Sequence[str]) -> dict[str, tuple[str | None, str | None]]:
+        """Each turn's (previous, next) turn id in its session; a turn with no session has none."""
+        out: dict[str, tuple[str | None, str | None]] = {}
+        near = (
+            "FROM turns n WHERE n.user_id = t.user_id AND n.session_id = t.session_id AND n.seq {} t.seq "
+            "ORDER BY n.seq {}"
+        )
+        for start in range(0, len(ids), 500):
+            chunk = list(ids[start : start + 500])
+            for r in self.query(
+                f"SELECT t.id AS id, (SELECT n.id {near.format('<', 'DESC')} LIMIT 1) AS prev, "
+                f"(SELECT n.id {near.format('>', 'ASC')} LIMIT 1) AS next "
+                f"FROM turns t WHERE +t.user_id = ? AND t.id IN ({','.join('?' * len(chunk))})",
+                [user_id, *chunk],
+            ):
+                out[r["id"]] = (r["prev"], r["next"])
+        return out
+
     def session_window(self, user_id: str, session_id: str | None, seq: int, before: int, after: int) -> list[Turn]:
         """The turns around one turn in its session, in order (the turn itself included)."""
         same = "session_id IS ?" if session_id is None else "session_id = ?"

@@ -153,7 +153,10 @@ class SearchOps(StoreBase):
 
         The turns are the episodic layer under the notes: what extraction missed is still found here. Scored by
         `scoring.episode_score` (dense and keyword fused; no decay: an old statement is as true as a new one
-        unless a note superseded it, which `Turn.outdated_by` says).
+        unless a note superseded it, which `Turn.outdated_by` says), then, in hybrid mode, each turn lends part
+        of its score to its neighbours in the session (`scoring.neighbour_smoothed`: an answer rarely repeats the
+        question's words, the turns around it do). `dense` and `keyword` are the single rankers, unsmoothed, kept
+        to measure the pipeline against.
         """
         check_scope_id(user_id)
         _check_query(query, mode)
@@ -177,7 +180,11 @@ class SearchOps(StoreBase):
         keyword_rank = {i: n for n, i in enumerate(keyword, 1)}
         cfg = self.settings.scoring
         fused = {i: scoring.episode_score(0.0, dense_rank.get(i), keyword_rank.get(i), cfg) for i in candidates}
-        ranked = sorted(candidates, key=lambda i: -fused[i])
+        if mode == "hybrid" and cfg.episode_neighbour_weight > 0 and candidates:
+            near = self.backend.turn_neighbours(user_id, candidates)
+            fused = scoring.neighbour_smoothed(fused, near, cfg.episode_neighbour_weight)
+            fused = {i: s for i, s in fused.items() if i not in excluded}
+        ranked = sorted(fused, key=lambda i: -fused[i])
         guard = self.forget_guard(user_id)
         hits: list[EpisodeHit] = []
         start = 0

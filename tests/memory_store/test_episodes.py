@@ -69,6 +69,49 @@ def test_window_keeps_neighbours_of_the_same_session_in_order(store):
     assert [t.id for t in window] == [t.id for t in turns]
 
 
+def test_turn_neighbours_stay_inside_the_session_and_the_user(store):
+    a = say(store, "alice", "s1", ("user", "First."), ("assistant", "Second."))
+    say(store, "bob", "s1", ("user", "Bob's turn between them."))
+    say(store, "alice", "s2", ("user", "Another session."))
+    b = say(store, "alice", "s1", ("user", "Third, later in s1."))
+    near = store.backend.turn_neighbours("alice", [a[0].id, a[1].id, b[0].id])
+    assert near == {a[0].id: (None, a[1].id), a[1].id: (a[0].id, b[0].id), b[0].id: (a[1].id, None)}
+    assert store.backend.turn_neighbours("bob", [a[0].id]) == {}  # another user's ids are not even seen
+
+
+def test_hybrid_search_finds_the_answer_next_to_the_turn_that_has_the_words(store):
+    """The answer ("Thrilled, honestly.") shares no word with the question and means little alone: the turn
+    before it does. Hybrid search lends it part of its neighbour's score; the single rankers stay unsmoothed."""
+    question, answer = say(
+        store,
+        "alice",
+        "s1",
+        ("assistant", "How did the pottery exhibition at the harbour go?"),
+        ("user", "Thrilled, honestly."),
+    )
+    for n in range(30):
+        say(store, "alice", f"f{n}", ("user", f"Filler about groceries, the weather and errand number {n}."))
+    keyword = store.search_episodes("pottery exhibition harbour", "alice", mode="keyword")
+    assert [h.turn.id for h in keyword] == [question.id]
+    hybrid = store.search_episodes("pottery exhibition harbour", "alice", limit=5)
+    ids = [h.turn.id for h in hybrid]
+    assert ids[0] == question.id and answer.id in ids[:3]
+    assert 0 < hybrid[ids.index(answer.id)].score < hybrid[0].score <= 1
+
+
+def test_neighbour_smoothing_lends_a_share_of_each_score_and_stays_in_unit_range():
+    from memory_store.scoring import neighbour_smoothed
+
+    near = {"b": ("a", "c")}
+    out = neighbour_smoothed({"b": 1.0}, near, 0.5)
+    assert out == {"b": 0.5, "a": 0.25, "c": 0.25}
+    assert neighbour_smoothed({"b": 1.0}, near, 0.0) == {"b": 1.0}
+    both = neighbour_smoothed(
+        {"a": 1.0, "b": 1.0, "c": 1.0}, {"a": (None, "b"), "b": ("a", "c"), "c": ("b", None)}, 0.5
+    )
+    assert both["b"] == 1.0 and both["a"] == both["c"] == 0.75
+
+
 def test_superseding_a_note_marks_its_source_turns_outdated(store):
     (t,) = say(store, "alice", "s1", ("user", "I live in Denver and I work as a nurse."))
     old = store.add("The user lives in Denver.", "alice", source={"turn_ids": [t.id]})
