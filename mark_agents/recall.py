@@ -215,14 +215,35 @@ def _diverse(hit: EpisodeHit, per_session: dict[str | None, int]) -> float:
     return hit.score / (1 + SESSION_PENALTY * extra)
 
 
-def _window(store: MemoryStore, hit: Turn, excluded: set[str]) -> list[Turn]:
-    """The hit, with the turn before it when the hit is short (an answer keeps its question) and the turn after
-    it when the hit asks something (a question keeps its answer)."""
-    before = 1 if len(hit.content) < SHORT_TURN_CHARS else 0
-    after = 1 if hit.content.rstrip().endswith("?") else 0
+def _wants(turn: Turn) -> tuple[bool, bool]:
+    """Which neighbours an excerpt of `turn` shows: the turn before a short one (an answer keeps its question),
+    the turn after a question (a question keeps its answer)."""
+    return len(turn.content) < SHORT_TURN_CHARS, turn.content.rstrip().endswith("?")
+
+
+def _windows(
+    store: MemoryStore, user_id: str, hits: Sequence[EpisodeHit]
+) -> dict[str, tuple[Turn | None, Turn | None]]:
+    """The neighbours the hits' excerpts show, read for all of them at once (one read per hit cost ~0.1 ms each,
+    ninety per recall)."""
+    ids = [h.turn.id for h in hits if h.turn.session_id is not None and any(_wants(h.turn))]
+    known = {h.turn.id: h.neighbours for h in hits if h.neighbours is not None}
+    return store.episode_neighbours(user_id, ids, known=known) if ids else {}
+
+
+def _window(
+    store: MemoryStore, hit: Turn, excluded: set[str], near: dict[str, tuple[Turn | None, Turn | None]]
+) -> list[Turn]:
+    """The hit with the neighbours `_wants` asks for, from `near` (read ahead), else from the store."""
+    before, after = _wants(hit)
     if not before and not after:
         return [hit]
-    return [t for t in store.episode_window(hit, before=before, after=after) if t.id not in excluded]
+    if hit.id in near:
+        prev, nxt = near[hit.id]
+        window = [t for t in (prev if before else None, hit, nxt if after else None) if t is not None]
+    else:
+        window = store.episode_window(hit, before=int(before), after=int(after))
+    return [t for t in window if t.id not in excluded]
 
 
 def _shown(turns: Sequence[Turn], guard: ForgetGuard | None) -> list[Turn]:
@@ -295,6 +316,7 @@ def recall(
     hits = store.search_episodes(
         query, user_id, limit=EPISODE_CANDIDATES, exclude_ids=list(excluded), mode=episode_mode, query_embedding=qv
     )
+    near = _windows(store, user_id, hits)
     picked: dict[str, tuple[Turn, str, float, str]] = {}
     per_session: dict[str | None, int] = {}
     # Best diverse score first, ties to the better-ranked hit. Scores only fall as sessions fill up, so a lazy
@@ -314,7 +336,7 @@ def recall(
             continue
         if used + estimate_tokens(_turn_line(best.turn)) + 3 > budget_tokens:
             continue  # not even the hit alone fits (its window costs more): no need to read the window
-        window = [t for t in _shown(_window(store, best.turn, excluded), guard) if t.id not in picked]
+        window = [t for t in _shown(_window(store, best.turn, excluded, near), guard) if t.id not in picked]
         if best.turn.id not in {t.id for t in window}:
             continue
         new_session = all(t.session_id != best.turn.session_id for t, *_ in picked.values())

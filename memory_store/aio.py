@@ -11,7 +11,7 @@ exists once, in the sync core.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
@@ -208,6 +208,16 @@ class AsyncMemoryStore:
     async def embed_missing_turns(self, batch: int = REEMBED_BATCH) -> int:
         """Awaitable `MemoryStore.embed_missing_turns`."""
         return await asyncio.to_thread(self.sync.embed_missing_turns, batch)
+
+    async def episode_neighbours(
+        self,
+        user_id: str,
+        turn_ids: Sequence[str],
+        *,
+        known: Mapping[str, tuple[str | None, str | None]] | None = None,
+    ) -> dict[str, tuple[Turn | None, Turn | None]]:
+        """Awaitable `MemoryStore.episode_neighbours`."""
+        return await asyncio.to_thread(self.sync.episode_neighbours, user_id, turn_ids, known=known)
 
     async def episode_window(self, turn: Turn, *, before: int = 1, after: int = 1) -> list[Turn]:
         """Awaitable `MemoryStore.episode_window`."""

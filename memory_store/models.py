@@ -152,6 +152,8 @@ class EpisodeHit(BaseModel):
     similarity: float = 0.0
     dense_rank: int | None = None
     keyword_rank: int | None = None
+    #: (previous, next) turn id in the session when the search looked them up (hybrid mode), else None.
+    neighbours: tuple[str | None, str | None] | None = None
 
 
 class Page(BaseModel):

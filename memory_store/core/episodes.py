@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from memory_store.core.base import StoreBase, new_id
@@ -84,6 +84,25 @@ class TurnOps(StoreBase):
         if turn.seq is None:
             raise InvalidInput("the turn has no store position (was it read from this store?)")
         return self.backend.session_window(turn.user_id, turn.session_id, turn.seq, before, after)
+
+    def episode_neighbours(
+        self, user_id: str, turn_ids: Sequence[str], *, known: Mapping[str, tuple[str | None, str | None]] | None = None
+    ) -> dict[str, tuple[Turn | None, Turn | None]]:
+        """Each turn's previous and next turn in its session, for many turns in two reads (recall shows a short
+        answer with its question). `known`: neighbour ids a search already looked up. A turn without a session
+        has no neighbours here (`episode_window` reads those)."""
+        check_scope_id(user_id)
+        near = dict(known or {})
+        unknown = [t for t in turn_ids if t not in near]
+        if unknown:
+            near.update(self.backend.turn_neighbours(user_id, unknown))
+        wanted = list(dict.fromkeys(n for t in turn_ids for n in near.get(t, (None, None)) if n))
+        rows = self.backend.turns_by_ids(user_id, wanted) if wanted else {}
+
+        def turn(tid: str | None) -> Turn | None:
+            return rows[tid][0] if tid is not None and tid in rows else None
+
+        return {t: (turn(near[t][0]), turn(near[t][1])) for t in turn_ids if t in near}
 
     def history_size(self, user_id: str, *, cap: int | None = None) -> tuple[int, int]:
         """(turns, characters) of the user's conversation history: tells recall whether all of it fits. With

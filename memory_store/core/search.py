@@ -181,6 +181,7 @@ class SearchOps(StoreBase):
         keyword_rank = {i: n for n, i in enumerate(keyword, 1)}
         cfg = self.settings.scoring
         fused = {i: scoring.episode_score(0.0, dense_rank.get(i), keyword_rank.get(i), cfg) for i in candidates}
+        near: dict[str, tuple[str | None, str | None]] = {}
         if mode == "hybrid" and cfg.episode_neighbour_weight > 0 and candidates:
             # The best 2 x limit lend (a deeper turn's share rarely lifts anything into the limit; measured on the
             # dev dialogues, 2 x limit kept every gain of lending from all, 1 x limit lost a tenth of them).
@@ -213,6 +214,7 @@ class SearchOps(StoreBase):
                         similarity=cos,
                         dense_rank=dense_rank.get(tid),
                         keyword_rank=keyword_rank.get(tid),
+                        neighbours=near.get(tid),
                     )
                 )
         hits.sort(key=lambda h: (-h.score, h.turn.seq or 0))

@@ -79,6 +79,18 @@ def test_turn_neighbours_stay_inside_the_session_and_the_user(store):
     assert store.backend.turn_neighbours("bob", [a[0].id]) == {}  # another user's ids are not even seen
 
 
+def test_episode_neighbours_reads_the_turns_around_many_hits_at_once(store):
+    a = say(store, "alice", "s1", ("user", "Where do you swim?"), ("assistant", "At the lido."), ("user", "Nice."))
+    (lone,) = say(store, "alice", "s2", ("user", "Alone in its session."))
+    (bobs,) = say(store, "bob", "s1", ("user", "Bob's turn."))
+    near = store.episode_neighbours("alice", [a[1].id, lone.id, bobs.id])
+    assert [t.content if t else None for t in near[a[1].id]] == ["Where do you swim?", "Nice."]
+    assert near[lone.id] == (None, None)
+    assert bobs.id not in near  # another user's turn is not read
+    known = {a[0].id: (None, a[1].id)}  # what a search already looked up is not looked up again
+    assert store.episode_neighbours("alice", [a[0].id], known=known)[a[0].id][1].content == "At the lido."
+
+
 def test_hybrid_search_finds_the_answer_next_to_the_turn_that_has_the_words(store):
     """The answer ("Thrilled, honestly.") shares no word with the question and means little alone: the turn
     before it does. Hybrid search lends it part of its neighbour's score; the single rankers stay unsmoothed."""
