@@ -198,9 +198,12 @@ class Backend(Protocol):
 
     def resolve_prefix(self, prefix: str, user_id: str) -> list[str]: ...
 
-    def candidates_by_ids(self, ids: Sequence[str], user_id: str) -> dict[str, tuple[Candidate, np.ndarray | None]]:
+    def candidates_by_ids(
+        self, ids: Sequence[str], user_id: str, query: np.ndarray | None = None
+    ) -> dict[str, tuple[Candidate, float | None]]:
         """The user's memories among ``ids`` (any other id is left out: the scope guard of a search), each with its
-        embedding."""
+        cosine similarity to ``query`` (None without a query or a usable vector). The similarity, not the vector:
+        a database computes it where the vectors are instead of sending them."""
         ...
 
     def filtered_vectors(self, user_id: str, flt: MemoryFilter) -> list[tuple[str, np.ndarray | None]]: ...

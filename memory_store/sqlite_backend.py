@@ -244,8 +244,10 @@ class SQLiteDB:
         )
         return [r["id"] for r in rows]
 
-    def candidates_by_ids(self, ids: Sequence[str], user_id: str) -> dict[str, tuple[Candidate, np.ndarray | None]]:
-        out: dict[str, tuple[Candidate, np.ndarray | None]] = {}
+    def candidates_by_ids(
+        self, ids: Sequence[str], user_id: str, query: np.ndarray | None = None
+    ) -> dict[str, tuple[Candidate, float | None]]:
+        out: dict[str, tuple[Candidate, float | None]] = {}
         for start in range(0, len(ids), 500):
             chunk = list(ids[start : start + 500])
             marks = ",".join("?" * len(chunk))
@@ -255,7 +257,8 @@ class SQLiteDB:
                 [user_id, *chunk],
             ):
                 emb = np.frombuffer(row["embedding"], dtype=np.float32) if row["embedding"] else None
-                out[row["id"]] = (decode.candidate(row), emb)
+                sim = float(emb @ query) if query is not None and emb is not None and emb.shape == query.shape else None
+                out[row["id"]] = (decode.candidate(row), sim)
         return out
 
     def filtered_vectors(self, user_id: str, flt: MemoryFilter) -> list[tuple[str, np.ndarray | None]]:

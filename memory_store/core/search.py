@@ -99,7 +99,8 @@ class SearchOps(StoreBase):
         keyword = [i for i, _ in kw]
 
         candidates = list(dict.fromkeys(dense + keyword))
-        rows = self.backend.candidates_by_ids(candidates, user_id)  # the scope guard: only this user's rows
+        # The scope guard: only this user's rows come back, each with its similarity to the query.
+        rows = self.backend.candidates_by_ids(candidates, user_id, qv)
         allowed = {i for i, (m, _) in rows.items() if flt.admits(m)}
         now = self.clock()
         cfg = self.settings.scoring
@@ -115,11 +116,11 @@ class SearchOps(StoreBase):
         for mid in candidates:
             if mid not in allowed:
                 continue
-            cand, emb = rows[mid]
+            cand, sim = rows[mid]
             if qv is not None:
                 cos = exact_cos.get(mid)
                 if cos is None:
-                    cos = float(emb @ qv) if emb is not None and emb.shape == qv.shape else 0.0
+                    cos = sim if sim is not None else 0.0
                 if cos < cfg.min_similarity and mid not in keyword_rank:
                     continue
             else:
