@@ -205,6 +205,8 @@ def _hit_why(hit: EpisodeHit) -> str:
     ranks = ", ".join(
         f"{name} rank {r}" for name, r in (("dense", hit.dense_rank), ("keyword", hit.keyword_rank)) if r is not None
     )
+    if not ranks:  # found by neither ranker: lent its score by the turns around it (scoring.neighbour_smoothed)
+        return f"episode hit score {hit.score:.2f} (next to turns that match)"
     return f"episode hit score {hit.score:.2f} ({ranks})"
 
 

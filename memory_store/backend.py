@@ -220,10 +220,11 @@ class Backend(Protocol):
         """The k nearest vectors under a vector key (a user's notes or episodes): (id, cosine) best first."""
         ...
 
-    def nearest_and_keywords(
-        self, key: str, vector: np.ndarray, k: int, text: str, limit: int
-    ) -> tuple[list[tuple[str, float]], list[tuple[str, float]]]:
-        """`nearest` and `keyword_search` of one user's notes together (an engine may answer both at once)."""
+    def hybrid_candidates(
+        self, user_id: str, vector: np.ndarray, k: int, text: str, limit: int
+    ) -> tuple[list[str], list[str], dict[str, tuple[Candidate, float | None]]]:
+        """`nearest`, `keyword_search` and `candidates_by_ids` of one user's notes together, in one read where the
+        engine can: (dense ids best first, keyword ids best first, the user's rows among them with similarity)."""
         ...
 
     def vector_count(self, key: str) -> int: ...

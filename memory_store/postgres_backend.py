@@ -473,35 +473,52 @@ class PostgresBackend:
                 rows = conn.execute(exact, [q, scope, k]).fetchall()
         return [(r["id"], float(r["sim"])) for r in rows]
 
-    def nearest_and_keywords(
-        self, key: str, vector: np.ndarray, k: int, text: str, limit: int
-    ) -> tuple[list[tuple[str, float]], list[tuple[str, float]]]:
-        """`nearest` and `keyword_search` of a user's notes in one round trip when the user is known to be small
-        (each round trip waits for a server process: on a busy machine that wait is most of a search)."""
+    def hybrid_candidates(
+        self, user_id: str, vector: np.ndarray, k: int, text: str, limit: int
+    ) -> tuple[list[str], list[str], dict[str, tuple[Candidate, float | None]]]:
+        """Dense and keyword candidates of a user's notes with their rows and similarities in one round trip when
+        the user is known to be small (each round trip waits for a server process: on a busy machine that wait is
+        most of a search); otherwise the three reads."""
+        key = user_key(user_id)
         known = self._sizes.get(key)
+        if known is None or known[0] > EXACT_ROWS or time.monotonic() - known[1] >= SIZE_TTL:
+            dense = [i for i, _ in self.nearest(key, vector, k)]
+            keyword = [i for i, _ in self.keyword_search(key, text, limit)]
+            return dense, keyword, self.candidates_by_ids(list(dict.fromkeys(dense + keyword)), user_id, vector)
         words = query_words(text)
-        if is_episode_key(key) or known is None or known[0] > EXACT_ROWS or time.monotonic() - known[1] >= SIZE_TTL:
-            return self.nearest(key, vector, k), self.keyword_search(key, text, limit)
         q = pgrows.f32(vector)
-        dense = (  # as in `nearest`: the distance once, only (id, distance) sorted
-            "SELECT 0 AS src, row_number() OVER (ORDER BY d) AS n, id, 1 - d AS score FROM (SELECT id, "
-            "(embedding <=> %s) + 0 AS d FROM mark_memories WHERE user_key = %s AND embedding IS NOT NULL "
-            "ORDER BY d LIMIT %s) s"
-        )
+        # As in `nearest`: the distance once, only (id, distance) sorted; "+ 0" keeps the HNSW index out.
+        ctes = [
+            "d AS (SELECT id, (embedding <=> %s) + 0 AS dist FROM mark_memories "
+            "WHERE user_key = %s AND embedding IS NOT NULL ORDER BY dist LIMIT %s)"
+        ]
         params: list[Any] = [q, key, k]
-        sql = f"({dense})"
+        found = "SELECT id FROM d"
+        rank = "NULL::real AS kw, NULL::bigint AS kw_seq"
+        joins = ""
         if words:
-            sql += (
-                " UNION ALL (SELECT 1, row_number() OVER (ORDER BY ts_rank(t.tsv, q.q) DESC, t.seq), t.id, "
-                f"ts_rank(t.tsv, q.q) FROM mark_memories t, (SELECT {pgrows.tsquery_sql(words)} AS q) q "
-                "WHERE t.user_key = %s AND t.tsv @@ q.q ORDER BY ts_rank(t.tsv, q.q) DESC, t.seq LIMIT %s)"
+            ctes.append(
+                f"kw AS (SELECT t.id, ts_rank(t.tsv, q.q) AS r, t.seq FROM mark_memories t, "
+                f"(SELECT {pgrows.tsquery_sql(words)} AS q) q WHERE t.user_key = %s AND t.tsv @@ q.q "
+                "ORDER BY r DESC, t.seq LIMIT %s)"
             )
             params += [*words, key, limit]
-        with self._conn() as conn:
-            rows = conn.execute(sql + " ORDER BY src, n", params).fetchall()
-        found = [(r["id"], float(r["score"])) for r in rows if r["src"] == 0]
-        keywords = [(r["id"], float(r["score"])) for r in rows if r["src"] == 1]
-        return found, keywords
+            found += " UNION SELECT id FROM kw"
+            rank = "kw.r AS kw, kw.seq AS kw_seq"
+            joins = " LEFT JOIN kw ON kw.id = m.id"
+        columns = ", ".join(f"m.{c.strip()}" for c in MEMORY_COLUMNS.split(","))
+        sql = (
+            f"WITH {', '.join(ctes)} SELECT {columns}, 1 - (m.embedding <=> %s) AS sim, d.dist, {rank} "
+            f"FROM mark_memories m LEFT JOIN d ON d.id = m.id{joins} "
+            f"WHERE m.user_key = %s AND m.user_id = %s AND m.id IN ({found})"
+        )
+        rows = self.query(sql, [*params, q, key, user_id], binary=True)
+        dense = [r["id"] for r in sorted((r for r in rows if r["dist"] is not None), key=lambda r: r["dist"])]
+        keyword = [
+            r["id"] for r in sorted((r for r in rows if r["kw"] is not None), key=lambda r: (-r["kw"], r["kw_seq"]))
+        ]
+        out = {r["id"]: (pgrows.decode.candidate(r), None if r["sim"] is None else float(r["sim"])) for r in rows}
+        return dense, keyword, out
 
     def vector_count(self, key: str) -> int:
         table, scope = self.vector_table(key)

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 from filelock import FileLock
 
-from memory_store.backend import VectorState
+from memory_store.backend import Candidate, VectorState
 from memory_store.config import StoreSettings
 from memory_store.errors import Conflict, StoreError
 from memory_store.errors import first_error as _first_error
@@ -138,10 +138,13 @@ class SQLiteBackend(SQLiteDB):
         with self._vlock:
             return self.index.query(key, vector, k)
 
-    def nearest_and_keywords(
-        self, key: str, vector: np.ndarray, k: int, text: str, limit: int
-    ) -> tuple[list[tuple[str, float]], list[tuple[str, float]]]:
-        return self.nearest(key, vector, k), self.keyword_search(key, text, limit)
+    def hybrid_candidates(
+        self, user_id: str, vector: np.ndarray, k: int, text: str, limit: int
+    ) -> tuple[list[str], list[str], dict[str, tuple[Candidate, float | None]]]:
+        key = user_key(user_id)
+        dense = [i for i, _ in self.nearest(key, vector, k)]
+        keyword = [i for i, _ in self.keyword_search(key, text, limit)]
+        return dense, keyword, self.candidates_by_ids(list(dict.fromkeys(dense + keyword)), user_id, vector)
 
     def vector_count(self, key: str) -> int:
         return self.index.count(key)

@@ -10,6 +10,7 @@ from datetime import datetime
 import numpy as np
 
 from memory_store import scoring
+from memory_store.backend import Candidate
 from memory_store.core.base import StoreBase
 from memory_store.core.memories import memory_filter
 from memory_store.errors import InvalidInput
@@ -69,19 +70,20 @@ class SearchOps(StoreBase):
         qv = self._query_vector(query, query_embedding) if mode != "keyword" else None
 
         dense: list[str] = []
+        keyword: list[str] = []
+        rows: dict[str, tuple[Candidate, float | None]] | None = None  # read with the candidates by one engine call
         exact_cos: dict[str, float] = {}
         if qv is not None:
             if filtered and self.backend.count_memories(user_id, flt) <= EXACT_FILTER_LIMIT:
                 # Selective filter: score the filtered rows exactly instead of hoping ANN over-fetch finds them.
-                rows = [(i, e) for i, e in self.backend.filtered_vectors(user_id, flt) if e is not None]
-                if rows:
-                    sims = np.stack([e for _, e in rows]) @ qv
+                vecs = [(i, e) for i, e in self.backend.filtered_vectors(user_id, flt) if e is not None]
+                if vecs:
+                    sims = np.stack([e for _, e in vecs]) @ qv
                     order = np.argsort(-sims)[:fetch]
-                    dense = [rows[i][0] for i in order]
-                    exact_cos = {rows[i][0]: float(sims[i]) for i in order}
+                    dense = [vecs[i][0] for i in order]
+                    exact_cos = {vecs[i][0]: float(sims[i]) for i in order}
             elif not filtered and mode == "hybrid" and kw is None:
-                found, kw = self.backend.nearest_and_keywords(key, qv, fetch, query, fetch)
-                dense = [i for i, _ in found]
+                dense, keyword, rows = self.backend.hybrid_candidates(user_id, qv, fetch, query, fetch)
             else:
                 n: int | None = None
                 k = fetch
@@ -94,13 +96,13 @@ class SearchOps(StoreBase):
                             k *= 4
                             continue
                     break
-        if kw is None:
-            kw = self.backend.keyword_search(key, query, fetch) if mode != "dense" else []
-        keyword = [i for i, _ in kw]
-
+        if rows is None:
+            if kw is None:
+                kw = self.backend.keyword_search(key, query, fetch) if mode != "dense" else []
+            keyword = [i for i, _ in kw]
+            # The scope guard: only this user's rows come back, each with its similarity to the query.
+            rows = self.backend.candidates_by_ids(list(dict.fromkeys(dense + keyword)), user_id, qv)
         candidates = list(dict.fromkeys(dense + keyword))
-        # The scope guard: only this user's rows come back, each with its similarity to the query.
-        rows = self.backend.candidates_by_ids(candidates, user_id, qv)
         allowed = {i for i, (m, _) in rows.items() if flt.admits(m)}
         now = self.clock()
         cfg = self.settings.scoring

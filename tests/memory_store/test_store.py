@@ -160,3 +160,25 @@ def test_a_small_user_among_many_finds_every_note(store):
     )
     hits = store.search("gardening and tea", "quiet", mode="dense", limit=10)
     assert {h.memory.id for h in hits} == {m.id for m in mine}
+
+
+def test_a_repeated_search_ranks_the_same_whichever_way_the_engine_reads(store):
+    """The first hybrid search of a user reads its candidates in separate queries; once the engine knows the user
+    is small it may read them in one (Postgres). Both ways rank, score and explain alike, and stay in scope."""
+    store.add_many(
+        [NewMemory(text=f"Note {i} about tea, gardens and the sea.", user_id="other") for i in range(30)]
+        + [
+            NewMemory(text=t, user_id="alice")
+            for t in [
+                "I grow tomatoes in my garden.",
+                "I drink green tea every morning.",
+                "My sister lives by the sea.",
+                "I collect old maps.",
+            ]
+        ]
+    )
+    runs = [store.search("tea in the garden", "alice", explain=True) for _ in range(3)]
+    shapes = [[(h.memory.id, round(h.score, 6), h.explain.dense_rank, h.explain.keyword_rank) for h in r] for r in runs]
+    assert shapes[0] == shapes[1] == shapes[2]
+    assert runs[0] and {h.memory.user_id for h in runs[0]} == {"alice"}
+    assert runs[0][0].memory.text in {"I grow tomatoes in my garden.", "I drink green tea every morning."}
