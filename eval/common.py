@@ -212,7 +212,7 @@ def run_and_report(
 
 def report_leniency(leniency: LeniencyReport, out_dir: Path, console: Console) -> None:
     """Write ``judge_leniency.json`` and print the judge's false-accept rate."""
-    from mark_eval.convomem.atomic import write_text_atomic
+    from memory_store.atomic import write_text_atomic
 
     write_text_atomic(out_dir / "judge_leniency.json", leniency.model_dump_json(indent=2) + "\n")
     console.print(

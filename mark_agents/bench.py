@@ -45,6 +45,7 @@ from mark_agents.local_llm import local_model_name
 from mark_agents.prompts import ANSWER_SYSTEM
 from mark_agents.recall import recall
 from memory_store import MemoryKind, MemoryStore, NewMemory
+from memory_store.atomic import save_figure
 from memory_store.bench import OBJECTS, SUBJECTS, sentence
 
 OVERHEAD_USER = "bench-user"
@@ -150,18 +151,6 @@ def _stats(values: list[float]) -> dict[str, float]:
         "mean_ms": statistics.fmean(values) if values else 0.0,
         "max_ms": max(values, default=0.0),
     }
-
-
-def save_figure(fig: Any, path: Path) -> Path:
-    """Write a matplotlib figure as PNG through a temporary file (a killed run never leaves half a picture)."""
-    import matplotlib.pyplot as plt
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.png")
-    fig.savefig(tmp)
-    plt.close(fig)
-    tmp.replace(path)
-    return path
 
 
 def machine() -> str:

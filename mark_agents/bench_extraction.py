@@ -37,6 +37,7 @@ from rich.table import Table
 
 from mark_agents.config import LLMSettings, Settings
 from memory_store import InvalidInput, Turn
+from memory_store.atomic import save_figure
 
 FACT_TYPES = ("user", "assistant", "correction")
 _WORDS = re.compile(r"[a-z0-9]+")
@@ -472,7 +473,4 @@ def plot(result: dict[str, Any], path: Path) -> Path:
     right.set_xticks(range(len(runs)), [r["model"].replace("qwen2.5-coder-", "") for r in runs], fontsize=8)
     right.set_title(f"exchanges/min ({result['machine']['cpus']} CPUs)")
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=110)

@@ -35,12 +35,13 @@ from rich.console import Console
 from rich.table import Table
 
 from mark_agents.agent import MemoryAgent
-from mark_agents.bench import machine, save_figure
+from mark_agents.bench import machine
 from mark_agents.config import Settings
 from mark_agents.llm import LLMClient, connect
 from mark_agents.llm.scripted import RoleScript
 from mark_agents.recall import recall
 from memory_store import CachedEmbedder, InvalidInput, MemoryStore
+from memory_store.atomic import save_figure
 from memory_store.embeddings import get_embedder
 
 USER = "probe-user"

@@ -26,6 +26,8 @@ from typing import Any
 
 import numpy as np
 
+from memory_store.atomic import save_figure
+
 #: The peers of ``--compare all``.
 PEERS = ("langgraph", "chroma")
 #: Peers run only when named: too slow to load for a default run.
@@ -235,9 +237,4 @@ def plot(result: dict[str, Any], path: Path) -> Path:
     ax.legend()
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.png")
-    fig.savefig(tmp)
-    plt.close(fig)
-    tmp.replace(path)
-    return path
+    return save_figure(fig, path)

@@ -287,6 +287,6 @@ def bench_command(
     result = run_bench(config, embedder_factory(store))
     print_bench(result, console_out())
     if json_out is not None:
-        from mark_eval.convomem.atomic import write_text_atomic
+        from memory_store.atomic import write_text_atomic
 
         write_text_atomic(json_out, json.dumps(result.model_dump(), indent=2) + "\n")

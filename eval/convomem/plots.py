@@ -8,8 +8,8 @@ from collections import defaultdict
 from pathlib import Path
 
 from mark_eval.convomem.anchors import PLOT_MODEL, matching
-from mark_eval.convomem.atomic import write_with
 from mark_eval.convomem.summary import SummaryRow, judge_label
+from memory_store.atomic import write_with
 
 #: taci_tree is an unreleased experiment in ConvoMem's results (collapses to ~0 %); not a baseline.
 IGNORED_ANCHOR_METHODS = frozenset({"taci_tree"})

@@ -25,13 +25,13 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from mark_agents.llm import Usage
 from mark_eval.common import print_skipped_methods
 from mark_eval.convomem.answerers import Answer, Answerer, AnswererContext, create, needs_llm_to_select
-from mark_eval.convomem.atomic import write_text_atomic
 from mark_eval.convomem.judge import Judge
 from mark_eval.convomem.plots import write_plots
 from mark_eval.convomem.recall import evidence_in_prompt, evidence_recall
 from mark_eval.convomem.results import Answered, ResultRow, ResultsFile
 from mark_eval.convomem.schema import Question, TestCase
 from mark_eval.convomem.summary import SummaryRow, print_table, summarise, write_summary_csv
+from memory_store.atomic import write_text_atomic
 from memory_store.errors import InvalidInput
 
 S = TypeVar("S")  # a summary row: ConvoMem's or LoCoMo's

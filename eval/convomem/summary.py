@@ -16,8 +16,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from mark_eval.convomem.atomic import write_text_atomic
 from mark_eval.convomem.results import ResultRow
+from memory_store.atomic import write_text_atomic
 
 #: ConvoMem's columns first (same names, order and meaning as the reference's CSV export), then ours.
 CONVOMEM_COLUMNS = [

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mark_eval.convomem.atomic import write_with
 from mark_eval.locomo.anchors import j_anchors
 from mark_eval.locomo.categories import ADVERSARIAL, HEADLINE, OVERALL
 from mark_eval.locomo.summary import LocomoSummaryRow
+from memory_store.atomic import write_with
 
 _PANEL_ORDER = (OVERALL, *HEADLINE, ADVERSARIAL)
 

@@ -14,11 +14,11 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from mark_eval.convomem.atomic import write_text_atomic
 from mark_eval.convomem.results import ResultRow
 from mark_eval.convomem.summary import GroupStats, group_stats, mean
 from mark_eval.locomo.anchors import Anchor, load_anchors
 from mark_eval.locomo.categories import ADVERSARIAL, CATEGORY_NAMES, HEADLINE, OVERALL, category_number
+from memory_store.atomic import write_text_atomic
 
 COLUMNS = [
     "method",

@@ -7,11 +7,12 @@ Indexing a haystack happens in ``prepare`` and is excluded from latency, as in C
 
 from __future__ import annotations
 
+import asyncio
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from functools import cached_property
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -111,6 +112,25 @@ async def helper_chat(ctx: AnswererContext, messages: list[dict[str, str]], labe
     if client is None:
         raise MarkError("this step needs an LLM but the run has none (use --retrieval-only or configure one)")
     return await client.chat(messages, max_tokens=ctx.helper_max_tokens, temperature=0.0, label=label)
+
+
+T = TypeVar("T")
+
+
+class OncePerHaystack(Generic[T]):
+    """What a method builds for a haystack (its memory of it), built once however many questions, or categories
+    over the same conversations, ask for it; concurrent askers wait for the same build."""
+
+    def __init__(self, build: Callable[[Haystack], Awaitable[T]]) -> None:
+        self._build = build
+        self._tasks: dict[str, asyncio.Task[T]] = {}
+
+    async def get(self, haystack: Haystack) -> T:
+        task = self._tasks.get(haystack.hid)
+        if task is None:
+            task = asyncio.ensure_future(self._build(haystack))
+            self._tasks[haystack.hid] = task
+        return await task
 
 
 class Answerer(ABC):

@@ -15,14 +15,13 @@ turn of a note in it (`Recall.turn_ids`).
 
 from __future__ import annotations
 
-import asyncio
 import time
 from datetime import datetime, timedelta
 from typing import Any
 
 from mark_agents import MemoryAgent
 from mark_agents.llm import Usage, estimate_message_tokens
-from mark_eval.convomem.answerers.base import Answerer, AnswererContext, Selection, selection
+from mark_eval.convomem.answerers.base import Answerer, AnswererContext, OncePerHaystack, Selection, selection
 from mark_eval.convomem.prompts import ContextKind, answer_messages
 from mark_eval.convomem.schema import Haystack, HaystackMessage
 from memory_store import CachedEmbedder, MemoryStore
@@ -65,7 +64,7 @@ class MarkMemory(Answerer):
         if ctx.mark_extraction not in ("off", "llm"):
             raise MarkError(f"unknown mark extraction {ctx.mark_extraction!r} (off, llm)")
         self._agent: MemoryAgent | None = None
-        self._built: dict[str, asyncio.Task[_Built]] = {}
+        self._built = OncePerHaystack(self._build)
 
     def _get_agent(self) -> MemoryAgent:
         if self._agent is None:
@@ -113,11 +112,7 @@ class MarkMemory(Answerer):
         return built
 
     async def prepare(self, haystack: Haystack) -> None:
-        task = self._built.get(haystack.hid)
-        if task is None:
-            task = asyncio.ensure_future(self._build(haystack))
-            self._built[haystack.hid] = task
-        await task
+        await self._built.get(haystack)
 
     def release(self, haystack: Haystack) -> None:
         """Kept: the haystack's memory lives in the store, and a later case with the same haystack (another
@@ -131,8 +126,7 @@ class MarkMemory(Answerer):
             self._agent = None
 
     async def select(self, haystack: Haystack, question: str) -> Selection:
-        await self.prepare(haystack)
-        built = self._built[haystack.hid].result()
+        built = await self._built.get(haystack)
         agent = self._get_agent()
         prompts = self.ctx.prompts
         skeleton = estimate_message_tokens(answer_messages(question, "", ContextKind.MEMORIES, prompts))

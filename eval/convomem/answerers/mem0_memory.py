@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from mark_agents.llm import Usage
-from mark_eval.convomem.answerers.base import Answerer, AnswererContext, Selection, selection
+from mark_eval.convomem.answerers.base import Answerer, AnswererContext, OncePerHaystack, Selection, selection
 from mark_eval.convomem.prompts import ContextKind, answer_messages
 from mark_eval.convomem.schema import Haystack
 from memory_store import mem0_peer
@@ -113,7 +113,7 @@ class Mem0Memory(Answerer):
         self._lock = asyncio.Lock()
         #: one Mem0 operation at a time: its in-process Qdrant is not made for concurrent threads
         self._op_lock = asyncio.Lock()
-        self._built: dict[str, asyncio.Task[_Built]] = {}
+        self._built = OncePerHaystack(self._build)
 
     def _home(self) -> Path | None:
         return Path(self.ctx.work_dir) / "mem0-home" if self.ctx.work_dir is not None else None
@@ -191,15 +191,10 @@ class Mem0Memory(Answerer):
         return built
 
     async def prepare(self, haystack: Haystack) -> None:
-        task = self._built.get(haystack.hid)
-        if task is None:
-            task = asyncio.ensure_future(self._build(haystack))
-            self._built[haystack.hid] = task
-        await task
+        await self._built.get(haystack)
 
     async def select(self, haystack: Haystack, question: str) -> Selection:
-        await self.prepare(haystack)
-        built = self._built[haystack.hid].result()
+        built = await self._built.get(haystack)
         if built.failures == len(haystack.conversations) and built.failures:
             raise MarkError(f"mem0 could not add any conversation of the haystack ({built.last_error})")
         memory = await self._get_memory()

@@ -7,6 +7,7 @@ import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 
 @contextmanager
@@ -33,3 +34,13 @@ def write_with(path: Path, writer: Callable[[Path], None]) -> None:
     """Let ``writer`` fill a temporary file (e.g. matplotlib's savefig), then rename it into place."""
     with atomic_path(path) as tmp:
         writer(tmp)
+
+
+def save_figure(fig: Any, path: Path, dpi: int | None = None) -> Path:
+    """Write a matplotlib figure as PNG (at the figure's own dpi unless given), atomically (a killed run never leaves
+    half a picture), and close it."""
+    import matplotlib.pyplot as plt
+
+    write_with(path, lambda tmp: fig.savefig(tmp, format="png", dpi=dpi))
+    plt.close(fig)
+    return path
