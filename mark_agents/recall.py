@@ -7,7 +7,8 @@ Two layers are read, so nothing the user said is lost when extraction misses it:
 
 While the user's whole history fits the budget it is all given, in order, with the notes on top (ConvoMem's
 finding: full context wins on small histories). Beyond that, the best notes take up to `note_share` of the
-budget and the rest is filled with episode excerpts: each hit with the turn it answers (or the answer it got),
+budget and the rest is filled with episode excerpts (hybrid search, where a turn next to a match shares its
+score: an answer rarely repeats the question's words): each hit with the turn it answers (or the answer it got),
 picked with a penalty for sessions already represented so a question whose evidence is spread over sessions
 gets every piece a chance. A turn whose fact a note superseded is shown as outdated, never as current.
 
