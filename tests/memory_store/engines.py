@@ -3,7 +3,12 @@ text is still stored, and a simulated loss of vectors."""
 
 from __future__ import annotations
 
+import re
+
 from memory_store import MemoryStore
+
+#: Ids, keys, hashes and written-out times: where a short token of digits ("8841") can occur by chance.
+NOT_TEXT = r"[0-9a-f]{16,}|[0-9]{4}-[0-9]{2}-[0-9]{2}[ T][0-9:.+-]+"
 
 
 def table(store: MemoryStore, name: str) -> str:
@@ -28,17 +33,27 @@ def turns_matching(store: MemoryStore, word: str) -> int:
 def stored_anywhere(store: MemoryStore, token: bytes) -> list[str]:
     """Where the store still holds ``token``: the files of its home (SQLite, chroma), or the tables with a row
     holding it (Postgres: live rows; the server's files are its own, see the README on purge)."""
+    # A token that is itself an id is looked for as it is; any other is looked for outside ids, hashes and times.
+    strip = not re.fullmatch(NOT_TEXT, token.decode())
     if store.engine != "postgres":
         files = [p for p in store.home.rglob("*") if p.is_file()]
-        return [str(p.relative_to(store.home)) for p in files if token in p.read_bytes()]
+        pattern = re.compile(NOT_TEXT.encode())
+        return [
+            str(p.relative_to(store.home))
+            for p in files
+            if token in (pattern.sub(b"#", p.read_bytes()) if strip else p.read_bytes())
+        ]
     import psycopg
 
     found = []
     with psycopg.connect(store.settings.store_url) as conn:
         for t in ("memories", "turns", "history", "feedback", "forgotten", "meta"):
             # Every column but the vector (whose digits could hold any number).
-            sql = f"SELECT count(*) FROM mark_{t} r WHERE strpos((to_jsonb(r) - 'embedding')::text, %s) > 0"
-            if conn.execute(sql, [token.decode()]).fetchone()[0]:
+            text = "(to_jsonb(r) - 'embedding')::text"
+            if strip:
+                text = f"regexp_replace({text}, %s, '#', 'g')"
+            sql = f"SELECT count(*) FROM mark_{t} r WHERE strpos({text}, %s) > 0"
+            if conn.execute(sql, [*([NOT_TEXT] if strip else []), token.decode()]).fetchone()[0]:
                 found.append(f"mark_{t}")
     return found
 

@@ -9,14 +9,22 @@ from __future__ import annotations
 
 import io
 import json
+import re
 
 import pytest
 
 from memory_store import InvalidInput, MemoryStore, NewMemory, Source, StoreSettings
 from memory_store.forgetting import MARKER, Fingerprint, note_matches, redact, salient
-from tests.memory_store.engines import stored_anywhere
+from tests.memory_store.engines import NOT_TEXT, stored_anywhere
 
 KEY = b"k" * 32
+
+
+def readable(data: list | str) -> str:
+    """History events (or any JSON text) without ids, hashes and times, where a digit run such as "8841" occurs
+    by chance (a test failed about one run in 50 on an id): what a leak check must read."""
+    text = data if isinstance(data, str) else json.dumps([e.model_dump(mode="json") for e in data])
+    return re.sub(NOT_TEXT, "#", text)
 
 
 @pytest.mark.parametrize(
@@ -130,14 +138,14 @@ def test_forget_removes_the_fact_everywhere_and_keeps_the_rest(store):
     assert store.search_episodes("Northwind Credit", "carol", mode="keyword")  # the rest is still found
     history = store.history("carol")
     assert [e.event for e in history] == ["add", "add", "forget"]
-    assert "8841" not in json.dumps([e.model_dump(mode="json") for e in history])
+    assert "8841" not in readable(history)
     assert history[-1].actor == "cli" and history[-1].metadata["text_hash"]  # when, by whom, a keyed hash
     out = io.StringIO()
     store.export_jsonl(out, user_id="carol")
-    assert "8841" not in out.getvalue() and "Northwind" in out.getvalue()
+    assert "8841" not in readable(out.getvalue()) and "Northwind" in out.getvalue()
     assert store.search("bank PIN", "dave")[0].memory.text == "The user's bank PIN is 8841."  # dave is untouched
     report_json = report.model_dump_json()
-    assert "8841" not in report_json
+    assert "8841" not in readable(report_json)
     assert store.check().ok
     store.purge_user("dave")
     store.close()
@@ -176,9 +184,7 @@ def test_forget_follows_the_superseded_versions_of_the_same_fact(chroma_store):
     store.forget("carol", lisbon.id)
     left = [m.text for m in store.list("carol", include_history=True).items]
     assert left == ["The user lives in Denver."]  # another fact (where they lived), not the one forgotten
-    assert not any(
-        t in json.dumps([e.model_dump(mode="json") for e in store.history("carol")]) for t in ("1234", "8841", "Lisbon")
-    )
+    assert not any(t in readable(store.history("carol")) for t in ("1234", "8841", "Lisbon"))
 
 
 def test_a_note_holding_the_fact_beside_another_keeps_the_other(chroma_store):
@@ -244,7 +250,7 @@ def test_importing_an_export_from_before_the_forget_does_not_bring_it_back(chrom
     store.import_jsonl(backup, replace=True)
     out = io.StringIO()
     store.export_jsonl(out, user_id="carol")
-    assert "8841" not in out.getvalue() and "Northwind" in out.getvalue()
+    assert "8841" not in readable(out.getvalue()) and "Northwind" in out.getvalue()
     assert not [h for h in store.search("bank PIN", "carol") if "8841" in h.memory.text]
 
 
