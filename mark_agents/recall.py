@@ -55,17 +55,10 @@ _DENSE_PREP = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mark-recall-
 
 
 def _embed_soon(store: MemoryStore, query: str) -> Future[np.ndarray] | None:
-    """The query's vector, computed in the background; the same job applies the store's pending vector writes (a
-    chat turn has just stored the user's message: ~12 ms of index write the dense search would otherwise wait for)."""
+    """The query's vector, computed in the background (a chat turn's message was embedded when it was stored: then
+    it comes from the store's cache of recent vectors)."""
     text = query.strip()
-    if not text:
-        return None
-
-    def prepare() -> np.ndarray:
-        store.flush_vectors()
-        return store.embed([text])[0]
-
-    return _DENSE_PREP.submit(prepare)
+    return _DENSE_PREP.submit(lambda: store.embed([text])[0]) if text else None
 
 
 class RecalledMemory(BaseModel):
@@ -297,29 +290,35 @@ def recall(
     # The query is embedded once for both layers (an embedding costs more than either search), in the background.
     qv = _embed_soon(store, query)
     guard = store.forget_guard(user_id)
-    notes = store.search(query, user_id, limit=limit, explain=True, query_embedding=qv)  # forgotten facts filtered
     # A turn costs at least HISTORY_LINE_TOKENS: more turns than the budget allows cannot fit, so stop counting.
     n_turns, chars = store.history_size(user_id, cap=budget_tokens // HISTORY_LINE_TOKENS + 1)
+    notes: list[SearchHit] | None = None  # forgotten facts are filtered by the search itself
 
     if n_turns and estimate_tokens("x" * chars) + HISTORY_LINE_TOKENS * n_turns <= budget_tokens:
         history = _shown([t for t in store.turns(user_id, limit=n_turns + 1) if t.id not in excluded], guard)
         outdated = _outdated_notes(store, user_id, history)
+        notes = store.search(query, user_id, limit=limit, explain=True, query_embedding=qv)
         chosen = _fit_notes(notes, history, outdated, budget_tokens)
         text = format_block(chosen, history, outdated)
         if estimate_tokens(text) <= budget_tokens:
             why = f"whole history ({n_turns} turns) fits the budget"
             return _result(text, "history", chosen, [(t, "history", 0.0, why) for t in history], budget_tokens)
 
+    hits: list[EpisodeHit] = []
+    near: dict[str, tuple[Turn | None, Turn | None]] = {}
+    if n_turns:  # episodes first: their keyword search runs while the query is still being embedded
+        hits = store.search_episodes(
+            query, user_id, limit=EPISODE_CANDIDATES, exclude_ids=list(excluded), mode=episode_mode, query_embedding=qv
+        )
+        near = _windows(store, user_id, hits)
     note_budget = int(budget_tokens * note_share) if n_turns else budget_tokens
+    if notes is None:
+        notes = store.search(query, user_id, limit=limit, explain=True, query_embedding=qv)
     chosen = _fit_notes(notes, [], {}, note_budget)
     used = estimate_tokens(format_block(chosen))
     if not n_turns:
         return _result(format_block(chosen), "retrieval" if chosen else "empty", chosen, [], budget_tokens)
 
-    hits = store.search_episodes(
-        query, user_id, limit=EPISODE_CANDIDATES, exclude_ids=list(excluded), mode=episode_mode, query_embedding=qv
-    )
-    near = _windows(store, user_id, hits)
     picked: dict[str, tuple[Turn, str, float, str]] = {}
     per_session: dict[str | None, int] = {}
     # Best diverse score first, ties to the better-ranked hit. Scores only fall as sessions fill up, so a lazy

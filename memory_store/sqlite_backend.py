@@ -374,7 +374,8 @@ class SQLiteDB:
             chunk = ids[start : start + 500]
             marks = ",".join("?" * len(chunk))
             for r in self.query(
-                f"SELECT id, embedding FROM {table} WHERE user_key = ? AND id IN ({marks}) AND embedding IS NOT NULL",
+                # `+user_key`: look the ids up by their unique index; the key's index would scan every row of theirs.
+                f"SELECT id, embedding FROM {table} WHERE +user_key = ? AND id IN ({marks}) AND embedding IS NOT NULL",
                 [scope, *chunk],
             ):
                 out[r["id"]] = np.frombuffer(r["embedding"], dtype=np.float32)
@@ -584,7 +585,7 @@ class SQLiteDB:
         for start in range(0, len(ids), 500):
             chunk = list(ids[start : start + 500])
             for r in self.query(
-                f"SELECT id, seq FROM turns WHERE user_id = ? AND id IN ({','.join('?' * len(chunk))})",
+                f"SELECT id, seq FROM turns WHERE +user_id = ? AND id IN ({','.join('?' * len(chunk))})",
                 [user_id, *chunk],
             ):
                 out[r["id"]] = r["seq"]
@@ -605,6 +606,15 @@ class SQLiteDB:
 
     def outbox(self, limit: int = 20_000) -> list[sqlite3.Row]:
         return self.query("SELECT seq, op, user_key, memory_id FROM vector_outbox ORDER BY seq LIMIT ?", (limit,))
+
+    def pending_vector_ops(self, key: str, limit: int) -> list[tuple[str, str]]:
+        """One vector key's pending outbox ops, oldest first, at most `limit`: (memory id, op)."""
+        return [
+            (r["memory_id"], r["op"])
+            for r in self.query(
+                "SELECT memory_id, op FROM vector_outbox WHERE user_key = ? ORDER BY seq LIMIT ?", (key, limit)
+            )
+        ]
 
     def outbox_count(self) -> int:
         return self.query("SELECT count(*) AS n FROM vector_outbox")[0]["n"]
@@ -788,7 +798,7 @@ class SQLiteTx:
         marks = ",".join("?" * len(memory_ids))
         self.w.execute(
             f"UPDATE memories SET recall_count = recall_count + 1, last_recalled_at = ? "
-            f"WHERE user_id = ? AND id IN ({marks})",
+            f"WHERE +user_id = ? AND id IN ({marks})",  # by the ids' unique index, not a scan of the user's
             [ts(now), user_id, *memory_ids],
         )
 
@@ -874,7 +884,7 @@ class SQLiteTx:
     def mark_turns_outdated(self, user_id: str, turn_ids: Sequence[str], note_id: str) -> None:
         if turn_ids:
             self.w.execute(
-                f"UPDATE turns SET outdated_by = ? WHERE user_id = ? AND id IN ({','.join('?' * len(turn_ids))})",
+                f"UPDATE turns SET outdated_by = ? WHERE +user_id = ? AND id IN ({','.join('?' * len(turn_ids))})",
                 [note_id, user_id, *turn_ids],
             )
 

@@ -1,6 +1,7 @@
 """The rules that keep search fast on a long history change nothing a user can see: a large user's keyword search
 ranks with its rarest words, a small user's stays exact, a query vector still being computed gives the same hits,
-and a single query embedded on one thread gets the same vector. Real SQLite, chroma and embedding model."""
+a single query embedded on one thread gets the same vector, and a search that merges pending vector writes instead
+of writing the index first finds what it would find after. Real SQLite, chroma and embedding model."""
 
 from __future__ import annotations
 
@@ -61,3 +62,55 @@ def test_a_single_query_is_embedded_on_one_thread_with_the_same_vector(embedder)
     batch = embedder.embed(["Which note-taking method did you recommend?", *[f"filler {i}" for i in range(8)]])[0]
     assert np.allclose(alone, batch, atol=1e-5)
     assert torch.get_num_threads() == threads  # the one-thread setting is put back
+
+
+@pytest.mark.parametrize("vectors", ["chroma", "exact"])
+def test_a_search_sees_pending_vector_writes_exactly_without_writing_the_index_first(
+    tmp_path, embedder, clock, vectors, monkeypatch
+):
+    from memory_store import MemoryStore, NewMemory, StoreSettings, sqlite_engine
+    from memory_store.validation import episode_key, user_key
+
+    store = MemoryStore(StoreSettings(home=tmp_path / "home", vector_backend=vectors), embedder=embedder, clock=clock)
+    try:
+        old = store.add_many(
+            [
+                NewMemory(text=t, user_id="alice")
+                for t in ("Alice lives in Lisbon.", "Alice is a nurse.", "Alice likes tea.")
+            ]
+        )
+        say(store, "alice", ["I work night shifts.", "Tea helps me stay awake."])
+        store.flush_vectors()
+        # Pending: a new note, a changed one, a deleted one and a new turn.
+        new = store.add("Alice's cat is called Mochi.", "alice")
+        store.update(old[0].id, "alice", text="Alice moved to Porto.")
+        store.delete(old[2].id, "alice")
+        (turn,) = say(store, "alice", ["My cat Mochi sleeps all day."])
+        backend = store.backend
+        assert len(backend.pending_vector_ops(user_key("alice"), 100)) == 3
+        assert len(backend.pending_vector_ops(episode_key("alice"), 100)) == 1
+
+        def snapshot():
+            notes = {
+                q: [(h.memory.id, round(h.score, 6)) for h in store.search(q, "alice", mode="dense")]
+                for q in ("What is the cat's name?", "Where does Alice live?", "What does Alice drink?")
+            }
+            episodes = [(h.turn.id, round(h.score, 6)) for h in store.search_episodes("cat", "alice", mode="dense")]
+            return notes, episodes
+
+        merged = snapshot()
+        assert backend.outbox_count() == 4  # the searches wrote nothing to the index
+        assert merged[0]["What is the cat's name?"][0][0] == new.id
+        assert merged[0]["Where does Alice live?"][0][0] == old[0].id  # ranked by its new text's vector
+        assert all(old[2].id not in [i for i, _ in hits] for hits in merged[0].values())
+        assert merged[1][0][0] == turn.id
+        store.flush_vectors()
+        assert backend.outbox_count() == 0
+        assert snapshot() == merged  # the same hits, in the same order, as once the index is written
+
+        monkeypatch.setattr(sqlite_engine, "PENDING_MERGE_LIMIT", 1)
+        store.add_many([NewMemory(text=t, user_id="alice") for t in ("Alice has a bike.", "Alice reads a lot.")])
+        assert store.search("bike", "alice", mode="dense")[0].memory.text == "Alice has a bike."
+        assert backend.outbox_count() == 0  # more pending than a search merges: the index was written first
+    finally:
+        store.close()
