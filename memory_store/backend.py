@@ -19,6 +19,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from memory_store.models import CheckReport, Feedback, HistoryEvent, Memory, MemoryKind, MemoryStatus, Turn
+from memory_store.validation import user_key
 
 
 @dataclass(frozen=True)
@@ -310,3 +311,23 @@ class Backend(Protocol):
         """After a purge or a forget: nothing of the removed data left in the index or the engine's free space.
         ``refill``: the user's vector groups are rebuilt from the rows (a forget rewrote some of them)."""
         ...
+
+
+class _Reads(Protocol):
+    def nearest(self, key: str, vector: np.ndarray, k: int) -> list[tuple[str, float]]: ...
+
+    def keyword_search(self, key: str, text: str, limit: int) -> list[tuple[str, float]]: ...
+
+    def candidates_by_ids(
+        self, ids: Sequence[str], user_id: str, query: np.ndarray | None = None
+    ) -> dict[str, tuple[Candidate, float | None]]: ...
+
+
+def hybrid_candidates_in_three_reads(
+    engine: _Reads, user_id: str, vector: np.ndarray, k: int, text: str, limit: int
+) -> tuple[list[str], list[str], dict[str, tuple[Candidate, float | None]]]:
+    """`Backend.hybrid_candidates` as three reads: an engine's answer when it has no single read for it."""
+    key = user_key(user_id)
+    dense = [i for i, _ in engine.nearest(key, vector, k)]
+    keyword = [i for i, _ in engine.keyword_search(key, text, limit)]
+    return dense, keyword, engine.candidates_by_ids(list(dict.fromkeys(dense + keyword)), user_id, vector)

@@ -30,7 +30,7 @@ from psycopg_pool import ConnectionPool
 
 from memory_store import pg_migrations
 from memory_store import postgres_rows as pgrows
-from memory_store.backend import Candidate, MemoryFilter, VectorState
+from memory_store.backend import Candidate, MemoryFilter, VectorState, hybrid_candidates_in_three_reads
 from memory_store.errors import Conflict, StoreError
 from memory_store.keywords import query_words
 from memory_store.models import CheckReport, Feedback, HistoryEvent, Memory, Turn
@@ -482,9 +482,7 @@ class PostgresBackend:
         key = user_key(user_id)
         known = self._sizes.get(key)
         if known is None or known[0] > EXACT_ROWS or time.monotonic() - known[1] >= SIZE_TTL:
-            dense = [i for i, _ in self.nearest(key, vector, k)]
-            keyword = [i for i, _ in self.keyword_search(key, text, limit)]
-            return dense, keyword, self.candidates_by_ids(list(dict.fromkeys(dense + keyword)), user_id, vector)
+            return hybrid_candidates_in_three_reads(self, user_id, vector, k, text, limit)
         words = query_words(text)
         q = pgrows.f32(vector)
         # As in `nearest`: the distance once, only (id, distance) sorted; "+ 0" keeps the HNSW index out.

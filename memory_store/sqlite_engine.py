@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 from filelock import FileLock
 
-from memory_store.backend import Candidate, VectorState
+from memory_store.backend import Candidate, VectorState, hybrid_candidates_in_three_reads
 from memory_store.config import StoreSettings
 from memory_store.errors import Conflict, StoreError
 from memory_store.errors import first_error as _first_error
@@ -170,10 +170,7 @@ class SQLiteBackend(SQLiteDB):
     def hybrid_candidates(
         self, user_id: str, vector: np.ndarray, k: int, text: str, limit: int
     ) -> tuple[list[str], list[str], dict[str, tuple[Candidate, float | None]]]:
-        key = user_key(user_id)
-        dense = [i for i, _ in self.nearest(key, vector, k)]
-        keyword = [i for i, _ in self.keyword_search(key, text, limit)]
-        return dense, keyword, self.candidates_by_ids(list(dict.fromkeys(dense + keyword)), user_id, vector)
+        return hybrid_candidates_in_three_reads(self, user_id, vector, k, text, limit)
 
     def vector_count(self, key: str) -> int:
         return self.index.count(key)
