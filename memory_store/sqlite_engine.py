@@ -75,7 +75,7 @@ class SQLiteBackend(SQLiteDB):
         super().__init__(settings.db_path, read_only=not _writable(home, settings.db_path))
         if vector_index is None:
             if settings.vector_backend == "chroma" and not self.read_only:
-                vector_index = ChromaIndex(settings.vectors_path)
+                vector_index = ChromaIndex(settings.vectors_path, loader=self.user_vectors)
             else:
                 # Exact search over the embeddings in SQLite; also the read-only fallback (chroma writes on open).
                 vector_index = ExactIndex(loader=self.user_vectors)

@@ -8,11 +8,16 @@ chroma's persistent client caches each collection's HNSW graph in memory; anothe
 not visible until the client is re-created, so `refresh()` resets it (the store calls it when the shared
 vector epoch in SQLite moved).
 
-Small groups are also held in process memory and searched exactly (`HotGroups`): a chroma query costs 1-2 ms per
-call whatever the group's size (its count alone ~0.8 ms), a matrix product over a few thousand vectors ~0.05 ms,
-and a user's notes are a few thousand at most. The copy is loaded from chroma on a group's first search and follows
-every write made through this index; `refresh()` drops it with the client. Groups above `HOT_GROUP_LIMIT`
-vectors are searched by chroma's HNSW index.
+Small groups are held in process memory and searched exactly (`_Hot`): a chroma query costs 1-2 ms per call
+whatever the group's size (its count alone ~0.8 ms), a matrix product over a few thousand vectors ~0.05 ms, and a
+user's notes are a few thousand at most. The copy follows every write made through this index; `refresh()` drops
+it with the client. Groups above `HOT_GROUP_LIMIT` vectors are searched by chroma's HNSW index.
+
+With a `loader` (the store passes one that reads SQLite, which keeps every embedding), a group is written to chroma
+only once it outgrows `HOT_GROUP_LIMIT`: below that its copy is loaded from SQLite, and chroma's HNSW insert (~0.4 ms
+a vector on 2 cores, most of an add's cost beyond the embedding) is never paid for a graph no search would use. A
+group has a chroma collection, or it is small and SQLite holds it; a group that grows past the limit is written to
+chroma whole (promoted). Without a loader every group lives in chroma, as in stores made before.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import shutil
 import sqlite3
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +40,8 @@ HOT_GROUP_LIMIT = 20_000
 #: Vectors held in memory over all groups at most (least recently searched groups go first): ~300 MB at 384
 #: dimensions.
 HOT_VECTOR_BUDGET = 200_000
+#: Reads one group's vectors from the rows: (ids, matrix).
+Loader = Callable[[str], tuple[list[str], np.ndarray]]
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
 
@@ -89,12 +97,14 @@ class _Hot:
 class ChromaIndex:
     persistent = True
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, loader: Loader | None = None) -> None:
         self.path = path
         path.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
         self._client = None
+        self._loader = loader
         self._collections: dict[str, object] = {}
+        self._absent: set[str] = set()  # groups known to have no collection (small ones, with a loader)
         self._hot: OrderedDict[str, _Hot] = OrderedDict()
         self._big: set[str] = set()  # groups known to be above HOT_GROUP_LIMIT
 
@@ -113,25 +123,65 @@ class ChromaIndex:
         col = self._collections.get(name)
         if col is not None:
             return col
+        if not create and user_key in self._absent:
+            return None
         client = self._get_client()
         if create:
             col = client.get_or_create_collection(name, embedding_function=None, metadata={"hnsw:space": "cosine"})
+            self._absent.discard(user_key)
         else:
             try:
                 col = client.get_collection(name, embedding_function=None)
             except Exception:  # chroma raises NotFoundError/ValueError depending on the version
+                self._absent.add(user_key)
                 return None
         self._collections[name] = col
         return col
+
+    def _small(self, user_key: str) -> bool:
+        """Does SQLite alone hold this group (a loader is set and the group has no collection)?"""
+        return self._loader is not None and self._collection(user_key, create=False) is None
+
+    def _small_group(self, user_key: str) -> _Hot | None:
+        """A small group's copy, loaded from the rows on first use; None once it outgrew the limit (promoted)."""
+        hot = self._hot.get(user_key)
+        if hot is not None:
+            self._hot.move_to_end(user_key)
+            return hot
+        assert self._loader is not None
+        ids, vectors = self._loader(user_key)
+        if len(ids) > HOT_GROUP_LIMIT:
+            self._write(self._collection(user_key, create=True), ids, vectors)
+            self._big.add(user_key)
+            return None
+        self._keep(user_key, _Hot.of(ids, vectors))
+        return self._hot.get(user_key)
+
+    @staticmethod
+    def _write(col: object, ids: list[str], vectors: np.ndarray) -> None:
+        step = 5000  # below chroma's max batch size (5461)
+        for i in range(0, len(ids), step):
+            col.upsert(ids=ids[i : i + step], embeddings=np.asarray(vectors[i : i + step], dtype=np.float32))  # type: ignore[attr-defined]
 
     def upsert(self, user_key: str, ids: list[str], vectors: np.ndarray) -> None:
         if not ids:
             return
         with self._lock:
+            if self._small(user_key):
+                # The rows hold this write already: a copy loaded now has it; one held before takes it.
+                loaded = user_key in self._hot
+                hot = self._small_group(user_key)
+                if hot is not None and loaded:
+                    try:
+                        hot = hot.upsert(list(ids), np.asarray(vectors))
+                    except ValueError:
+                        hot = None
+                    self._keep(user_key, hot)
+                    if hot is not None and len(hot.ids) > HOT_GROUP_LIMIT:
+                        self._small_group(user_key)  # dropped by _keep: read whole from the rows and promoted
+                return
             col = self._collection(user_key, create=True)
-            step = 5000  # below chroma's max batch size (5461)
-            for i in range(0, len(ids), step):
-                col.upsert(ids=ids[i : i + step], embeddings=np.asarray(vectors[i : i + step], dtype=np.float32))
+            self._write(col, ids, vectors)
             hot = self._hot.get(user_key)
             if hot is not None:
                 try:
@@ -150,13 +200,15 @@ class ChromaIndex:
             hot = self._hot.get(user_key)
             if hot is not None:
                 self._hot[user_key] = hot.delete(list(ids))
-            self._big.discard(user_key)
+            if col is not None:
+                self._big.discard(user_key)
 
     def drop_user(self, user_key: str) -> None:
         with self._lock:
             self._collections.pop(PREFIX + user_key, None)
             self._hot.pop(user_key, None)
             self._big.discard(user_key)
+            self._absent.discard(user_key)
             with contextlib.suppress(Exception):
                 self._get_client().delete_collection(PREFIX + user_key)
             self._scrub()
@@ -219,7 +271,14 @@ class ChromaIndex:
         with self._lock:
             col = self._collection(user_key, create=False)
             if col is None:
-                return []
+                if self._loader is None:
+                    return []
+                hot = self._small_group(user_key)
+                if hot is not None:
+                    if hot.ids and hot.matrix.shape[1] != np.asarray(vector).size:
+                        return []  # another model's vectors: nothing is near
+                    return hot.query(vector, k)
+                col = self._collection(user_key, create=False)  # promoted just now
             hot = self._hot_group(user_key, col)
             if hot is None or (hot.ids and hot.matrix.shape[1] != np.asarray(vector).size):
                 res = col.query(
@@ -231,6 +290,9 @@ class ChromaIndex:
         return hot.query(vector, k)
 
     def count(self, user_key: str) -> int:
+        return len(self.ids(user_key)) if self._small(user_key) else self._count(user_key)
+
+    def _count(self, user_key: str) -> int:
         with self._lock:
             col = self._collection(user_key, create=False)
             return 0 if col is None else col.count()
@@ -239,7 +301,11 @@ class ChromaIndex:
         with self._lock:
             col = self._collection(user_key, create=False)
             if col is None:
-                return set()
+                if self._loader is None:
+                    return set()
+                ids = self._loader(user_key)[0]
+                # A group past the limit belongs in chroma: with no collection, its vectors are lost from the index.
+                return set(ids) if len(ids) <= HOT_GROUP_LIMIT else set()
             return set(col.get(include=[])["ids"])
 
     def user_keys(self) -> set[str]:
@@ -252,6 +318,7 @@ class ChromaIndex:
             from chromadb.api.shared_system_client import SharedSystemClient
 
             self._collections.clear()
+            self._absent.clear()
             self._hot.clear()
             self._big.clear()
             self._client = None
@@ -263,6 +330,7 @@ class ChromaIndex:
                 with contextlib.suppress(Exception):
                     self._get_client().delete_collection(PREFIX + key)
             self._collections.clear()
+            self._absent.clear()
             self._hot.clear()
             self._big.clear()
             self._scrub()
@@ -270,6 +338,7 @@ class ChromaIndex:
     def close(self) -> None:
         with self._lock:
             self._collections.clear()
+            self._absent.clear()
             self._hot.clear()
             self._big.clear()
             self._client = None

@@ -58,6 +58,14 @@ def stored_anywhere(store: MemoryStore, token: bytes) -> list[str]:
     return found
 
 
+def groups_in_chroma(monkeypatch) -> None:
+    """Every vector group is written to chroma (a small one otherwise stays in SQLite, where nothing can lose it):
+    for the tests of a lost or refused index."""
+    from memory_store.vectors import chroma
+
+    monkeypatch.setattr(chroma, "HOT_GROUP_LIMIT", 0)
+
+
 def lose_note_vectors(store: MemoryStore) -> None:
     """The notes' vectors are lost: the embedded engine's index is emptied; in Postgres, where a vector is a column
     of its row, the rows lose their vectors."""

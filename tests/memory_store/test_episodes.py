@@ -12,7 +12,7 @@ import sqlite_utils
 from memory_store import MemoryStore, NewMemory, Source, StoreSettings
 from memory_store.migrations import m001_initial
 from memory_store.validation import episode_key
-from tests.memory_store.engines import turns_matching
+from tests.memory_store.engines import groups_in_chroma, turns_matching
 
 
 def say(store: MemoryStore, user: str, session: str, *pairs: tuple[str, str]) -> list:
@@ -146,9 +146,10 @@ def test_purge_removes_episode_vectors_and_keyword_rows(store):
     assert [h.turn.user_id for h in store.search_episodes("passport", "bob")] == ["bob"]
 
 
-def test_check_and_rebuild_cover_episodes(store):
+def test_check_and_rebuild_cover_episodes(store, monkeypatch):
     if store.engine == "sqlite" and not store.index.persistent:
         pytest.skip("the exact index is re-derived from SQLite on demand: it cannot lose vectors")
+    groups_in_chroma(monkeypatch)
     say(store, "alice", "s1", ("user", "I collect vintage typewriters."), ("assistant", "What a hobby!"))
     store.add("The user collects typewriters.", "alice")
     store.flush_vectors()

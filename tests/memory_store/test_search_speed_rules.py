@@ -114,3 +114,39 @@ def test_a_search_sees_pending_vector_writes_exactly_without_writing_the_index_f
         assert backend.outbox_count() == 0  # more pending than a search merges: the index was written first
     finally:
         store.close()
+
+
+def test_a_small_group_stays_out_of_chroma_until_it_outgrows_the_limit(tmp_path, embedder, monkeypatch):
+    from memory_store import MemoryStore, NewMemory, StoreSettings
+    from memory_store.validation import user_key
+    from memory_store.vectors import chroma
+
+    monkeypatch.setattr(chroma, "HOT_GROUP_LIMIT", 5)
+    settings = StoreSettings(home=tmp_path / "home")
+    texts = [f"Alice's note {i}: {w}." for i, w in enumerate(["tea", "chess", "Lisbon", "cats", "jazz", "rowing"])]
+
+    def brute_force(store, query):
+        ids, vectors = store.backend.user_vectors(user_key("alice"))
+        sims = vectors @ store.embed([query])[0]
+        return [ids[i] for i in np.argsort(-sims)]
+
+    store = MemoryStore(settings, embedder=embedder)
+    try:
+        store.add_many([NewMemory(text=t, user_id="alice") for t in texts[:4]])
+        store.flush_vectors()
+        assert user_key("alice") not in store.index.user_keys()  # SQLite holds the small group; chroma has nothing
+        assert [h.memory.id for h in store.search("music", "alice", mode="dense")] == brute_force(store, "music")
+        assert store.check().ok
+        store.add_many([NewMemory(text=t, user_id="alice") for t in texts[4:]])
+        store.flush_vectors()
+        assert user_key("alice") in store.index.user_keys()  # 6 > 5: written to chroma whole
+        assert store.index.count(user_key("alice")) == 6 and store.check().ok
+        found = [h.memory.id for h in store.search("music", "alice", mode="dense")]
+        assert found == brute_force(store, "music")
+    finally:
+        store.close()
+    again = MemoryStore(settings, embedder=embedder)
+    try:
+        assert [h.memory.id for h in again.search("music", "alice", mode="dense")] == found
+    finally:
+        again.close()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from memory_store import InvalidInput, MemoryKind, MemoryStatus, NewMemory, NotFound
-from tests.memory_store.engines import lose_note_vectors
+from tests.memory_store.engines import groups_in_chroma, lose_note_vectors
 
 
 def test_add_get_update_delete_with_history(store):
@@ -133,9 +133,10 @@ def test_turns_are_stored_and_status_tracked(store):
     assert store.turns("bob") == []
 
 
-def test_rebuild_restores_a_lost_vector_index(store):
+def test_rebuild_restores_a_lost_vector_index(store, monkeypatch):
     if store.engine == "sqlite" and not store.index.persistent:
         pytest.skip("the exact index is re-derived from SQLite on demand: it cannot lose vectors")
+    groups_in_chroma(monkeypatch)
     for t in ["I like chess.", "I like tennis.", "My cat is Mochi."]:
         store.add(t, "alice")
     store.flush_vectors()

@@ -18,6 +18,9 @@ def legacy_wedge(store: MemoryStore) -> str:
     with store.db.write() as w:
         w.execute("UPDATE memories SET embedding = ? WHERE id = ?", [np.zeros(4, np.float32).tobytes(), m.id])
     store.index.drop_user(user_key("mallory"))
+    # Stores of that time kept every group in chroma (today a small group stays in SQLite until it outgrows
+    # chroma.HOT_GROUP_LIMIT): mallory's group is a chroma collection again.
+    store.index._collection(user_key("mallory"), create=True)
     with store.db.write() as w:
         store.db.enqueue_vectors(w, "upsert", user_key("mallory"), [m.id])
     store.flush_vectors()  # the 4-dimensional collection exists now, as after the import
