@@ -273,7 +273,10 @@ class ChromaIndex:
             if col is None:
                 if self._loader is None:
                     return []
-                hot = self._small_group(user_key)
+                try:
+                    hot = self._small_group(user_key)
+                except ValueError:  # vectors of two widths in the rows (an old import): `check` reports them
+                    return []
                 if hot is not None:
                     if hot.ids and hot.matrix.shape[1] != np.asarray(vector).size:
                         return []  # another model's vectors: nothing is near
@@ -303,7 +306,10 @@ class ChromaIndex:
             if col is None:
                 if self._loader is None:
                     return set()
-                ids = self._loader(user_key)[0]
+                try:
+                    ids = self._loader(user_key)[0]
+                except ValueError:  # vectors of two widths in the rows: none is usable until `check --repair`
+                    return set()
                 # A group past the limit belongs in chroma: with no collection, its vectors are lost from the index.
                 return set(ids) if len(ids) <= HOT_GROUP_LIMIT else set()
             return set(col.get(include=[])["ids"])

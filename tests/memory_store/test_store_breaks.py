@@ -257,3 +257,22 @@ def test_private_output_refuses_a_directory_and_cleans_up_after_a_failure(tmp_pa
         fh.write("done\n")
     assert (tmp_path / "alice.jsonl").read_text() == "done\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["alice.jsonl", "out"]
+
+
+def test_vectors_of_two_widths_in_a_small_group_block_no_search_and_are_repaired(tmp_path, embedder):
+    """A small group lives in SQLite only (no chroma collection): an old row of another width in it must not make
+    the user's searches fail; check reports it and --repair embeds it again."""
+    store = MemoryStore(StoreSettings(home=tmp_path / "home"), embedder=embedder)
+    first = store.add("Mallory's first note.", "mallory")
+    store.add("Mallory likes strong coffee.", "mallory")
+    with store.db.write() as w:
+        w.execute("UPDATE memories SET embedding = ? WHERE id = ?", [np.zeros(4, np.float32).tobytes(), first.id])
+    store.index.refresh()  # as when another process wrote it: the group is read from SQLite again
+    assert store.search("strong coffee", "mallory")[0].memory.text == "Mallory likes strong coffee."
+    report = store.check()
+    assert not report.ok and len(report.unusable_embeddings) == 1
+    store.reconcile()
+    assert store.check().ok
+    dense = store.search("what does mallory drink?", "mallory", mode="dense")
+    assert dense[0].memory.text == "Mallory likes strong coffee." and len(dense) == 2
+    store.close()
