@@ -49,8 +49,8 @@ SESSION_FREE = 5
 SESSION_PENALTY = 0.5
 
 
-#: Readies each recall's dense searches in the background while the keyword searches run (torch, chroma and SQLite
-#: release the GIL; the embedder encodes one query on one thread, so the other core is free for SQLite).
+#: Embeds each recall's query in the background while the keyword searches run (torch and SQLite release the GIL;
+#: the embedder encodes one query on one thread, so the other core is free for SQLite).
 _DENSE_PREP = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mark-recall-dense")
 
 

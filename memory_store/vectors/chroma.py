@@ -293,12 +293,12 @@ class ChromaIndex:
         return hot.query(vector, k)
 
     def count(self, user_key: str) -> int:
-        return len(self.ids(user_key)) if self._small(user_key) else self._count(user_key)
-
-    def _count(self, user_key: str) -> int:
         with self._lock:
             col = self._collection(user_key, create=False)
-            return 0 if col is None else col.count()
+            if col is not None:
+                return col.count()
+            hot = self._hot.get(user_key)  # a small group just searched is held: no need to read its rows
+            return len(hot.ids) if hot is not None else len(self.ids(user_key))
 
     def ids(self, user_key: str) -> set[str]:
         with self._lock:
