@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from memory_store import sqlite_backend
+from memory_store.validation import user_key
 
 
 def say(store, user: str, texts: list[str]) -> list:
@@ -32,6 +33,28 @@ def test_a_large_users_keyword_search_ranks_with_its_rarest_words_and_a_small_us
     assert [h.turn.id for h in capped] == [zebra.id]  # "dog" and "park" (31 matches each) are left out
     small = chroma_store.search_episodes("dog park zebra", "bob", mode="keyword", limit=50)
     assert len(small) == 5 and {h.turn.user_id for h in small} == {"bob"}  # bob's 5 matches fit: exact
+
+
+def test_a_user_with_most_of_the_matches_is_ranked_over_the_table_with_the_same_hits_as_in_scope(chroma_store):
+    """Ranking the table's matches and keeping the user's (it spares bm25 counting the user's whole posting list)
+    returns what ranking in the user's scope returns, even when another user's rows rank above theirs."""
+    say(chroma_store, "alice", [f"I walked the dog in the park on day {i}, the weather was fine." for i in range(40)])
+    say(chroma_store, "bob", ["dog park", "dog", "park park"])  # short rows: bm25 ranks them above alice's
+    backend = chroma_store.backend
+    key = user_key("alice")
+
+    def in_scope(limit: int) -> list[str]:
+        rows = backend.query(
+            "SELECT x.id AS id FROM turns_fts k JOIN turns x ON x.seq = k.rowid WHERE turns_fts MATCH ? "
+            "ORDER BY bm25(turns_fts, 1.0, 0.0), k.rowid LIMIT ?",
+            (f'user_key:"{key}" AND ("dog" OR "park")', limit),
+        )
+        return [r["id"] for r in rows]
+
+    for limit in (1, 3, 10, 50):
+        found = [i for i, _ in backend.episode_keyword_search(key, "dog park", limit)]
+        assert found == in_scope(limit)
+    assert len(found) == 40
 
 
 def test_a_query_vector_still_being_computed_gives_the_same_hits(store):
