@@ -66,6 +66,34 @@ def test_notes_come_first_and_their_source_turns_count_as_recalled(store):
     assert t.id in found.turn_ids
 
 
+def test_a_note_less_related_than_the_excerpts_does_not_take_their_room(store):
+    """A weak model's loose note must not push out turns the user actually said: beside excerpts about peanut
+    sauces, "ate at a Thai restaurant" (similarity 0.26 to the query, above the notes' own floor) stays out, while
+    the allergy note (0.48, the excerpts' median is ~0.41) comes in."""
+    (t,) = say(store, "alice", "s1", ("user", "I am severely allergic to peanuts, remember that."))
+    store.add("The user ate at a Thai restaurant.", "alice", source={"turn_ids": [t.id]})
+    allergy = store.add("The user is allergic to peanuts.", "alice", source={"turn_ids": [t.id]})
+    food = [
+        "I made a spicy peanut sauce for the noodles tonight.",
+        "Is satay sauce usually made with peanuts?",
+        "My sister brought peanut butter cookies to the party.",
+        "Can you suggest a dipping sauce for spring rolls?",
+        "I love eating noodles with a rich sauce.",
+    ]
+    store.add_turns(
+        [
+            {"user_id": "alice", "session_id": f"food{i}", "role": "user", "content": f"{text} (day {i})"}
+            for i in range(4)
+            for text in food
+        ]
+    )
+    filler_sessions(store, "alice", 6)
+    found = recall(store, "Can I eat this peanut sauce?", "alice", budget_tokens=300)
+    assert found.mode == "retrieval"
+    assert [m.id for m in found.memories] == [allergy.id]
+    assert "Thai restaurant" not in found.text
+
+
 def test_evidence_spread_over_sessions_is_all_offered(store):
     filler_sessions(store, "alice", 4)
     say(store, "alice", "trip1", ("user", "For the Iceland trip I booked the flights with Icelandair."))
