@@ -41,7 +41,7 @@ HISTORY_LINE_TOKENS = 4
 #: Share of the budget the notes may take when the history does not fit (the rest goes to episodes).
 NOTE_SHARE = 0.35
 #: A note enters the block beside episode excerpts only if it is as close to the query as the median of this many
-#: best episode hits (`_notes_worth_their_room`).
+#: best episode hits (`_note_bar`).
 NOTE_BAR_HITS = 20
 #: Episode candidates considered per query.
 EPISODE_CANDIDATES = 80
@@ -246,17 +246,14 @@ def _window(
     return [t for t in window if t.id not in excluded]
 
 
-def _notes_worth_their_room(notes: Sequence[SearchHit], hits: Sequence[EpisodeHit]) -> list[SearchHit]:
-    """The notes that earn a place beside the episode excerpts: a note takes the room of turns the user actually
-    said, so it must be at least as close to the query as the typical excerpt it displaces (the median similarity
-    of the best `NOTE_BAR_HITS` episode hits). With the 0.5B model's notes on a real dialogue (LoCoMo 1, basic
-    facts) the best notes without this bar pushed out excerpts that held the evidence: evidence recall 59.7% with
-    them, 68.3% with the bar, 70.2% with no notes at all on the same store."""
+def _note_bar(hits: Sequence[EpisodeHit]) -> float | None:
+    """How close to the query a note must be to earn a place beside the episode excerpts: a note takes the room of
+    turns the user actually said, so it must be at least as close as the typical excerpt it displaces (the median
+    similarity of the best `NOTE_BAR_HITS` episode hits). With the 0.5B model's notes on a real dialogue (LoCoMo 1,
+    basic facts) the best notes without this bar pushed out excerpts that held the evidence: evidence recall 59.7%
+    with them, 68.3% with the bar, 70.2% with no notes at all on the same store."""
     sims = sorted((h.similarity for h in hits[:NOTE_BAR_HITS]), reverse=True)
-    if not sims:
-        return list(notes)
-    bar = sims[len(sims) // 2]
-    return [n for n in notes if n.explain is None or n.explain.similarity >= bar]
+    return sims[len(sims) // 2] if sims else None
 
 
 def _shown(turns: Sequence[Turn], guard: ForgetGuard | None) -> list[Turn]:
@@ -329,9 +326,12 @@ def recall(
         )
         near = _windows(store, user_id, hits)
     note_budget = int(budget_tokens * note_share) if n_turns else budget_tokens
+    bar = _note_bar(hits)
     if notes is None:
-        notes = store.search(query, user_id, limit=limit, explain=True, query_embedding=qv)
-    chosen = _fit_notes(_notes_worth_their_room(notes, hits), [], {}, note_budget)
+        notes = store.search(query, user_id, limit=limit, explain=True, query_embedding=qv, min_similarity=bar)
+    elif bar is not None:
+        notes = [n for n in notes if n.explain is None or n.explain.similarity >= bar]
+    chosen = _fit_notes(notes, [], {}, note_budget)
     used = estimate_tokens(format_block(chosen))
     if not n_turns:
         return _result(format_block(chosen), "retrieval" if chosen else "empty", chosen, [], budget_tokens)

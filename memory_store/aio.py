@@ -353,6 +353,7 @@ class AsyncMemoryStore:
         mode: str = "hybrid",
         explain: bool = False,
         query_embedding: QueryVector | None = None,
+        min_similarity: float | None = None,
     ) -> list[SearchHit]:
         """Awaitable `MemoryStore.search`."""
         return await asyncio.to_thread(
@@ -369,6 +370,7 @@ class AsyncMemoryStore:
             mode=mode,
             explain=explain,
             query_embedding=query_embedding,
+            min_similarity=min_similarity,
         )
 
     async def search_episodes(

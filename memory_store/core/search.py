@@ -23,6 +23,8 @@ QueryVector = np.ndarray | Future[np.ndarray]
 
 #: With a filter (kind, session, time), scopes up to this size are searched exactly from the rows.
 EXACT_FILTER_LIMIT = 5000
+#: The index's similarity and the rows' may differ in the last float bits: a search is cut short only below this.
+SIMILARITY_SLACK = 1e-5
 
 
 def _check_query(query: str, mode: str) -> None:
@@ -54,8 +56,12 @@ class SearchOps(StoreBase):
         mode: str = "hybrid",
         explain: bool = False,
         query_embedding: QueryVector | None = None,
+        min_similarity: float | None = None,
     ) -> list[SearchHit]:
-        """Hybrid (dense + keyword), decay-ranked search in one user's memories. See scoring.py for the score."""
+        """Hybrid (dense + keyword), decay-ranked search in one user's memories. See scoring.py for the score.
+
+        `min_similarity`: only memories at least this similar to the query (cosine); when not even the nearest one
+        is, the search stops there (recall asks this of notes that must be as close as the episode excerpts)."""
         check_scope_id(user_id)
         _check_query(query, mode)
         if limit < 1:
@@ -68,6 +74,10 @@ class SearchOps(StoreBase):
         if mode == "hybrid" and isinstance(query_embedding, Future) and not query_embedding.done():
             kw = self.backend.keyword_search(key, query, fetch)  # while the query is still being embedded
         qv = self._query_vector(query, query_embedding) if mode != "keyword" else None
+        if min_similarity is not None and qv is not None and not filtered:
+            nearest = self.backend.nearest(key, qv, 1)
+            if not nearest or nearest[0][1] < min_similarity - SIMILARITY_SLACK:
+                return []
 
         dense: list[str] = []
         keyword: list[str] = []
@@ -124,6 +134,8 @@ class SearchOps(StoreBase):
                 if cos is None:
                     cos = sim if sim is not None else 0.0
                 if cos < cfg.min_similarity and mid not in keyword_rank:
+                    continue
+                if min_similarity is not None and cos < min_similarity:
                     continue
             else:
                 cos = 0.0

@@ -38,6 +38,25 @@ def test_search_finds_the_relevant_memory_first(store):
     assert store.search("bullet points", "alice", mode="keyword")[0].memory.kind == MemoryKind.llm_response
 
 
+def test_a_similarity_floor_keeps_only_memories_that_close_and_stops_when_none_is(store):
+    store.add_many(
+        [
+            NewMemory(text="My dog is called Biscuit.", user_id="alice"),
+            NewMemory(text="My dog Biscuit loves the beach.", user_id="alice"),
+            NewMemory(text="I work as a nurse in Chicago, dog shifts included.", user_id="alice"),
+        ]
+    )
+    query = "What is my dog's name?"
+    everything = store.search(query, "alice", explain=True)
+    sims = sorted((h.explain.similarity for h in everything), reverse=True)
+    assert len(everything) == 3 and sims[0] > sims[1] > sims[2]
+    floor = (sims[1] + sims[2]) / 2
+    kept = store.search(query, "alice", explain=True, min_similarity=floor)
+    assert [h.memory.id for h in kept] == [h.memory.id for h in everything if h.explain.similarity >= floor]
+    assert len(kept) == 2
+    assert store.search(query, "alice", min_similarity=sims[0] + 0.01) == []  # not even the nearest one is
+
+
 def test_superseded_fact_leaves_search_but_stays_in_history(store):
     old = store.add("I live in Denver.", "alice")
     new = store.supersede(old.id, "alice", NewMemory(text="I moved to Lisbon.", user_id="alice"))
