@@ -304,6 +304,10 @@ class PostgresBackend:
     def _configure(conn: psycopg.Connection) -> None:
         register_vector(conn)
         conn.execute("SET TIME ZONE 'UTC'")
+        # psycopg prepares a statement run 5 times, and Postgres then may switch it to a generic plan, one that
+        # cannot see which user it scopes: the notes search's plan went from 8 to 16-19 ms that way. Every query
+        # here is scoped by a user whose size matters to the plan, so each gets a plan for its own values.
+        conn.execute("SET plan_cache_mode = force_custom_plan")
 
     def _ef_search(self, conn: psycopg.Connection, k: int) -> None:
         """Let the HNSW scan keep at least k candidates (pgvector's default is 40); set once per connection."""
