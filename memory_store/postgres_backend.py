@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 import time
 import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -42,8 +43,11 @@ MEMORY_COLUMNS, TURN_COLUMNS = pgrows.MEMORY_COLUMNS, pgrows.TURN_COLUMNS
 #: pgvector's HNSW search keeps this many candidates at most (hnsw.ef_search's ceiling).
 MAX_EF_SEARCH = 1000
 POOL_SIZE = 8
-#: A user with at most this many vectors is searched exactly (a scan of their rows through the user key index).
-EXACT_ROWS = 5_000
+#: A user with at most this many vectors is searched exactly (a scan of their rows through the user key index);
+#: past it their rows enter the HNSW index (`IndexPromoter`), which holds no smaller user's rows.
+EXACT_ROWS = pg_migrations.LARGE_USER_ROWS
+#: Rows a promotion moves into the HNSW index per transaction (each HNSW insert takes ~2 ms: short row locks).
+PROMOTE_CHUNK = 500
 #: How long a user's vector count is trusted to choose between the exact scan and the HNSW index (seconds).
 SIZE_TTL = 30.0
 
@@ -72,8 +76,11 @@ class PgTx:
             self.backend.ensure_dim(self.conn, vectors)
             with self.conn.cursor() as cur:
                 cur.executemany(
-                    pgrows.insert_sql("mark_memories", ["embedding"]),
-                    [pgrows.values("mark_memories", m, pgrows.f32(v)) for m, v in zip(memories, vectors, strict=True)],
+                    pgrows.insert_sql("mark_memories", ["embedding"], indexed=True),
+                    [
+                        pgrows.values("mark_memories", m, pgrows.f32(v), user_key(m.user_id))
+                        for m, v in zip(memories, vectors, strict=True)
+                    ],
                 )
 
     def update_memory(self, user_id: str, memory_id: str, changes: Mapping[str, Any]) -> None:
@@ -145,10 +152,13 @@ class PgTx:
             self.backend.ensure_dim(self.conn, list(vectors))
         with self.conn.cursor() as cur:
             cur.executemany(
-                pgrows.insert_sql("mark_turns", ["embedding", "embedding_model"]),
+                pgrows.insert_sql("mark_turns", ["embedding", "embedding_model"], indexed=True),
                 [
                     pgrows.values(
-                        "mark_turns", t, *((None, None) if vectors is None else (pgrows.f32(vectors[n]), model))
+                        "mark_turns",
+                        t,
+                        *((None, None) if vectors is None else (pgrows.f32(vectors[n]), model)),
+                        user_key(t.user_id),
                     )
                     for n, t in enumerate(turns)
                 ],
@@ -216,6 +226,7 @@ class PgTx:
         for table in pg_migrations.USER_TABLES:
             cur = self._x(f"DELETE FROM {table} WHERE user_key = %s AND user_id = %s", [key, user_id])
             counts[table.removeprefix("mark_")] = cur.rowcount
+        self._x("DELETE FROM mark_indexed_users WHERE user_key = %s", [key])
         return counts
 
 
@@ -224,6 +235,81 @@ def _by_key(pairs: Iterator[tuple[str, str]] | Any) -> dict[str, list[str]]:
     for uid, rid in pairs:
         out.setdefault(user_key(uid), []).append(rid)
     return out
+
+
+class IndexPromoter:
+    """Moves the rows of users who outgrew the exact scan into the HNSW index, on a background thread: the search
+    that finds a user past `EXACT_ROWS` answers exactly meanwhile, and a promotion of 5,000 rows (~10 s of HNSW
+    inserts) never lands on a caller. The user is recorded first, so rows written from then on enter the index as
+    they are written; rows of a write that raced the promotion stay outside it, are scanned exactly by the user's
+    searches (`PostgresBackend.nearest`) and are moved by the next promotion."""
+
+    def __init__(self, backend: PostgresBackend) -> None:
+        self.backend = backend
+        self._queue: dict[tuple[str, str], None] = {}
+        self._cond = threading.Condition()
+        self._busy = False
+        self._closed = False
+        self._thread: threading.Thread | None = None
+
+    def request(self, table: str, key: str) -> None:
+        with self._cond:
+            if self._closed or (table, key) in self._queue:
+                return
+            self._queue[(table, key)] = None
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="mark-index-promoter", daemon=True)
+                self._thread.start()
+            self._cond.notify_all()
+
+    def wait(self) -> None:
+        """Until every requested promotion is done."""
+        with self._cond:
+            while self._queue or self._busy:
+                self._cond.wait()
+
+    def close(self) -> None:
+        """Stop after the chunk in progress (the rest is moved by a later search's promotion)."""
+        with self._cond:
+            self._closed = True
+            self._queue.clear()
+            self._cond.notify_all()
+            thread = self._thread
+        if thread is not None:
+            thread.join()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._queue and not self._closed:
+                    self._cond.wait()
+                if self._closed:
+                    self._busy = False
+                    self._cond.notify_all()
+                    return
+                table, key = next(iter(self._queue))
+                self._busy = True
+            try:
+                self._promote(table, key)
+            except (psycopg.Error, StoreError) as exc:  # the next search of the user asks again
+                log.warning("moving a large user's vectors into the HNSW index failed: %s", _one_line(exc))
+            with self._cond:
+                self._queue.pop((table, key), None)
+                self._busy = False
+                self._cond.notify_all()
+
+    def _promote(self, table: str, key: str) -> None:
+        self.backend.query(
+            "INSERT INTO mark_indexed_users (user_key, tbl) VALUES (%s, %s) ON CONFLICT DO NOTHING", [key, table]
+        )
+        while not self._closed:
+            moved = self.backend.query(
+                f"UPDATE {table} SET ann = true WHERE user_key = %s AND id IN (SELECT id FROM {table} "
+                "WHERE user_key = %s AND NOT ann AND embedding IS NOT NULL LIMIT %s) RETURNING 1 AS one",
+                [key, key, PROMOTE_CHUNK],
+            )
+            if len(moved) < PROMOTE_CHUNK:
+                return
 
 
 class RowVectors:
@@ -299,6 +385,7 @@ class PostgresBackend:
             name="mark",
         )
         self.index = RowVectors(self)
+        self.promoter = IndexPromoter(self)
 
     @staticmethod
     def _configure(conn: psycopg.Connection) -> None:
@@ -348,6 +435,7 @@ class PostgresBackend:
         self._dim_tx = None
 
     def close(self) -> None:
+        self.promoter.close()
         self.pool.close()
 
     def ensure_dim(self, conn: psycopg.Connection, vectors: Sequence[np.ndarray | None]) -> None:
@@ -443,11 +531,13 @@ class PostgresBackend:
 
     def nearest(self, key: str, vector: np.ndarray, k: int) -> list[tuple[str, float]]:
         """The user's rows scored exactly when they are few (`EXACT_ROWS`; the count is remembered for a while),
-        else the HNSW index first; when the user's rows are a small part of the table the index's candidates may
-        hold fewer than k of them, and the user's rows are then scored exactly (an ORDER BY the index cannot serve).
+        else their rows in the HNSW index through it, beside any of their rows outside it scored exactly (written
+        while the user was being moved into the index). When the user's rows are a small part of the index, its
+        candidates may hold fewer than k of them, and the user's rows are then scored exactly.
 
         Exact first for a small user: pgvector 0.6 filters after the index scan, so with many users the index's
-        candidates rarely hold k of one user's rows and the index scan is a wasted round trip."""
+        candidates rarely hold k of one user's rows and the index scan is a wasted round trip (and the index holds
+        no small user's rows: `pg_migrations.LARGE_USER_ROWS`)."""
         table, scope = self.vector_table(key)
         q = pgrows.f32(vector)
         scoped = f"FROM {table} WHERE user_key = %s AND embedding IS NOT NULL"
@@ -457,23 +547,39 @@ class PostgresBackend:
             f"SELECT id, 1 - d AS sim FROM (SELECT id, (embedding <=> %s) + 0 AS d {scoped} ORDER BY d LIMIT %s) s "
             "ORDER BY d"
         )
+        both = (
+            f"SELECT id, sim, indexed FROM ((SELECT id, 1 - (embedding <=> %s) AS sim, true AS indexed {scoped} "
+            "AND ann ORDER BY embedding <=> %s LIMIT %s) UNION ALL (SELECT id, 1 - d AS sim, false AS indexed FROM "
+            f"(SELECT id, (embedding <=> %s) + 0 AS d {scoped} AND NOT ann ORDER BY d LIMIT %s) s)) u "
+            "ORDER BY sim DESC LIMIT %s"
+        )
+        both_params = [q, scope, q, k, q, scope, k, k]
         known = self._sizes.get(key)
+        fresh = known is not None and time.monotonic() - known[1] < SIZE_TTL
         with self._conn() as conn:
-            if known is not None and known[0] <= EXACT_ROWS and time.monotonic() - known[1] < SIZE_TTL:
+            if fresh and known[0] <= EXACT_ROWS:
                 rows = conn.execute(exact, [q, scope, k], prepare=True).fetchall()
                 return [(r["id"], float(r["sim"])) for r in rows]
             self._ef_search(conn, k)
-            ann = f"SELECT id, 1 - (embedding <=> %s) AS sim {scoped} ORDER BY embedding <=> %s LIMIT %s"
-            found = conn.execute(
-                f"SELECT c.total, a.id, a.sim FROM (SELECT count(*) AS total {scoped}) c "
-                f"LEFT JOIN LATERAL ({ann}) a ON true ORDER BY a.sim DESC",
-                [scope, q, scope, q, k],
-            ).fetchall()
-            if len(self._sizes) > 100_000:
-                self._sizes.clear()
-            self._sizes[key] = (found[0]["total"], time.monotonic())
-            rows = [r for r in found if r["id"] is not None]
-            if len(rows) < min(k, found[0]["total"]):
+            if fresh:  # a large user: no count (it reads all their rows: 17 ms at 12,000)
+                total = known[0]
+                rows = conn.execute(both, both_params).fetchall()
+                unindexed = any(not r["indexed"] for r in rows)
+            else:
+                found = conn.execute(
+                    "SELECT c.total, c.unindexed, a.id, a.sim FROM (SELECT count(*) AS total, "
+                    f"count(*) FILTER (WHERE NOT ann) AS unindexed {scoped}) c LEFT JOIN LATERAL ({both}) a ON true "
+                    "ORDER BY a.sim DESC",
+                    [scope, *both_params],
+                ).fetchall()
+                if len(self._sizes) > 100_000:
+                    self._sizes.clear()
+                total, unindexed = found[0]["total"], found[0]["unindexed"]
+                self._sizes[key] = (total, time.monotonic())
+                rows = [r for r in found if r["id"] is not None]
+            if total > EXACT_ROWS and unindexed:
+                self.promoter.request(table, scope)
+            if len(rows) < min(k, total):
                 rows = conn.execute(exact, [q, scope, k]).fetchall()
         return [(r["id"], float(r["sim"])) for r in rows]
 
@@ -723,7 +829,8 @@ class PostgresBackend:
     # -- vectors and maintenance --------------------------------------------------------------------------
 
     def flush_vectors(self) -> None:
-        pass  # written with their rows
+        """Vectors are written with their rows; what may be in flight is a large user's move into the HNSW index."""
+        self.promoter.wait()
 
     def vector_state(self) -> VectorState:
         """A vector is a column of its row, so none can be missing from an index or left without a row; what can

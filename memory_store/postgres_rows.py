@@ -121,10 +121,16 @@ INSERT_FIELDS = {
 }
 
 
-def insert_sql(table: str, extra: Sequence[str] = ()) -> str:
-    """INSERT of a record: its user key, its fields (`INSERT_FIELDS`), then ``extra`` columns."""
+def insert_sql(table: str, extra: Sequence[str] = (), *, indexed: bool = False) -> str:
+    """INSERT of a record: its user key, its fields (`INSERT_FIELDS`), then ``extra`` columns. ``indexed``: the row
+    enters the HNSW index (``ann``) when its user is in `mark_indexed_users` for the table (one more parameter
+    after the record's: the user key again)."""
     columns = ["user_key", *INSERT_FIELDS[table], *extra]
-    return f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join(['%s'] * len(columns))})"
+    values = ["%s"] * len(columns)
+    if indexed:
+        columns.append("ann")
+        values.append(f"EXISTS (SELECT 1 FROM mark_indexed_users WHERE user_key = %s AND tbl = '{table}')")
+    return f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join(values)})"
 
 
 def param(value: Any) -> Any:
