@@ -299,8 +299,11 @@ class IndexPromoter:
                 self._cond.notify_all()
 
     def _promote(self, table: str, key: str) -> None:
+        # Only while the user has rows: a purge between the request and now leaves no mark of the user behind.
         self.backend.query(
-            "INSERT INTO mark_indexed_users (user_key, tbl) VALUES (%s, %s) ON CONFLICT DO NOTHING", [key, table]
+            f"INSERT INTO mark_indexed_users (user_key, tbl) SELECT %s, %s WHERE EXISTS (SELECT 1 FROM {table} "
+            "WHERE user_key = %s) ON CONFLICT DO NOTHING",
+            [key, table, key],
         )
         while not self._closed:
             moved = self.backend.query(
