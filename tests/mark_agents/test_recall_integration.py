@@ -42,8 +42,15 @@ async def test_a_changed_fact_is_current_and_the_other_fact_of_its_sentence_is_k
         )
         found = await agent.arecall("Where do I live now, and what is my job?", "alice")
         assert "Lisbon" in found.text and "nurse" in found.text, found.text
-        active = [m.text for m in agent.store.list("alice").items]
-        assert any("nurse" in t for t in active), active  # the job was not superseded with the city
+        # The job was not superseded with the city: no note that held it was replaced by one without it. (Whether
+        # the 0.5B model notes the job at all varies with the machine: extraction coverage is `mark bench
+        # extraction`'s to measure; recall above knows the job either way, from the turn itself.)
+        lost = [
+            (e.old_text, e.new_text)
+            for e in agent.store.history("alice")
+            if e.event == "supersede" and "nurse" in (e.old_text or "") and "nurse" not in (e.new_text or "")
+        ]
+        assert not lost, lost
         reply = (await agent.achat("alice", "Which city do I live in now?", session_id="s3")).reply
         assert "Lisbon" in reply, reply
     finally:
