@@ -38,7 +38,7 @@ def test_bench_store_runs_every_engine_and_peer_on_the_same_data(tmp_path, pg_ur
     assert set(out["engines"]) == {"chroma", "exact", "postgres"}
     for name, e in out["engines"].items():
         assert e["check_ok"] is True, name
-        assert e["add_per_second"] > 0 and e["add_share_of_embedding_rate"] > 0
+        assert e["add_per_second"] > 0 and e["add_share_of_embedding_rate"] > 0 and e["embed_alone_per_second"] > 0
         assert 0 < e["search_p50_ms_without_embedding"] <= e["search_p95_ms_without_embedding"]
         assert e["first_search_per_user_p50_ms"] > 0  # each user's first search is timed apart
     assert out["engines"]["postgres"]["engine"] == "postgres" and out["engines"]["exact"]["engine"] == "sqlite"
