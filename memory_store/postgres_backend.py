@@ -19,7 +19,7 @@ import logging
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -71,17 +71,31 @@ class PgTx:
         ).fetchone()
         return pgrows.decode.memory(row) if row else None
 
+    def _copy(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        with self.conn.cursor() as cur, cur.copy(sql) as copy:
+            for row in rows:
+                copy.write_row(row)
+
+    def indexed_keys(self, table: str, keys: Iterable[str]) -> set[str]:
+        """The user keys among ``keys`` whose new rows of ``table`` enter the HNSW index as written. Read in the
+        write's transaction: rows of a user whose move into the index commits after this read are scored exactly
+        by the next search and moved by it, like any straggler."""
+        rows = self._x(
+            "SELECT user_key FROM mark_indexed_users WHERE tbl = %s AND user_key = ANY(%s)", [table, sorted(set(keys))]
+        ).fetchall()
+        return {r["user_key"] for r in rows}
+
     def insert_memories(self, memories: Sequence[Memory], vectors: Sequence[np.ndarray | None]) -> None:
         if memories:
             self.backend.ensure_dim(self.conn, vectors)
-            with self.conn.cursor() as cur:
-                cur.executemany(
-                    pgrows.insert_sql("mark_memories", ["embedding"], indexed=True),
-                    [
-                        pgrows.values("mark_memories", m, pgrows.f32(v), user_key(m.user_id))
-                        for m, v in zip(memories, vectors, strict=True)
-                    ],
-                )
+            indexed = self.indexed_keys("mark_memories", (user_key(m.user_id) for m in memories))
+            self._copy(
+                pgrows.copy_sql("mark_memories", ["embedding"], indexed=True),
+                (
+                    pgrows.values("mark_memories", m, pgrows.f32(v), user_key(m.user_id) in indexed)
+                    for m, v in zip(memories, vectors, strict=True)
+                ),
+            )
 
     def update_memory(self, user_id: str, memory_id: str, changes: Mapping[str, Any]) -> None:
         unknown = set(changes) - pgrows.UPDATABLE
@@ -126,8 +140,7 @@ class PgTx:
 
     def add_history(self, events: Sequence[HistoryEvent]) -> None:
         if events:
-            with self.conn.cursor() as cur:
-                cur.executemany(pgrows.insert_sql("mark_history"), [pgrows.values("mark_history", e) for e in events])
+            self._copy(pgrows.copy_sql("mark_history"), (pgrows.values("mark_history", e) for e in events))
 
     def delete_history(self, events: Sequence[HistoryEvent]) -> None:
         for key, ids in _by_key((e.user_id, e.id) for e in events).items():
