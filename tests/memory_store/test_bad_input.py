@@ -67,3 +67,16 @@ def test_bad_search_arguments(store):
         store.search("q", "alice", mode="psychic")
     with pytest.raises(InvalidInput):
         store.search("q", "alice", kinds=["gossip"])
+
+
+def test_texts_with_tabs_backslashes_and_line_breaks_come_back_exactly(store):
+    """What a bulk write must escape (Postgres writes notes with COPY, whose text format gives tab, newline,
+    backslash and `\\N` a meaning) is stored and read back as written, with its metadata and history."""
+    texts = ["tab\there", "back\\slash \\N end", "line\nbreak\r\nx", "\\N", "emoji 🐶 ünïcode", "quote \" and ' x"]
+    user = "odd user \\N"
+    added = store.add_many([NewMemory(text=t, user_id=user, metadata={"k": "v\t\\N\n"}) for t in texts])
+    assert [store.get(m.id, user).text for m in added] == texts
+    assert all(store.get(m.id, user).metadata == {"k": "v\t\\N\n"} for m in added)
+    assert [e.memory_id for e in store.history(user, added[1].id)] == [added[1].id]
+    assert store.search("emoji", user)[0].memory.id == added[4].id
+    assert store.check().ok
