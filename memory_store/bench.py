@@ -20,13 +20,14 @@ import shutil
 import statistics
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
 from memory_store import bench_compare
+from memory_store.bench_compare import timed
 from memory_store.config import StoreSettings
 from memory_store.embeddings import Embedder, get_embedder
 from memory_store.models import MemoryKind, NewMemory
@@ -101,12 +102,6 @@ def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _timed(fn: Callable[..., object], *args: object) -> float:
-    t = time.perf_counter()
-    fn(*args)
-    return time.perf_counter() - t
-
-
 def _run_engine(
     settings: StoreSettings,
     home: Path,
@@ -143,30 +138,21 @@ def _run_engine(
                 chunk = items[start : start + batch]
                 texts = [m.text for m in chunk]
                 if k % 2:
-                    add_s += _timed(store.add_many, chunk)
-                    embed_s += _timed(embedder.embed, texts)
+                    add_s += timed(store.add_many, chunk)
+                    embed_s += timed(embedder.embed, texts)
                 else:
-                    embed_s += _timed(embedder.embed, texts)
-                    add_s += _timed(store.add_many, chunk)
+                    embed_s += timed(embedder.embed, texts)
+                    add_s += timed(store.add_many, chunk)
                 bar.advance(task, len(chunk))
-            add_s += _timed(store.flush_vectors)  # every added memory searchable
+            add_s += timed(store.flush_vectors)  # every added memory searchable
         # A user's first search after the store opens loads their vectors (chroma's group is then held in memory):
         # timed apart, once per user, so the figures below are the steady state a running server sees.
         first: list[float] = []
         for user in dict.fromkeys(u for _, u, _ in queries):
             q, u, v = next(x for x in queries if x[1] == user)
-            t = time.perf_counter()
-            store.search(q, u, query_embedding=v)
-            first.append((time.perf_counter() - t) * 1000)
-        without, with_emb = [], []
-        for q, u, v in queries:
-            t = time.perf_counter()
-            store.search(q, u, query_embedding=v)
-            without.append((time.perf_counter() - t) * 1000)
-        for q, u, _ in queries:
-            t = time.perf_counter()
-            store.search(q, u)
-            with_emb.append((time.perf_counter() - t) * 1000)
+            first.append(1000 * timed(store.search, q, u, query_embedding=v))
+        without = [1000 * timed(store.search, q, u, query_embedding=v) for q, u, v in queries]
+        with_emb = [1000 * timed(store.search, q, u) for q, u, _ in queries]
         t = time.perf_counter()
         report = store.check()
         check_s = time.perf_counter() - t
