@@ -121,23 +121,21 @@ INSERT_FIELDS = {
 }
 
 
-def insert_sql(table: str, extra: Sequence[str] = (), *, indexed: bool = False) -> str:
-    """INSERT of a record: its user key, its fields (`INSERT_FIELDS`), then ``extra`` columns. ``indexed``: the row
-    enters the HNSW index (``ann``) when its user is in `mark_indexed_users` for the table (one more parameter
-    after the record's: the user key again)."""
-    columns = ["user_key", *INSERT_FIELDS[table], *extra]
-    values = ["%s"] * len(columns)
-    if indexed:
-        columns.append("ann")
-        values.append(f"EXISTS (SELECT 1 FROM mark_indexed_users WHERE user_key = %s AND tbl = '{table}')")
-    return f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join(values)})"
+def insert_columns(table: str, extra: Sequence[str] = ()) -> list[str]:
+    """The columns a record's insert writes: its user key, its fields (`INSERT_FIELDS`), then ``extra``."""
+    return ["user_key", *INSERT_FIELDS[table], *extra]
 
 
-def copy_sql(table: str, extra: Sequence[str] = (), *, indexed: bool = False) -> str:
-    """COPY of records (a bulk write: ~25% less time per row than pipelined INSERTs), columns as `insert_sql`;
-    ``indexed``: an ``ann`` column last, whose value the writer reads first (`PgTx.indexed_keys`)."""
-    columns = ["user_key", *INSERT_FIELDS[table], *extra, *(["ann"] if indexed else [])]
-    return f"COPY {table} ({', '.join(columns)}) FROM STDIN"
+def insert_sql(table: str, extra: Sequence[str] = ()) -> str:
+    """INSERT of one record, columns as `insert_columns`."""
+    columns = insert_columns(table, extra)
+    return f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join(['%s'] * len(columns))})"
+
+
+def copy_sql(table: str, columns: Sequence[str]) -> str:
+    """A binary COPY of records into ``columns`` (a bulk write: less time per row than pipelined INSERTs; the
+    writer sets the columns' types)."""
+    return f"COPY {table} ({', '.join(columns)}) FROM STDIN (FORMAT BINARY)"
 
 
 def param(value: Any) -> Any:
