@@ -4,13 +4,23 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr
 
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def as_utc(value: datetime) -> datetime:
+    """A time in UTC; a naive one is taken to be UTC already (as SQLite's engine always read it)."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+#: Every time a record holds: aware and in UTC, whatever the caller or an imported file gave, so both engines
+#: store and compare the same instant (Postgres's binary COPY refuses a naive time for a timestamptz).
+UtcDatetime = Annotated[datetime, AfterValidator(as_utc)]
 
 
 class MemoryKind(StrEnum):
@@ -45,7 +55,7 @@ class NewMemory(BaseModel):
     trust: float = Field(default=0.6, ge=0.0, le=1.0)
     source: Source = Field(default_factory=Source)
     metadata: dict[str, Any] = Field(default_factory=dict)
-    valid_from: datetime | None = None
+    valid_from: UtcDatetime | None = None
 
 
 class Memory(BaseModel):
@@ -60,15 +70,15 @@ class Memory(BaseModel):
     kind: MemoryKind
     text: str
     status: MemoryStatus = MemoryStatus.active
-    created_at: datetime
-    updated_at: datetime
-    last_confirmed_at: datetime | None = None
+    created_at: UtcDatetime
+    updated_at: UtcDatetime
+    last_confirmed_at: UtcDatetime | None = None
     confirm_count: int = 0
-    last_recalled_at: datetime | None = None
+    last_recalled_at: UtcDatetime | None = None
     recall_count: int = 0
     trust: float = 0.6
-    valid_from: datetime
-    valid_until: datetime | None = None
+    valid_from: UtcDatetime
+    valid_until: UtcDatetime | None = None
     superseded_by: str | None = None
     source: Source = Field(default_factory=Source)
     metadata: dict[str, Any] = Field(default_factory=dict)
@@ -84,7 +94,7 @@ class Turn(BaseModel):
     session_id: str | None = None
     role: str
     content: str
-    created_at: datetime
+    created_at: UtcDatetime
     extraction_status: str = "pending"  # pending | done | failed | skipped
     attempts: int = 0
     last_error: str | None = None
@@ -106,7 +116,7 @@ class HistoryEvent(BaseModel):
     new_text: str | None = None
     reason: str = ""
     actor: str = "api"
-    created_at: datetime
+    created_at: UtcDatetime
     metadata: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -119,7 +129,7 @@ class Feedback(BaseModel):
     memory_ids: list[str] = Field(default_factory=list)
     value: int  # +1 good, -1 bad
     comment: str = ""
-    created_at: datetime
+    created_at: UtcDatetime
 
 
 class ScoreBreakdown(BaseModel):

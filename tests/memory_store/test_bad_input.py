@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta, timezone
+
 import pytest
 
 from memory_store import InvalidInput, NewMemory
@@ -79,4 +81,23 @@ def test_texts_with_tabs_backslashes_and_line_breaks_come_back_exactly(store):
     assert all(store.get(m.id, user).metadata == {"k": "v\t\\N\n"} for m in added)
     assert [e.memory_id for e in store.history(user, added[1].id)] == [added[1].id]
     assert store.search("emoji", user)[0].memory.id == added[4].id
+    assert store.check().ok
+
+
+def test_naive_and_non_utc_times_are_stored_as_the_same_instant_on_every_engine(store):
+    """A caller's time without a zone is taken as UTC, one with a zone keeps its instant, and both come back in
+    UTC (Postgres's binary COPY refused a naive time with a TypeError)."""
+    naive = datetime(2024, 1, 1, 12)
+    lisbon_summer = datetime(2024, 7, 1, 14, tzinfo=timezone(timedelta(hours=1)))
+    a, b = store.add_many(
+        [
+            NewMemory(text="I started running in January.", user_id="alice", valid_from=naive),
+            NewMemory(text="I moved to Lisbon in July.", user_id="alice", valid_from=lisbon_summer),
+        ]
+    )
+    assert store.get(a.id, "alice").valid_from == datetime(2024, 1, 1, 12, tzinfo=UTC)
+    assert store.get(b.id, "alice").valid_from == datetime(2024, 7, 1, 13, tzinfo=UTC)
+    (turn,) = store.add_turns([{"user_id": "alice", "role": "user", "content": "Hello there.", "created_at": naive}])
+    assert [t.created_at for t in store.turns("alice")] == [datetime(2024, 1, 1, 12, tzinfo=UTC)]
+    assert turn.created_at.tzinfo is not None
     assert store.check().ok
