@@ -14,7 +14,8 @@ def utcnow() -> datetime:
 
 
 def as_utc(value: datetime) -> datetime:
-    """A time in UTC; a naive one is taken to be UTC already (as SQLite's engine always read it)."""
+    """A time in UTC; a naive one is taken to be UTC already (SQLite's engine used to read it as the machine's
+    local time, Postgres's as the session's zone, UTC: now one meaning on both)."""
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 

@@ -19,6 +19,7 @@ from memory_store.models import (
     MemoryStatus,
     NewMemory,
     Page,
+    as_utc,
 )
 from memory_store.validation import check_optional_id, check_scope_id, check_text
 
@@ -291,6 +292,8 @@ def memory_filter(
         kinds=kind_values,
         session_id=session_id,
         agent_id=agent_id,
-        since=since,
-        until=until,
+        # A caller's time without a zone is UTC, as in the records (models.as_utc): compared with them as it is, a
+        # naive bound raised a TypeError.
+        since=None if since is None else as_utc(since),
+        until=None if until is None else as_utc(until),
     )

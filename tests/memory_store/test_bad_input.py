@@ -100,4 +100,7 @@ def test_naive_and_non_utc_times_are_stored_as_the_same_instant_on_every_engine(
     (turn,) = store.add_turns([{"user_id": "alice", "role": "user", "content": "Hello there.", "created_at": naive}])
     assert [t.created_at for t in store.turns("alice")] == [datetime(2024, 1, 1, 12, tzinfo=UTC)]
     assert turn.created_at.tzinfo is not None
+    # A naive bound of a search is UTC too (it raised a TypeError, compared with the records' aware times).
+    assert {h.memory.id for h in store.search("Lisbon running", "alice", since=datetime(2020, 1, 1))} == {a.id, b.id}
+    assert store.search("Lisbon running", "alice", until=datetime(2020, 1, 1)) == []
     assert store.check().ok
