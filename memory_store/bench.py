@@ -6,12 +6,14 @@ Memories are generated sentences (distinct, realistic length: 8-16 words); queri
 sentences over the same vocabulary. The embedding model alone runs first on the same texts, in the same batches
 (the vectors the peers get); every engine and peer then gets the same memories, users and query vectors. An
 engine's add share is measured against the embedder alone on each batch, in turn with its add, so a machine whose
-speed drifts between passes moves both clocks alike. Figures depend on the machine: report
-them with it, and compare ratios measured in one run.
+speed drifts between passes moves both clocks alike. Searches are interleaved the same way: every query goes to
+each engine and peer in turn (`bench_compare.interleaved_latencies`). Figures depend on the machine: report them
+with it, and compare ratios measured in one run.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
 import random
@@ -21,6 +23,8 @@ import statistics
 import tempfile
 import time
 from collections.abc import Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -102,7 +106,20 @@ def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _run_engine(
+@dataclass
+class _Engine:
+    """One of mark's engines with the memories added: its store, kept open until every system's searches ran."""
+
+    backend: str
+    home: Path
+    store: MemoryStore
+    add_s: float
+    embed_s: float
+    first_ms: list[float]
+
+
+def _add_to_engine(
+    stack: ExitStack,
     settings: StoreSettings,
     home: Path,
     backend: str,
@@ -112,80 +129,91 @@ def _run_engine(
     embedder: Embedder,
     queries: list[tuple[str, str, np.ndarray]],
     progress: bool,
-) -> dict[str, object]:
-    """One engine: add (the clock stops when every memory is searchable), scoped search with and without the
-    query's embedding, check, disk.
+) -> _Engine:
+    """One engine: add (the clock stops when every memory is searchable), then each user's first search.
 
     The add is paired with the embedding model alone, batch by batch: each batch is embedded alone and added, in
     turn (the order alternates), so both clocks run in the same minutes and the share compares like with like on a
-    machine whose speed drifts."""
-    private_pg = backend == "postgres" and url is None
+    machine whose speed drifts. The store closes (and the bench's own Postgres stops) when ``stack`` closes."""
     home.mkdir(parents=True, exist_ok=True)
-    try:
-        store = MemoryStore(_engine_settings(settings, home, backend, url))
-        store.embed(["warm up"])
-        store.search("warm up", "bench-warm-up")  # a running server has its vector index open (chroma: ~1 s import)
-        add_s = embed_s = 0.0
-        with Progress(
-            "[progress.description]{task.description}",
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeRemainingColumn(),
-            disable=not progress,
-        ) as bar:
-            task = bar.add_task(f"adding ({backend})", total=len(items))
-            for k, start in enumerate(range(0, len(items), batch)):
-                chunk = items[start : start + batch]
-                texts = [m.text for m in chunk]
-                if k % 2:
-                    add_s += timed(store.add_many, chunk)
-                    embed_s += timed(embedder.embed, texts)
-                else:
-                    embed_s += timed(embedder.embed, texts)
-                    add_s += timed(store.add_many, chunk)
-                bar.advance(task, len(chunk))
-            add_s += timed(store.flush_vectors)  # every added memory searchable
-        # A user's first search after the store opens loads their vectors (chroma's group is then held in memory):
-        # timed apart, once per user, so the figures below are the steady state a running server sees.
-        first: list[float] = []
-        for user in dict.fromkeys(u for _, u, _ in queries):
-            q, u, v = next(x for x in queries if x[1] == user)
-            first.append(1000 * timed(store.search, q, u, query_embedding=v))
-        without = [1000 * timed(store.search, q, u, query_embedding=v) for q, u, v in queries]
-        with_emb = [1000 * timed(store.search, q, u) for q, u, _ in queries]
-        t = time.perf_counter()
-        report = store.check()
-        check_s = time.perf_counter() - t
-        disk_mb = _disk_mb(store, home)
-        engine = store.engine
-        if url is not None:  # a database of the caller's: the bench's users go again
-            for u in sorted({m.user_id for m in items}):
-                store.purge_user(u)
-        store.close()
-    finally:
-        if private_pg:
-            from memory_store import pg_dev
+    if backend == "postgres" and url is None:
+        from memory_store import pg_dev
 
-            pg_dev.stop(home / "postgres")
+        stack.callback(pg_dev.stop, home / "postgres")  # stopping a server that never started is a no-op
+    store = MemoryStore(_engine_settings(settings, home, backend, url))
+    stack.callback(store.close)
+    store.embed(["warm up"])
+    store.search("warm up", "bench-warm-up")  # a running server has its vector index open (chroma: ~1 s import)
+    add_s = embed_s = 0.0
+    with Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        disable=not progress,
+    ) as bar:
+        task = bar.add_task(f"adding ({backend})", total=len(items))
+        for k, start in enumerate(range(0, len(items), batch)):
+            chunk = items[start : start + batch]
+            texts = [m.text for m in chunk]
+            if k % 2:
+                add_s += timed(store.add_many, chunk)
+                embed_s += timed(embedder.embed, texts)
+            else:
+                embed_s += timed(embedder.embed, texts)
+                add_s += timed(store.add_many, chunk)
+            bar.advance(task, len(chunk))
+        add_s += timed(store.flush_vectors)  # every added memory searchable
+    # A user's first search after the store opens loads their vectors (chroma's group is then held in memory):
+    # timed apart, once per user, so the figures of the interleaved searches are the steady state a running
+    # server sees.
+    first: list[float] = []
+    for user in dict.fromkeys(u for _, u, _ in queries):
+        q, u, v = next(x for x in queries if x[1] == user)
+        first.append(1000 * timed(store.search, q, u, query_embedding=v))
+    return _Engine(backend, home, store, add_s, embed_s, first)
+
+
+def _finish_engine(
+    engine: _Engine,
+    without: list[float],
+    queries: list[tuple[str, str, np.ndarray]],
+    items: list[NewMemory],
+    url: str | None,
+) -> dict[str, object]:
+    """Search embedding the query (the embedder dominates: timed alone), check and disk; then the store closes."""
+    store = engine.store
+    with_emb = [1000 * timed(store.search, q, u) for q, u, _ in queries]
+    t = time.perf_counter()
+    report = store.check()
+    check_s = time.perf_counter() - t
+    disk_mb = _disk_mb(store, engine.home)
+    if url is not None:  # a database of the caller's: the bench's users go again
+        for u in sorted({m.user_id for m in items}):
+            store.purge_user(u)
     n = len(items)
     return {
-        "engine": engine,
-        "backend": backend,
-        "add_seconds": add_s,
-        "add_per_second": n / add_s,
-        "embed_alone_per_second": n / embed_s,
-        "add_share_of_embedding_rate": embed_s / add_s,
+        "engine": store.engine,
+        "backend": engine.backend,
+        "add_seconds": engine.add_s,
+        "add_per_second": n / engine.add_s,
+        "embed_alone_per_second": n / engine.embed_s,
+        "add_share_of_embedding_rate": engine.embed_s / engine.add_s,
         "search_p50_ms_without_embedding": _pct(without, 50),
         "search_p95_ms_without_embedding": _pct(without, 95),
         "search_p50_ms_with_embedding": _pct(with_emb, 50),
         "search_p95_ms_with_embedding": _pct(with_emb, 95),
         "search_mean_ms_with_embedding": statistics.fmean(with_emb),
-        "first_search_per_user_p50_ms": _pct(first, 50),
+        "first_search_per_user_p50_ms": _pct(engine.first_ms, 50),
         "check_seconds": check_s,
         "check_ok": report.ok,
         "disk_mb": disk_mb,
         "peak_rss_mb_after": _rss_mb(),
     }
+
+
+def _search_with_vector(store: MemoryStore, query: str, user: str, vector: np.ndarray) -> object:
+    return store.search(query, user, query_embedding=vector)
 
 
 def _ratios(engines: dict[str, dict], peers: dict[str, dict]) -> dict[str, float]:
@@ -245,15 +273,28 @@ def run_store_bench(
         qusers = [rng.choice(user_ids) for _ in range(queries)]
         qvecs = embedder.embed(qtexts)
         qs = list(zip(qtexts, qusers, qvecs, strict=True))
-        engines = {b: _run_engine(settings, home / b, b, url, items, batch, embedder, qs, progress) for b in backends}
-        peers: dict[str, dict] = {}
-        for name in compare:
-            where = home / f"peer-{name}"
-            where.mkdir(parents=True, exist_ok=True)
-            peers[name] = bench_compare.RUNNERS[name](
-                where, [m.text for m in items], [m.user_id for m in items], vectors, qs, batch
-            )
-            peers[name]["peak_rss_mb_after"] = _rss_mb()
+        with ExitStack() as stack:
+            added: dict[str, _Engine] = {}
+            for b in backends:
+                added[b] = _add_to_engine(stack, settings, home / b, b, url, items, batch, embedder, qs, progress)
+            loaded: dict[str, bench_compare.Loaded] = {}
+            for name in compare:
+                where = home / f"peer-{name}"
+                where.mkdir(parents=True, exist_ok=True)
+                loaded[name] = bench_compare.LOADERS[name](
+                    where, [m.text for m in items], [m.user_id for m in items], vectors, qs, batch
+                )
+                stack.callback(loaded[name].close)
+            searches: dict[str, bench_compare.Search] = {
+                f"mark {b}": functools.partial(_search_with_vector, e.store) for b, e in added.items()
+            }
+            searches.update({name: p.search for name, p in loaded.items()})
+            lat = bench_compare.interleaved_latencies(searches, qs)
+            engines = {b: _finish_engine(e, lat[f"mark {b}"], qs, items, url) for b, e in added.items()}
+            peers: dict[str, dict] = {}
+            for name, p in loaded.items():
+                peers[name] = p.result(lat[name])
+                peers[name]["peak_rss_mb_after"] = _rss_mb()
     finally:
         if keep is None:
             shutil.rmtree(home, ignore_errors=True)

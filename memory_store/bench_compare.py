@@ -14,13 +14,15 @@
   (memory_store.mem0_peer); ``pip install 'mark-memory[mem0]'``.
 
 Each peer gets the vectors the embedder made (its embed function looks them up), so the timings are the stores'
-own; search is timed with the query vector given, as mark's "without embedding" figure.
+own; search is timed with the query vector given, as mark's "without embedding" figure, interleaved with mark's
+engines query by query (`interleaved_latencies`).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -97,14 +99,66 @@ def timed(fn: Callable[..., object], *args: object, **kwargs: object) -> float:
     return time.perf_counter() - t
 
 
-def run_langgraph(
+#: A system's scoped search as the bench calls it: (query text, user, query vector).
+Search = Callable[[str, str, np.ndarray], object]
+
+
+@dataclass
+class Loaded:
+    """A peer with the memories in: what it is, what loading took, and its search (warmed up) to time."""
+
+    what: str
+    load_seconds: float
+    n: int
+    search: Search
+    close: Callable[[], None] = field(default=lambda: None)
+
+    def result(self, latencies_ms: Sequence[float]) -> dict[str, Any]:
+        return {
+            "what": self.what,
+            "load_seconds": self.load_seconds,
+            "load_per_second_vectors_given": self.n / self.load_seconds if self.load_seconds else 0.0,
+            "search_p50_ms_without_embedding": float(np.percentile(latencies_ms, 50)),
+            "search_p95_ms_without_embedding": float(np.percentile(latencies_ms, 95)),
+        }
+
+
+#: Queries a system answers in a row before the next system's turn: short enough (~0.1 s) that every system
+#: sees the same minutes of a drifting machine, long enough that each runs with its own data in the CPU's caches,
+#: as a server answering searches would (one query per turn slowed every system; plain chroma's p50 by ~25%).
+BLOCK = 20
+
+
+def interleaved_latencies(
+    searches: Mapping[str, Search], queries: Sequence[tuple[str, str, np.ndarray]], block: int = BLOCK
+) -> dict[str, list[float]]:
+    """Milliseconds per search of each system, the systems interleaved: the queries go in blocks of ``block`` to
+    each system in turn, the order rotating from one block to the next. A busy machine's speed drifts by tens of
+    percent within minutes; timed one after another, two systems' p95 ratio moved from 1.8 to 2.7 between runs.
+    Interleaved, the drift slows every system alike and their ratios compare like with like."""
+    names = list(searches)
+    out: dict[str, list[float]] = {n: [] for n in names}
+    for k, start in enumerate(range(0, len(queries), block)):
+        for j in range(len(names)):
+            name = names[(k + j) % len(names)]
+            search = searches[name]
+            out[name] += [1000 * timed(search, q, u, v) for q, u, v in queries[start : start + block]]
+    return out
+
+
+def _warm(search: Search, queries: Sequence[tuple[str, str, np.ndarray]]) -> None:
+    for q, u, v in queries[:10]:
+        search(q, u, v)
+
+
+def load_langgraph(
     home: Path,
     texts: Sequence[str],
     users: Sequence[str],
     vectors: np.ndarray,
     queries: Sequence[tuple[str, str, np.ndarray]],
     batch: int,
-) -> dict[str, Any]:
+) -> Loaded:
     from langgraph.store.base import PutOp
     from langgraph.store.sqlite import SqliteStore
 
@@ -123,21 +177,22 @@ def run_langgraph(
             ]
         )
     load_s = time.perf_counter() - t0
-    for q, u, _ in queries[:10]:
-        store.search(("memories", u), query=q, limit=LIMIT)
-    lat = [1000 * timed(store.search, ("memories", u), query=q, limit=LIMIT) for q, u, _ in queries]
-    conn.close()
-    return _result("LangGraph SqliteStore + sqlite-vec (dense only)", load_s, len(texts), lat)
+
+    def search(q: str, u: str, v: np.ndarray) -> object:
+        return store.search(("memories", u), query=q, limit=LIMIT)
+
+    _warm(search, queries)
+    return Loaded("LangGraph SqliteStore + sqlite-vec (dense only)", load_s, len(texts), search, conn.close)
 
 
-def run_chroma(
+def load_chroma(
     home: Path,
     texts: Sequence[str],
     users: Sequence[str],
     vectors: np.ndarray,
     queries: Sequence[tuple[str, str, np.ndarray]],
     batch: int,
-) -> dict[str, Any]:
+) -> Loaded:
     import chromadb
     from chromadb.config import Settings
 
@@ -160,23 +215,21 @@ def run_chroma(
             col(u).upsert(ids=[f"m{i}" for i in idx], embeddings=vectors[idx], documents=[texts[i] for i in idx])
     load_s = time.perf_counter() - t0
 
-    def search(u: str, v: np.ndarray) -> object:
+    def search(q: str, u: str, v: np.ndarray) -> object:
         return col(u).query(query_embeddings=v.reshape(1, -1), n_results=LIMIT, include=["documents", "distances"])
 
-    for _, u, v in queries[:10]:
-        search(u, v)
-    lat = [1000 * timed(search, u, v) for _, u, v in queries]
-    return _result("chroma, one collection per user (dense only)", load_s, len(texts), lat)
+    _warm(search, queries)
+    return Loaded("chroma, one collection per user (dense only)", load_s, len(texts), search)
 
 
-def run_mem0(
+def load_mem0(
     home: Path,
     texts: Sequence[str],
     users: Sequence[str],
     vectors: np.ndarray,
     queries: Sequence[tuple[str, str, np.ndarray]],
     batch: int,
-) -> dict[str, Any]:
+) -> Loaded:
     """mem0 on chroma: one ``add(..., infer=False)`` per memory (mem0 has no bulk add; ``batch`` is unused), search
     scoped by ``user_id``, top 10, no score threshold (the other peers have none)."""
     from memory_store import mem0_peer
@@ -192,27 +245,31 @@ def run_mem0(
         memory.add(text, user_id=user, infer=False)
     load_s = time.perf_counter() - t0
 
-    def search(q: str, u: str) -> object:
+    def search(q: str, u: str, v: np.ndarray) -> object:
         return memory.search(q, filters={"user_id": u}, top_k=LIMIT, threshold=0.0)
 
-    for q, u, _ in queries[:10]:
-        search(q, u)
-    lat = [1000 * timed(search, q, u) for q, u, _ in queries]
-    memory.db.close()
-    return _result("mem0 Memory on chroma, add infer=False (dense only)", load_s, len(texts), lat)
+    _warm(search, queries)
+    return Loaded("mem0 Memory on chroma, add infer=False (dense only)", load_s, len(texts), search, memory.db.close)
 
 
-def _result(what: str, load_s: float, n: int, lat: list[float]) -> dict[str, Any]:
-    return {
-        "what": what,
-        "load_seconds": load_s,
-        "load_per_second_vectors_given": n / load_s if load_s else 0.0,
-        "search_p50_ms_without_embedding": float(np.percentile(lat, 50)),
-        "search_p95_ms_without_embedding": float(np.percentile(lat, 95)),
-    }
+LOADERS: dict[str, Callable[..., Loaded]] = {"langgraph": load_langgraph, "chroma": load_chroma, "mem0": load_mem0}
 
 
-RUNNERS = {"langgraph": run_langgraph, "chroma": run_chroma, "mem0": run_mem0}
+def run_alone(
+    name: str,
+    home: Path,
+    texts: Sequence[str],
+    users: Sequence[str],
+    vectors: np.ndarray,
+    queries: Sequence[tuple[str, str, np.ndarray]],
+    batch: int,
+) -> dict[str, Any]:
+    """One peer loaded and timed on its own (``mark bench store`` interleaves it with the other systems)."""
+    loaded = LOADERS[name](home, texts, users, vectors, queries, batch)
+    try:
+        return loaded.result(interleaved_latencies({name: loaded.search}, queries)[name])
+    finally:
+        loaded.close()
 
 
 def plot(result: dict[str, Any], path: Path) -> Path:

@@ -133,7 +133,7 @@ def test_mem0_runs_without_network_or_llm(tmp_path, monkeypatch):
     texts = [f"memory number {i}" for i in range(30)]
     users = [f"u{i % 3}" for i in range(30)]
     queries = [(f"query {i}", f"u{i % 3}", vectors[i] + 0.01) for i in range(6)]
-    result = bench_compare.run_mem0(tmp_path, texts, users, vectors, queries, batch=10)
+    result = bench_compare.run_alone("mem0", tmp_path, texts, users, vectors, queries, batch=10)
     assert result["load_per_second_vectors_given"] > 0
     assert 0 < result["search_p50_ms_without_embedding"] <= result["search_p95_ms_without_embedding"]
     assert tried == [], f"mem0 tried to connect to {tried}"
@@ -174,3 +174,25 @@ def test_bench_store_without_mem0_is_one_line_and_exit_2(tmp_path):
     assert r.stderr.strip() == f"error: {MEM0_MISSING}" and "\n" not in MEM0_MISSING
     assert "pip install 'mark-memory[mem0]'" in MEM0_MISSING
     assert "Traceback" not in r.stderr and "adding" not in r.stdout
+
+
+def test_interleaved_latencies_give_every_query_to_every_system_in_blocks_in_a_rotating_order():
+    import numpy as np
+
+    from memory_store import bench_compare
+
+    calls: list[tuple[str, str]] = []
+
+    def system(name):
+        return lambda q, u, v: calls.append((name, q))
+
+    queries = [(f"q{i}", "u", np.zeros(2, dtype=np.float32)) for i in range(7)]
+    lat = bench_compare.interleaved_latencies({n: system(n) for n in ("a", "b", "c")}, queries, block=3)
+    assert {n: len(v) for n, v in lat.items()} == {"a": 7, "b": 7, "c": 7}
+    assert all(ms >= 0 for v in lat.values() for ms in v)
+    blocks = [["q0", "q1", "q2"], ["q3", "q4", "q5"], ["q6"]]
+    expected = []
+    for k, block in enumerate(blocks):
+        for name in ("abc" * 2)[k % 3 : k % 3 + 3]:
+            expected += [(name, q) for q in block]
+    assert calls == expected, "each block goes to every system in turn, the first system rotating"
