@@ -181,7 +181,8 @@ def _finish_engine(
     items: list[NewMemory],
     url: str | None,
 ) -> dict[str, object]:
-    """Search embedding the query (the embedder dominates: timed alone), check and disk; then the store closes."""
+    """Search embedding the query (the embedder dominates: timed alone), check and disk. The store stays open: the
+    run's stack closes it. (Every system is open at once, so the run reports one peak RSS, not one per system.)"""
     store = engine.store
     with_emb = [1000 * timed(store.search, q, u) for q, u, _ in queries]
     t = time.perf_counter()
@@ -208,7 +209,6 @@ def _finish_engine(
         "check_seconds": check_s,
         "check_ok": report.ok,
         "disk_mb": disk_mb,
-        "peak_rss_mb_after": _rss_mb(),
     }
 
 
@@ -294,7 +294,6 @@ def run_store_bench(
             peers: dict[str, dict] = {}
             for name, p in loaded.items():
                 peers[name] = p.result(lat[name])
-                peers[name]["peak_rss_mb_after"] = _rss_mb()
     finally:
         if keep is None:
             shutil.rmtree(home, ignore_errors=True)

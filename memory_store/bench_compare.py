@@ -15,7 +15,7 @@
 
 Each peer gets the vectors the embedder made (its embed function looks them up), so the timings are the stores'
 own; search is timed with the query vector given, as mark's "without embedding" figure, interleaved with mark's
-engines query by query (`interleaved_latencies`).
+engines in blocks of queries (`interleaved_latencies`).
 """
 
 from __future__ import annotations
