@@ -519,12 +519,13 @@ class PostgresBackend:
             return {}
         sim, params = ("NULL", []) if query is None else ("1 - (embedding <=> %s)", [pgrows.f32(query)])
         rows = self.query(
-            f"SELECT {MEMORY_COLUMNS}, {sim} AS sim FROM mark_memories "
+            f"SELECT {pgrows.CANDIDATE_COLUMNS}, {sim} AS sim FROM mark_memories "
             "WHERE user_key = %s AND user_id = %s AND id = ANY(%s)",
             [*params, user_key(user_id), user_id, list(ids)],
             binary=True,
         )
-        return {r["id"]: (pgrows.decode.candidate(r), None if r["sim"] is None else float(r["sim"])) for r in rows}
+        decode = pgrows.candidate_decode
+        return {r["id"]: (decode.candidate(r), None if r["sim"] is None else float(r["sim"])) for r in rows}
 
     def filtered_vectors(self, user_id: str, flt: MemoryFilter) -> list[tuple[str, np.ndarray | None]]:
         where, params = pgrows.filter_sql(flt)
@@ -652,7 +653,7 @@ class PostgresBackend:
             found += " UNION SELECT id FROM kw"
             rank = "kw.r AS kw, kw.seq AS kw_seq"
             joins = " LEFT JOIN kw ON kw.id = m.id"
-        columns = ", ".join(f"m.{c.strip()}" for c in MEMORY_COLUMNS.split(","))
+        columns = ", ".join(f"m.{c.strip()}" for c in pgrows.CANDIDATE_COLUMNS.split(","))
         sql = (
             f"WITH {', '.join(ctes)} SELECT {columns}, 1 - (m.embedding <=> %s) AS sim, d.dist, {rank} "
             f"FROM mark_memories m LEFT JOIN d ON d.id = m.id{joins} "
@@ -663,7 +664,8 @@ class PostgresBackend:
         keyword = [
             r["id"] for r in sorted((r for r in rows if r["kw"] is not None), key=lambda r: (-r["kw"], r["kw_seq"]))
         ]
-        out = {r["id"]: (pgrows.decode.candidate(r), None if r["sim"] is None else float(r["sim"])) for r in rows}
+        decode = pgrows.candidate_decode
+        out = {r["id"]: (decode.candidate(r), None if r["sim"] is None else float(r["sim"])) for r in rows}
         return dense, keyword, out
 
     def vector_count(self, key: str) -> int:

@@ -3,6 +3,7 @@ keyword queries (memory_store.postgres_backend runs them)."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from enum import Enum
 from typing import Any
@@ -22,6 +23,11 @@ MEMORY_COLUMNS = (
     "id, user_id, agent_id, session_id, kind, text, status, created_at, updated_at, last_confirmed_at, "
     "confirm_count, last_recalled_at, recall_count, trust, valid_from, valid_until, superseded_by, source, "
     "metadata, embedding_model"
+)
+#: A memory row as search reads its candidates: the JSON columns as text, parsed only for the hits returned
+#: (`candidate_decode`; decoding them for the ~50 candidates of a search cost more than the rest of their row).
+CANDIDATE_COLUMNS = MEMORY_COLUMNS.replace("source,", "source::text AS source,").replace(
+    "metadata,", "metadata::text AS metadata,"
 )
 TURN_COLUMNS = (
     "id, seq, user_id, agent_id, session_id, role, content, created_at, extraction_status, attempts, last_error, "
@@ -65,6 +71,14 @@ def _as_read(value: Any) -> Any:
 #: Postgres rows as the store's models (``decode.memory(row)``, ...): psycopg already hands timestamptz over as
 #: datetime and jsonb as Python values, so nothing is left to convert.
 decode = RowDecoder(time=_as_read, json=_as_read)
+
+
+def _json_text(value: str | None) -> Any:
+    return None if value is None else json.loads(value)
+
+
+#: Rows read with `CANDIDATE_COLUMNS`: the same, but the JSON columns arrive as text.
+candidate_decode = RowDecoder(time=_as_read, json=_json_text)
 
 
 def filter_sql(flt: MemoryFilter) -> tuple[str, list[Any]]:
