@@ -327,7 +327,7 @@ class SQLiteDB:
         if len(phrases) < 2:
             return phrases, 0
         # A user with no more rows than the cap is ranked exactly, whatever the words match: nothing to count per
-        # word (the counts cost more than the ranking they would spare: ~0.8 ms a search of a 1,000-row user).
+        # word (the counts cost more than the ranking they would spare: ~0.5 ms a search of a 1,000-row user).
         if self._fts_count(fts, scope, upto=KEYWORD_RANK_CAP + 1) <= KEYWORD_RANK_CAP:
             return phrases, 0
         # Counted in the user's rows (an AND seeks through the longer list: cheap for a small user however large
