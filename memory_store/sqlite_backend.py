@@ -251,13 +251,12 @@ class SQLiteDB:
         for start in range(0, len(ids), 500):
             chunk = list(ids[start : start + 500])
             marks = ",".join("?" * len(chunk))
-            for row in self.query(
+            rows = self.query(
                 # `+user_id`: look the ids up by their unique index; the user's index would scan every row of theirs.
                 f"SELECT {MEMORY_COLUMNS}, embedding FROM memories WHERE +user_id = ? AND id IN ({marks})",
                 [user_id, *chunk],
-            ):
-                emb = np.frombuffer(row["embedding"], dtype=np.float32) if row["embedding"] else None
-                sim = float(emb @ query) if query is not None and emb is not None and emb.shape == query.shape else None
+            )
+            for row, sim in zip(rows, _similarities([r["embedding"] for r in rows], query), strict=True):
                 out[row["id"]] = (decode.candidate(row), sim)
         return out
 
@@ -761,6 +760,21 @@ def _insert_rows(db: sqlite_utils.Database, table: str, rows: Sequence[Mapping[s
         f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
         [tuple(r[c] for c in cols) for r in rows],
     )
+
+
+def _similarities(blobs: Sequence[bytes | None], query: np.ndarray | None) -> list[float | None]:
+    """Each stored vector's dot product with the (unit) query, in one product; None for a missing vector or one of
+    another dimension."""
+    sims: list[float | None] = [None] * len(blobs)
+    if query is None:
+        return sims
+    q = np.asarray(query, dtype=np.float32)
+    found = [(i, b) for i, b in enumerate(blobs) if b and len(b) == q.nbytes]
+    if found:
+        matrix = np.frombuffer(b"".join(b for _, b in found), dtype=np.float32).reshape(len(found), -1)
+        for (i, _), sim in zip(found, (matrix @ q).tolist(), strict=True):
+            sims[i] = sim
+    return sims
 
 
 def _vector_bytes(vector: np.ndarray | None) -> bytes | None:
