@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from memory_store import InvalidInput, MemoryKind, MemoryStatus, NewMemory, NotFound
+from memory_store.models import Source
 from tests.memory_store.engines import groups_in_chroma, lose_note_vectors
 
 
@@ -36,6 +37,24 @@ def test_search_finds_the_relevant_memory_first(store):
     assert e is not None and e.dense_rank == 1 and e.keyword_rank == 1
     assert 0 < e.relevance <= 1 and 0 < e.recency <= 1 and e.final == pytest.approx(hits[0].score)
     assert store.search("bullet points", "alice", mode="keyword")[0].memory.kind == MemoryKind.llm_response
+
+
+def test_a_search_hit_is_the_whole_memory_as_stored_source_and_metadata_included(store):
+    """Search ranks candidates from part of their row and decodes the rest for the hits only (Postgres reads the
+    JSON columns of candidates as text): a hit must still equal the memory `get` returns, in every mode."""
+    m = store.add(
+        "My dog is called Biscuit.",
+        "alice",
+        session_id="s1",
+        metadata={"lang": "en", "tags": ["pet", "ünïcode"], "n": 3},
+        source={"conversation_id": "c1", "turn_ids": ["t1", "t2"]},
+    )
+    store.add("I work as a nurse in Chicago.", "alice")
+    for mode in ("hybrid", "dense", "keyword"):
+        hit = store.search("dog Biscuit", "alice", mode=mode)[0].memory
+        assert hit == store.get(m.id, "alice")
+        assert hit.metadata == {"lang": "en", "tags": ["pet", "ünïcode"], "n": 3}
+        assert hit.source == Source(conversation_id="c1", turn_ids=["t1", "t2"])
 
 
 def test_a_similarity_floor_keeps_only_memories_that_close_and_stops_when_none_is(store):
