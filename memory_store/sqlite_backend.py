@@ -321,8 +321,8 @@ class SQLiteDB:
 
     def _rankable(self, fts: str, scope: str, phrases: list[str]) -> tuple[list[str], int]:
         """The phrases to rank with, and at least how many of the user's rows match one of them (0: not counted):
-        all of them while their matches fit `KEYWORD_RANK_CAP`, else the rarest in the user's rows that fit (at least
-        one). Counting is cheap; ranking is what grows with the matches."""
+        all of them for a user with at most `KEYWORD_RANK_CAP` rows (not counted) or while their matches fit it, else
+        the rarest in the user's rows that fit (at least one). Ranking is what grows with the matches."""
         if len(phrases) < 2:
             return phrases, 0
         # A user with no more rows than the cap is ranked exactly, whatever the words match: nothing to count per
