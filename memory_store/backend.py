@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 
@@ -221,11 +221,9 @@ class Backend(Protocol):
         """The k nearest vectors under a vector key (a user's notes or episodes): (id, cosine) best first."""
         ...
 
-    def hybrid_candidates(
-        self, user_id: str, vector: np.ndarray, k: int, text: str, limit: int
-    ) -> tuple[list[str], list[str], dict[str, tuple[Candidate, float | None]]]:
+    def hybrid_candidates(self, user_id: str, vector: np.ndarray, k: int, text: str, limit: int) -> HybridRead:
         """`nearest`, `keyword_search` and `candidates_by_ids` of one user's notes together, in one read where the
-        engine can: (dense ids best first, keyword ids best first, the user's rows among them with similarity)."""
+        engine can (see `HybridRead`)."""
         ...
 
     def vector_count(self, key: str) -> int: ...
@@ -313,6 +311,17 @@ class Backend(Protocol):
         ...
 
 
+class HybridRead(NamedTuple):
+    """`Backend.hybrid_candidates`' answer: dense ids best first, keyword ids best first, the user's rows among them
+    with their similarity to the query; and ``forgot_nothing``, True when the same read saw that the user has no
+    forgotten facts (the search then needs no forget guard: one read fewer), False when the engine did not look."""
+
+    dense: list[str]
+    keyword: list[str]
+    rows: dict[str, tuple[Candidate, float | None]]
+    forgot_nothing: bool = False
+
+
 class _Reads(Protocol):
     def nearest(self, key: str, vector: np.ndarray, k: int) -> list[tuple[str, float]]: ...
 
@@ -325,9 +334,9 @@ class _Reads(Protocol):
 
 def hybrid_candidates_in_three_reads(
     engine: _Reads, user_id: str, vector: np.ndarray, k: int, text: str, limit: int
-) -> tuple[list[str], list[str], dict[str, tuple[Candidate, float | None]]]:
+) -> HybridRead:
     """`Backend.hybrid_candidates` as three reads: an engine's answer when it has no single read for it."""
     key = user_key(user_id)
     dense = [i for i, _ in engine.nearest(key, vector, k)]
     keyword = [i for i, _ in engine.keyword_search(key, text, limit)]
-    return dense, keyword, engine.candidates_by_ids(list(dict.fromkeys(dense + keyword)), user_id, vector)
+    return HybridRead(dense, keyword, engine.candidates_by_ids(list(dict.fromkeys(dense + keyword)), user_id, vector))

@@ -31,7 +31,13 @@ from psycopg_pool import ConnectionPool
 
 from memory_store import pg_migrations
 from memory_store import postgres_rows as pgrows
-from memory_store.backend import Candidate, MemoryFilter, VectorState, hybrid_candidates_in_three_reads
+from memory_store.backend import (
+    Candidate,
+    HybridRead,
+    MemoryFilter,
+    VectorState,
+    hybrid_candidates_in_three_reads,
+)
 from memory_store.errors import Conflict, StoreError
 from memory_store.keywords import query_words
 from memory_store.models import CheckReport, Feedback, HistoryEvent, Memory, Turn
@@ -622,12 +628,10 @@ class PostgresBackend:
                 rows = conn.execute(exact, [q, scope, k]).fetchall()
         return [(r["id"], float(r["sim"])) for r in rows]
 
-    def hybrid_candidates(
-        self, user_id: str, vector: np.ndarray, k: int, text: str, limit: int
-    ) -> tuple[list[str], list[str], dict[str, tuple[Candidate, float | None]]]:
-        """Dense and keyword candidates of a user's notes with their rows and similarities in one round trip when
-        the user is known to be small (each round trip waits for a server process: on a busy machine that wait is
-        most of a search); otherwise the three reads."""
+    def hybrid_candidates(self, user_id: str, vector: np.ndarray, k: int, text: str, limit: int) -> HybridRead:
+        """Dense and keyword candidates of a user's notes with their rows and similarities, and whether the user
+        forgot nothing, in one round trip when the user is known to be small (each round trip waits for a server
+        process: on a busy machine that wait is most of a search); otherwise the three reads."""
         key = user_key(user_id)
         known = self._sizes.get(key)
         if known is None or known[0] > EXACT_ROWS or time.monotonic() - known[1] >= SIZE_TTL:
@@ -640,9 +644,7 @@ class PostgresBackend:
             "WHERE user_key = %s AND embedding IS NOT NULL ORDER BY dist LIMIT %s)"
         ]
         params: list[Any] = [q, key, k]
-        found = "SELECT id FROM d"
-        rank = "NULL::real AS kw, NULL::bigint AS kw_seq"
-        joins = ""
+        found = "SELECT id, dist, NULL::real AS r, NULL::bigint AS seq FROM d"
         if words:
             ctes.append(
                 f"kw AS (SELECT t.id, ts_rank(t.tsv, q.q) AS r, t.seq FROM mark_memories t, "
@@ -650,23 +652,24 @@ class PostgresBackend:
                 "ORDER BY r DESC, t.seq LIMIT %s)"
             )
             params += [*words, key, limit]
-            found += " UNION SELECT id FROM kw"
-            rank = "kw.r AS kw, kw.seq AS kw_seq"
-            joins = " LEFT JOIN kw ON kw.id = m.id"
+            found = "SELECT coalesce(d.id, kw.id) AS id, d.dist, kw.r, kw.seq FROM d FULL JOIN kw ON kw.id = d.id"
         columns = ", ".join(f"m.{c.strip()}" for c in pgrows.CANDIDATE_COLUMNS.split(","))
+        # The two lists joined first, then each row fetched once by its key: joining the lists to the rows (an
+        # IN over their union) filtered every row against both lists, ~10% of the whole read.
         sql = (
-            f"WITH {', '.join(ctes)} SELECT {columns}, 1 - (m.embedding <=> %s) AS sim, d.dist, {rank} "
-            f"FROM mark_memories m LEFT JOIN d ON d.id = m.id{joins} "
-            f"WHERE m.user_key = %s AND m.user_id = %s AND m.id IN ({found})"
+            f"WITH {', '.join(ctes)} SELECT {columns}, 1 - (m.embedding <=> %s) AS sim, c.dist, c.r AS kw, "
+            "c.seq AS kw_seq, NOT EXISTS (SELECT 1 FROM mark_forgotten f WHERE f.user_key = %s AND f.user_id = %s) "
+            f"AS forgot_nothing FROM ({found}) c JOIN mark_memories m ON m.user_key = %s AND m.id = c.id "
+            "WHERE m.user_id = %s"
         )
-        rows = self.query(sql, [*params, q, key, user_id], binary=True)
+        rows = self.query(sql, [*params, q, key, user_id, key, user_id], binary=True)
         dense = [r["id"] for r in sorted((r for r in rows if r["dist"] is not None), key=lambda r: r["dist"])]
         keyword = [
             r["id"] for r in sorted((r for r in rows if r["kw"] is not None), key=lambda r: (-r["kw"], r["kw_seq"]))
         ]
         decode = pgrows.candidate_decode
         out = {r["id"]: (decode.candidate(r), None if r["sim"] is None else float(r["sim"])) for r in rows}
-        return dense, keyword, out
+        return HybridRead(dense, keyword, out, forgot_nothing=bool(rows) and rows[0]["forgot_nothing"])
 
     def vector_count(self, key: str) -> int:
         table, scope = self.vector_table(key)

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 from filelock import FileLock
 
-from memory_store.backend import Candidate, VectorState, hybrid_candidates_in_three_reads
+from memory_store.backend import HybridRead, VectorState, hybrid_candidates_in_three_reads
 from memory_store.config import StoreSettings
 from memory_store.errors import Conflict, StoreError
 from memory_store.errors import first_error as _first_error
@@ -167,9 +167,7 @@ class SQLiteBackend(SQLiteDB):
         merged.sort(key=lambda t: -t[1])
         return merged[:k]
 
-    def hybrid_candidates(
-        self, user_id: str, vector: np.ndarray, k: int, text: str, limit: int
-    ) -> tuple[list[str], list[str], dict[str, tuple[Candidate, float | None]]]:
+    def hybrid_candidates(self, user_id: str, vector: np.ndarray, k: int, text: str, limit: int) -> HybridRead:
         return hybrid_candidates_in_three_reads(self, user_id, vector, k, text, limit)
 
     def vector_count(self, key: str) -> int:

@@ -82,6 +82,7 @@ class SearchOps(StoreBase):
         dense: list[str] = []
         keyword: list[str] = []
         rows: dict[str, tuple[Candidate, float | None]] | None = None  # read with the candidates by one engine call
+        forgot_nothing = False  # the engine saw, in that same call, that the user forgot nothing
         exact_cos: dict[str, float] = {}
         if qv is not None:
             if filtered and self.backend.count_memories(user_id, flt) <= EXACT_FILTER_LIMIT:
@@ -93,7 +94,7 @@ class SearchOps(StoreBase):
                     dense = [vecs[i][0] for i in order]
                     exact_cos = {vecs[i][0]: float(sims[i]) for i in order}
             elif not filtered and mode == "hybrid" and kw is None:
-                dense, keyword, rows = self.backend.hybrid_candidates(user_id, qv, fetch, query, fetch)
+                dense, keyword, rows, forgot_nothing = self.backend.hybrid_candidates(user_id, qv, fetch, query, fetch)
             else:
                 n: int | None = None
                 k = fetch
@@ -142,7 +143,7 @@ class SearchOps(StoreBase):
             final = scoring.terms(cand, cos, dense_rank.get(mid), keyword_rank.get(mid), now, cfg)[-1]
             scored.append((final, mid, cos))
         scored.sort(key=lambda t: (-t[0], t[1]))
-        guard = self.forget_guard(user_id)
+        guard = None if forgot_nothing or not scored else self.forget_guard(user_id)
         hits: list[SearchHit] = []
         for final, mid, cos in scored:  # best first: only the hits returned are decoded in full
             memory = rows[mid][0].memory()

@@ -153,6 +153,24 @@ def test_forget_removes_the_fact_everywhere_and_keeps_the_rest(store):
     assert stored_anywhere(store, b"Northwind") != []
 
 
+def test_search_guards_a_note_re_derived_from_an_old_turn_on_every_engine(store):
+    """The search's second line of defence on every engine, the one-read path included (Postgres reads whether the
+    user forgot anything with the candidates): a note re-stating a forgotten fact from a turn said before the
+    forget (an extraction in flight while the user forgot) never comes back; a user who forgot nothing keeps
+    theirs."""
+    turns, pin, _ = carol_pin(store)
+    store.forget("carol", pin.id)
+    (late,) = store.add_many(
+        [NewMemory(text="The user's bank PIN is 8841.", user_id="carol", source=Source(turn_ids=[turns[0].id]))]
+    )
+    for _ in range(3):  # the first search learns the user's size; the next ones take the engine's one read
+        for mode in ("hybrid", "dense", "keyword"):
+            assert late.id not in [h.memory.id for h in store.search("What is my bank PIN?", "carol", mode=mode)]
+        assert late.id not in [h.memory.id for h in store.search("bank PIN", "carol", query_embedding=None)]
+    dave = [h.memory.text for h in store.search("What is my bank PIN?", "dave")]
+    assert dave[:1] == ["The user's bank PIN is 8841."]
+
+
 def test_a_new_statement_after_forgetting_is_new_information(chroma_store):
     store = chroma_store
     _, pin, _ = carol_pin(store)
