@@ -376,6 +376,9 @@ class RowVectors:
 
     upsert = delete = drop_user = _refuse
 
+    def follows_rows(self, user_key: str) -> bool:
+        return True  # every read is of the rows
+
     def refresh(self) -> None:
         pass
 

@@ -239,6 +239,8 @@ class SQLiteBackend(SQLiteDB):
         if drops:
             self.index.drop_user(key)
             user_ops = user_ops[drops[-1] + 1 :]
+        if not user_ops or self.index.follows_rows(key):
+            return  # the rows hold these writes: the group is read from them at its next use
         final: dict[str, str] = {}
         for op in user_ops:
             final[op["memory_id"]] = op["op"]

@@ -20,6 +20,11 @@ class VectorIndex(Protocol):
 
     def delete(self, user_key: str, ids: list[str]) -> None: ...
 
+    def follows_rows(self, user_key: str) -> bool:
+        """True when the index holds no copy of this group and reads it from the rows at its next use: a write
+        already committed to the rows then needs nothing applied (the outbox skips reading its vectors)."""
+        ...
+
     def drop_user(self, user_key: str) -> None: ...
 
     def query(self, user_key: str, vector: np.ndarray, k: int) -> list[tuple[str, float]]:

@@ -163,6 +163,11 @@ class ChromaIndex:
         for i in range(0, len(ids), step):
             col.upsert(ids=ids[i : i + step], embeddings=np.asarray(vectors[i : i + step], dtype=np.float32))  # type: ignore[attr-defined]
 
+    def follows_rows(self, user_key: str) -> bool:
+        """Never: a write to a small group also checks whether it outgrew the limit, which moves it into chroma
+        (where a check looks for a group that large); so every write is applied."""
+        return False
+
     def upsert(self, user_key: str, ids: list[str], vectors: np.ndarray) -> None:
         if not ids:
             return

@@ -33,6 +33,10 @@ class ExactIndex:
             self._groups[user_key] = group
         return group
 
+    def follows_rows(self, user_key: str) -> bool:
+        with self._lock:
+            return self._loader is not None and user_key not in self._groups
+
     def upsert(self, user_key: str, ids: list[str], vectors: np.ndarray) -> None:
         with self._lock:
             group = self._group(user_key)

@@ -6,6 +6,7 @@ import pytest
 
 from memory_store import InvalidInput, MemoryKind, MemoryStatus, NewMemory, NotFound
 from memory_store.models import Source
+from memory_store.validation import user_key
 from tests.memory_store.engines import groups_in_chroma, lose_note_vectors
 
 
@@ -221,3 +222,20 @@ def test_a_repeated_search_ranks_the_same_whichever_way_the_engine_reads(store):
     assert shapes[0] == shapes[1] == shapes[2]
     assert runs[0] and {h.memory.user_id for h in runs[0]} == {"alice"}
     assert runs[0][0].memory.text in {"I grow tomatoes in my garden.", "I drink green tea every morning."}
+
+
+def test_writes_reach_search_whether_or_not_the_index_holds_the_users_vectors(store):
+    """The exact index skips applying writes to a group it does not hold (it reads the rows at the group's next
+    use) and applies them to one it holds; on every engine, adds and deletes show in search either way."""
+    first = store.add_many([NewMemory(text=f"The user owns a {pet}.", user_id="alice") for pet in ("cat", "parrot")])
+    store.flush_vectors()
+    if store.engine == "sqlite" and not store.index.persistent:
+        assert store.index.follows_rows(user_key("alice"))  # never searched: not held, nothing was applied
+    assert {h.memory.id for h in store.search("pets the user owns", "alice", mode="dense")} == {m.id for m in first}
+    if store.engine == "sqlite" and not store.index.persistent:
+        assert not store.index.follows_rows(user_key("alice"))  # held now: the next writes are applied to it
+    later = store.add("The user owns a tortoise.", "alice")
+    store.delete(first[0].id, "alice")
+    store.flush_vectors()
+    found = {h.memory.id for h in store.search("pets the user owns", "alice", mode="dense")}
+    assert found == {first[1].id, later.id}
