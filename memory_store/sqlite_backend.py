@@ -31,6 +31,7 @@ from memory_store.migrations import apply_migrations
 from memory_store.models import Feedback, HistoryEvent, Memory, Turn
 from memory_store.rows import RowDecoder
 from memory_store.validation import episode_key, episode_key_of, is_episode_key, user_key, user_key_of
+from memory_store.wal import BACKSTOP_PAGES, Checkpointer
 
 MEMORY_COLUMNS = (
     "id, user_id, agent_id, session_id, kind, text, status, created_at, updated_at, last_confirmed_at, "
@@ -128,6 +129,7 @@ class SQLiteDB:
         self._all: list[sqlite3.Connection] = []
         self._all_lock = threading.Lock()
         self._ro_uri: str | None = None
+        self._checkpointer = Checkpointer(path)
         if read_only:
             if not path.is_file():
                 raise StoreError(f"the data directory {path.parent} is read-only and holds no memory store")
@@ -153,6 +155,7 @@ class SQLiteDB:
                     env = environment_error(exc, self.path, writing=False)
                     raise env or StoreError(f"cannot open {self.path}: {exc}") from exc
                 conn.execute("PRAGMA synchronous=NORMAL")
+                conn.execute(f"PRAGMA wal_autocheckpoint={BACKSTOP_PAGES}")  # memory_store.wal checkpoints
                 conn.execute("PRAGMA foreign_keys=ON")
                 # Deleted content is overwritten with zeros: a purged user leaves no readable trace.
                 conn.execute("PRAGMA secure_delete=ON")
@@ -218,11 +221,13 @@ class SQLiteDB:
                 if env is not None:
                     raise env from exc
             raise
+        self._checkpointer.poke()
 
     def query(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[sqlite3.Row]:
         return self._conn().execute(sql, params).fetchall()
 
     def close(self) -> None:
+        self._checkpointer.close()
         with self._all_lock:
             for conn in self._all:
                 with contextlib.suppress(sqlite3.Error):
