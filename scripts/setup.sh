@@ -19,9 +19,30 @@ pip_install() {
 if ! "$VENV/bin/python" -c "import torch" 2>/dev/null; then
   pip_install torch==2.13.0
 fi
+# llama-cpp-python compiles llama.cpp for the CPU it is built on (-march=native). On a Xeon with AMX, in a virtual
+# machine that does not enable AMX, that build's AMX kernels crash the model server at its first answer (seen here:
+# a segfault in ggml_backend_amx_mul_mat). So on x86_64 it is built once for any AVX2 CPU, as a wheel kept in our own
+# cache: pip's cache keys a source build by the source archive, not by these flags, and would hand the native build
+# back.
+LLAMA=$(sed -n 's/.*"llama-cpp-python\[server\]==\([0-9.]*\)".*/\1/p' pyproject.toml | head -1)
+llama_stamp="$VENV/.llama-$LLAMA-portable"
+if [ "$(uname -m)" = x86_64 ] && [ ! -f "$llama_stamp" ]; then
+  wheels="${MARK_WHEEL_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/mark/wheels}/avx2"
+  wheel=$(ls "$wheels"/llama_cpp_python-"$LLAMA"-*.whl 2>/dev/null | head -1 || true)
+  if [ -z "$wheel" ]; then
+    echo "Building llama-cpp-python $LLAMA for any AVX2 CPU (once per machine: ~6 min)..." >&2
+    mkdir -p "$wheels"
+    CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON" \
+      "$VENV/bin/pip" wheel -q --no-deps --no-cache-dir --no-binary llama-cpp-python -w "$wheels" \
+      "llama-cpp-python==$LLAMA" 2> >(sed -e "/^WARNING: Location '.*' is ignored/d" >&2)
+    wheel=$(ls "$wheels"/llama_cpp_python-"$LLAMA"-*.whl | head -1)
+  fi
+  pip_install --force-reinstall --no-deps "$wheel"
+  touch "$llama_stamp"
+fi
 stamp="$VENV/.mark-installed"
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
-  echo "Installing mark and its dependencies (the first run builds llama-cpp-python: ~6 min)..." >&2
+  echo "Installing mark and its dependencies..." >&2
   pip_install -e ".[dev,local,mem0,compare]"
   touch "$stamp"
 fi
