@@ -22,7 +22,7 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-#: Seconds between two background checkpoints at most once per interval (commits in between share one).
+#: The least time between two background checkpoints, in seconds (the commits in between share one).
 CHECKPOINT_INTERVAL = 1.0
 #: SQLite's automatic checkpoint, inside a COMMIT, only past this many log pages (~40 MB at 4 KB pages).
 BACKSTOP_PAGES = 10_000

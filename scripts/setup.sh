@@ -30,7 +30,7 @@ if [ "$(uname -m)" = x86_64 ] && [ ! -f "$llama_stamp" ]; then
   wheels="${MARK_WHEEL_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/mark/wheels}/avx2"
   wheel=$(ls "$wheels"/llama_cpp_python-"$LLAMA"-*.whl 2>/dev/null | head -1 || true)
   if [ -z "$wheel" ]; then
-    echo "Building llama-cpp-python $LLAMA for any AVX2 CPU (once per machine: ~6 min)..." >&2
+    echo "Building llama-cpp-python $LLAMA for any AVX2 CPU (once per machine: ~5 min)..." >&2
     mkdir -p "$wheels"
     CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON" \
       "$VENV/bin/pip" wheel -q --no-deps --no-cache-dir --no-binary llama-cpp-python -w "$wheels" \
