@@ -27,6 +27,9 @@ USER_TABLES = ("mark_memories", "mark_turns", "mark_history", "mark_feedback", "
 VECTOR_TABLES = ("mark_memories", "mark_turns")
 #: A user with more vectors than this in a table has them in its HNSW index; fewer are scanned exactly.
 LARGE_USER_ROWS = 5_000
+#: The widest vector the exact-scan index holds: a btree entry must fit in a third of a page (2,704 bytes), and a
+#: vector takes 4 bytes a dimension (the 384 of the default model: 1,544 bytes). Wider vectors go without it.
+EXACT_INDEX_MAX_DIM = 600
 #: Serialises migrations and the vector-dimension step across processes (any fixed 64-bit number).
 MIGRATION_LOCK = 0x6D61726B  # "mark"
 
@@ -201,8 +204,29 @@ def m002_vector_index_for_large_users(conn: psycopg.Connection) -> None:
         conn.execute(hnsw_index_sql(table))
 
 
+@migration
+def m003_exact_scan_index(conn: psycopg.Connection) -> None:
+    """A small user's vectors scanned from an index of their own: see `create_exact_index`."""
+    dim = vector_dim(conn)
+    if dim is not None:
+        for table in VECTOR_TABLES:
+            create_exact_index(conn, table, dim)
+
+
 def hnsw_index_sql(table: str) -> str:
     return f"CREATE INDEX {table}_hnsw ON {table} USING hnsw (embedding vector_cosine_ops) WHERE ann"
+
+
+def create_exact_index(conn: psycopg.Connection, table: str, dim: int) -> None:
+    """The index an exact scan of one user's vectors reads instead of their rows: (user_key) carrying the id and
+    the vector. A user's rows are spread over as many pages as they have rows (users write in turn); their index
+    entries sit together, so the scan reads ~5x fewer pages and the dense part of a search takes half the time
+    (0.8 -> 0.4 ms at 1,000 rows). Postgres reads it alone once vacuum has marked the pages all-visible (autovacuum
+    does), and checks the rows of pages written since. Not created for vectors too wide for a btree entry."""
+    if dim <= EXACT_INDEX_MAX_DIM:
+        conn.execute(
+            f"CREATE INDEX {table}_exact ON {table} (user_key) INCLUDE (id, embedding) WHERE embedding IS NOT NULL"
+        )
 
 
 def apply_migrations(conn: psycopg.Connection) -> list[str]:
@@ -238,6 +262,7 @@ def ensure_vector_dim(conn: psycopg.Connection, dim: int) -> int:
     for table in VECTOR_TABLES:
         conn.execute(f"ALTER TABLE {table} ALTER COLUMN embedding TYPE vector({int(dim)})")
         conn.execute(hnsw_index_sql(table))
+        create_exact_index(conn, table, dim)
     conn.execute("INSERT INTO mark_meta (key, value) VALUES ('vector_dim', %s)", [str(dim)])
     conn.execute("INSERT INTO mark_migrations (name, applied_at) VALUES (%s, now())", [f"m100_vector_dim_{int(dim)}"])
     return dim

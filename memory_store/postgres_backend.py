@@ -50,10 +50,12 @@ MEMORY_COLUMNS, TURN_COLUMNS = pgrows.MEMORY_COLUMNS, pgrows.TURN_COLUMNS
 MAX_EF_SEARCH = 1000
 POOL_SIZE = 8
 #: A user with at most this many vectors is searched exactly (a scan of their rows through the user key index);
-#: past it their rows enter the HNSW index (`IndexPromoter`), which holds no smaller user's rows.
+#: past it their rows enter the HNSW index (`IndexUpkeep`), which holds no smaller user's rows.
 EXACT_ROWS = pg_migrations.LARGE_USER_ROWS
 #: Rows a promotion moves into the HNSW index per transaction (each HNSW insert takes ~2 ms: short row locks).
 PROMOTE_CHUNK = 500
+#: Rows written to a vector table by this process after which it is vacuumed in the background (`IndexUpkeep`).
+VACUUM_AFTER_ROWS = 2_000
 #: How long a user's vector count is trusted to choose between the exact scan and the HNSW index (seconds).
 SIZE_TTL = 30.0
 
@@ -64,6 +66,7 @@ class PgTx:
     def __init__(self, backend: PostgresBackend, conn: psycopg.Connection) -> None:
         self.backend = backend
         self.conn = conn
+        self.rows_written: dict[str, int] = {}  # vector table -> rows inserted (`IndexUpkeep.vacuum`)
 
     def _x(self, sql: str, params: Sequence[Any] = ()) -> psycopg.Cursor:
         return self.conn.execute(sql, params)
@@ -107,6 +110,7 @@ class PgTx:
                     for m, v in zip(memories, vectors, strict=True)
                 ),
             )
+            self.rows_written["mark_memories"] = self.rows_written.get("mark_memories", 0) + len(memories)
 
     def update_memory(self, user_id: str, memory_id: str, changes: Mapping[str, Any]) -> None:
         unknown = set(changes) - pgrows.UPDATABLE
@@ -192,6 +196,7 @@ class PgTx:
                 for n, t in enumerate(turns)
             ),
         )
+        self.rows_written["mark_turns"] = self.rows_written.get("mark_turns", 0) + len(turns)
 
     def delete_turns(self, turns: Sequence[Turn]) -> None:
         for key, ids in _by_key((t.user_id, t.id) for t in turns).items():
@@ -266,33 +271,47 @@ def _by_key(pairs: Iterator[tuple[str, str]] | Any) -> dict[str, list[str]]:
     return out
 
 
-class IndexPromoter:
-    """Moves the rows of users who outgrew the exact scan into the HNSW index, on a background thread: the search
-    that finds a user past `EXACT_ROWS` answers exactly meanwhile, and a promotion of 5,000 rows (~10 s of HNSW
-    inserts) never lands on a caller. The user is recorded first, so rows written from then on enter the index as
-    they are written; rows of a write that raced the promotion stay outside it, are scanned exactly by the user's
-    searches (`PostgresBackend.nearest`) and are moved by the next promotion."""
+class IndexUpkeep:
+    """Index work kept off the callers, on one background thread.
+
+    - **Promotion**: moves the rows of users who outgrew the exact scan into the HNSW index. The search that finds
+      a user past `EXACT_ROWS` answers exactly meanwhile, and a promotion of 5,000 rows (~10 s of HNSW inserts)
+      never lands on a caller. The user is recorded first, so rows written from then on enter the index as they
+      are written; rows of a write that raced the promotion stay outside it, are scanned exactly by the user's
+      searches (`PostgresBackend.nearest`) and are moved by the next promotion.
+    - **Vacuum after bulk writes** (`VACUUM_AFTER_ROWS`): marks the new rows' pages all-visible, so an exact scan
+      reads the user's vectors from the exact-scan index alone (`pg_migrations.create_exact_index`) instead of
+      visiting each row, and refreshes the planner's statistics. Autovacuum does the same, but only after its
+      nap (a minute by default); SKIP_LOCKED: when another process is vacuuming the table, that is enough.
+    """
 
     def __init__(self, backend: PostgresBackend) -> None:
         self.backend = backend
-        self._queue: dict[tuple[str, str], None] = {}
+        self._queue: dict[tuple[str, str, str], None] = {}  # (job, table, user key)
         self._cond = threading.Condition()
         self._busy = False
         self._closed = False
         self._thread: threading.Thread | None = None
 
     def request(self, table: str, key: str) -> None:
+        """Move a large user's rows into the HNSW index."""
+        self._put(("promote", table, key))
+
+    def vacuum(self, table: str) -> None:
+        self._put(("vacuum", table, ""))
+
+    def _put(self, job: tuple[str, str, str]) -> None:
         with self._cond:
-            if self._closed or (table, key) in self._queue:
+            if self._closed or job in self._queue:
                 return
-            self._queue[(table, key)] = None
+            self._queue[job] = None
             if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="mark-index-promoter", daemon=True)
+                self._thread = threading.Thread(target=self._run, name="mark-index-upkeep", daemon=True)
                 self._thread.start()
             self._cond.notify_all()
 
     def wait(self) -> None:
-        """Until every requested promotion is done."""
+        """Until every requested job is done."""
         with self._cond:
             while self._queue or self._busy:
                 self._cond.wait()
@@ -316,16 +335,24 @@ class IndexPromoter:
                     self._busy = False
                     self._cond.notify_all()
                     return
-                table, key = next(iter(self._queue))
+                job = next(iter(self._queue))
                 self._busy = True
+            kind, table, key = job
             try:
-                self._promote(table, key)
-            except (psycopg.Error, StoreError) as exc:  # the next search of the user asks again
-                log.warning("moving a large user's vectors into the HNSW index failed: %s", _one_line(exc))
+                if kind == "promote":
+                    self._promote(table, key)
+                else:
+                    self._vacuum(table)
+            except (psycopg.Error, StoreError) as exc:  # a promotion: the next search of the user asks again
+                log.warning("background index work (%s of %s) failed: %s", kind, table, _one_line(exc))
             with self._cond:
-                self._queue.pop((table, key), None)
+                self._queue.pop(job, None)
                 self._busy = False
                 self._cond.notify_all()
+
+    def _vacuum(self, table: str) -> None:
+        with psycopg.connect(self.backend.url, autocommit=True) as conn:
+            conn.execute(f"VACUUM (ANALYZE, SKIP_LOCKED) {table}")
 
     def _promote(self, table: str, key: str) -> None:
         # Only while the user has rows: a purge between the request and now leaves no mark of the user behind.
@@ -421,7 +448,9 @@ class PostgresBackend:
             name="mark",
         )
         self.index = RowVectors(self)
-        self.promoter = IndexPromoter(self)
+        self.upkeep = IndexUpkeep(self)
+        self._written: dict[str, int] = {}  # table -> rows written since its last vacuum request
+        self._written_lock = threading.Lock()
 
     @staticmethod
     def _configure(conn: psycopg.Connection) -> None:
@@ -463,15 +492,26 @@ class PostgresBackend:
     def transaction(self) -> Iterator[PgTx]:
         try:
             with self._conn() as conn, conn.transaction():
-                yield PgTx(self, conn)
+                tx = PgTx(self, conn)
+                yield tx
         except BaseException:
             if self._dim_tx is not None:  # the vector columns were sized in the transaction that failed
                 self._dim, self._dim_tx = None, None
             raise
+        for table, n in tx.rows_written.items():
+            self._count_written(table, n)
+
+    def _count_written(self, table: str, rows: int) -> None:
+        """Vacuum a table in the background once this process has written `VACUUM_AFTER_ROWS` rows to it."""
+        with self._written_lock:
+            total = self._written.get(table, 0) + rows
+            self._written[table] = 0 if total >= VACUUM_AFTER_ROWS else total
+        if total >= VACUUM_AFTER_ROWS:
+            self.upkeep.vacuum(table)
         self._dim_tx = None
 
     def close(self) -> None:
-        self.promoter.close()
+        self.upkeep.close()
         self.pool.close()
 
     def column_types(self, conn: psycopg.Connection, table: str) -> dict[str, int]:
@@ -626,7 +666,7 @@ class PostgresBackend:
                 self._sizes[key] = (total, time.monotonic())
                 rows = [r for r in found if r["id"] is not None]
             if total > EXACT_ROWS and unindexed:
-                self.promoter.request(table, scope)
+                self.upkeep.request(table, scope)
             if len(rows) < min(k, total):
                 rows = conn.execute(exact, [q, scope, k]).fetchall()
         return [(r["id"], float(r["sim"])) for r in rows]
@@ -876,7 +916,7 @@ class PostgresBackend:
 
     def flush_vectors(self) -> None:
         """Vectors are written with their rows; what may be in flight is a large user's move into the HNSW index."""
-        self.promoter.wait()
+        self.upkeep.wait()
 
     def vector_state(self) -> VectorState:
         """A vector is a column of its row, so none can be missing from an index or left without a row; what can
