@@ -3,6 +3,7 @@ the index's cost, and a user who outgrows the exact scan is moved into the index
 
 from __future__ import annotations
 
+import numpy as np
 import psycopg
 import pytest
 
@@ -128,9 +129,85 @@ def test_a_database_with_a_whole_table_index_is_migrated_to_the_large_users_inde
                 0
             ]["indexdef"]
             assert "WHERE ann" in definition
+            exact = store.backend.query("SELECT indexdef FROM pg_indexes WHERE indexname = 'mark_memories_exact'")
+            assert "INCLUDE (id, embedding)" in exact[0]["indexdef"]  # m003 on a database already sized
             assert indexed(store, "big") == (9, 0) and indexed(store, "small") == (0, 3)
             assert store.search("note 2", "small", mode="dense", limit=1)[0].memory.id == "small-2"
         finally:
             store.close()
     finally:
         drop_database(pg_server, url)
+
+
+def exact_scan_plan(store: MemoryStore, user: str, vector: np.ndarray) -> dict:
+    """The scan node of `nearest`'s exact query, run."""
+    from pgvector.psycopg import register_vector
+
+    with psycopg.connect(store.backend.url, autocommit=True) as conn:
+        register_vector(conn)
+        plan = conn.execute(
+            "EXPLAIN (ANALYZE, FORMAT JSON) SELECT id, (embedding <=> %s::vector) + 0 AS d FROM mark_memories "
+            "WHERE user_key = %s AND embedding IS NOT NULL ORDER BY d LIMIT 5",
+            [np.asarray(vector, dtype=np.float32), user_key(user)],
+        ).fetchone()[0][0]["Plan"]
+    while plan.get("Plans"):  # Limit -> Sort -> the scan
+        plan = plan["Plans"][0]
+    return plan
+
+
+def visibility(store: MemoryStore) -> tuple[int, int]:
+    """(pages, pages all-visible) of the notes table, as its last vacuum or analyze left them."""
+    row = store.backend.query("SELECT relpages, relallvisible FROM pg_class WHERE relname = 'mark_memories'")[0]
+    return row["relpages"], row["relallvisible"]
+
+
+def test_a_bulk_write_is_vacuumed_in_the_background_so_the_exact_scan_reads_its_index_alone(
+    pg_store, embedder, monkeypatch
+):
+    monkeypatch.setattr(pb, "VACUUM_AFTER_ROWS", 400)
+    others = [m for u in range(6) for m in notes(f"other-{u}", 50)]
+    pg_store.add_many(notes("small", 12) + others)
+    pg_store.flush_vectors()  # waits for the background work: none yet (312 rows written)
+    assert visibility(pg_store)[1] == 0
+
+    pg_store.add_many(notes("other-0", 100, start=50))  # 412 rows written by this process: past the limit
+    pg_store.flush_vectors()
+    # The pages of the earlier write are all-visible now (those of the write that just committed may not be yet:
+    # vacuum counts them only once no snapshot could predate it; autovacuum or the next bulk write gets them).
+    assert visibility(pg_store)[1] > 0
+    scan = exact_scan_plan(pg_store, "small", embedder.embed(["jar 3 of honey"])[0])
+    assert (scan["Node Type"], scan["Index Name"], scan["Heap Fetches"]) == (
+        "Index Only Scan",
+        "mark_memories_exact",
+        0,
+    )
+    assert pg_store.search("jar 3 of honey", "small", mode="dense", limit=1)[0].memory.text.startswith(
+        "Note 3 of small"
+    )
+
+
+class DoubledEmbedder:
+    """The real model's vectors written twice over (768 dimensions, the same cosines): too wide for a btree entry."""
+
+    def __init__(self, inner) -> None:
+        self.inner, self.model_id, self.dim = inner, inner.model_id + "-doubled", inner.dim * 2
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        v = self.inner.embed(texts)
+        return np.concatenate([v, v], axis=1) / np.sqrt(2.0)
+
+
+def test_vectors_too_wide_for_the_exact_scan_index_go_without_it(tmp_path, embedder, pg_url):
+    wide = DoubledEmbedder(embedder)
+    assert wide.dim > pg_migrations.EXACT_INDEX_MAX_DIM
+    store = MemoryStore(StoreSettings(home=tmp_path / "home", store_url=pg_url), embedder=wide)
+    try:
+        store.add_many(notes("small", 12))
+        store.add_turns([{"user_id": "small", "role": "user", "content": "I keep the honey on shelf 3."}])
+        names = {r["indexname"] for r in store.backend.query("SELECT indexname FROM pg_indexes")}
+        assert "mark_memories_hnsw" in names and not {"mark_memories_exact", "mark_turns_exact"} & names
+        assert store.search("jar 3 of honey", "small", mode="dense", limit=1)[0].memory.text.startswith(
+            "Note 3 of small"
+        )
+    finally:
+        store.close()
