@@ -281,8 +281,10 @@ class IndexUpkeep:
       searches (`PostgresBackend.nearest`) and are moved by the next promotion.
     - **Vacuum after bulk writes** (`VACUUM_AFTER_ROWS`): marks the new rows' pages all-visible, so an exact scan
       reads the user's vectors from the exact-scan index alone (`pg_migrations.create_exact_index`) instead of
-      visiting each row, and refreshes the planner's statistics. Autovacuum does the same, but only after its
-      nap (a minute by default); SKIP_LOCKED: when another process is vacuuming the table, that is enough.
+      visiting each row (and gives the planner the count of such pages). Autovacuum does the same, but only
+      after its nap (a minute by default). Insert-only pages cost little to vacuum; ANALYZE, which samples the
+      whole table, is left to autovacuum. SKIP_LOCKED: when another process is vacuuming the table, that is
+      enough.
     """
 
     def __init__(self, backend: PostgresBackend) -> None:
@@ -352,7 +354,7 @@ class IndexUpkeep:
 
     def _vacuum(self, table: str) -> None:
         with psycopg.connect(self.backend.url, autocommit=True) as conn:
-            conn.execute(f"VACUUM (ANALYZE, SKIP_LOCKED) {table}")
+            conn.execute(f"VACUUM (SKIP_LOCKED) {table}")
 
     def _promote(self, table: str, key: str) -> None:
         # Only while the user has rows: a purge between the request and now leaves no mark of the user behind.
