@@ -500,6 +500,7 @@ class PostgresBackend:
             if self._dim_tx is not None:  # the vector columns were sized in the transaction that failed
                 self._dim, self._dim_tx = None, None
             raise
+        self._dim_tx = None
         for table, n in tx.rows_written.items():
             self._count_written(table, n)
 
@@ -510,7 +511,6 @@ class PostgresBackend:
             self._written[table] = 0 if total >= VACUUM_AFTER_ROWS else total
         if total >= VACUUM_AFTER_ROWS:
             self.upkeep.vacuum(table)
-        self._dim_tx = None
 
     def close(self) -> None:
         self.upkeep.close()
@@ -920,7 +920,8 @@ class PostgresBackend:
     # -- vectors and maintenance --------------------------------------------------------------------------
 
     def flush_vectors(self) -> None:
-        """Vectors are written with their rows; what may be in flight is a large user's move into the HNSW index."""
+        """Vectors are written with their rows; what may be in flight is a large user's move into the HNSW index, or
+        a vacuum after a bulk write."""
         self.upkeep.wait()
 
     def vector_state(self) -> VectorState:
