@@ -182,6 +182,26 @@ def m004_forgetting(db: sqlite_utils.Database) -> None:
     db["meta"].insert({"key": "forget_key", "value": secrets.token_hex(32)}, replace=True)
 
 
+@migration
+def m005_keyword_index_follows_its_columns(db: sqlite_utils.Database) -> None:
+    """The keyword index is rewritten only when a row's indexed columns change.
+
+    sqlite-utils' update triggers fire on any UPDATE: each recall count a chat turn bumps, each confirmation and
+    each turn's extraction status deleted the row's text from FTS5 and indexed it again. That is work on the
+    writer's path and churn in the index's segments, for nothing. The new triggers name their columns.
+    """
+    for table, text in (("memories", "text"), ("turns", "content")):
+        db.execute(f'DROP TRIGGER IF EXISTS "{table}_au"')
+        db.execute(
+            f'CREATE TRIGGER "{table}_au" AFTER UPDATE OF "{text}", "user_key" ON "{table}" BEGIN\n'
+            f'  INSERT INTO "{table}_fts" ("{table}_fts", rowid, "{text}", "user_key") '
+            f'VALUES(\'delete\', old.rowid, old."{text}", old."user_key");\n'
+            f'  INSERT INTO "{table}_fts" (rowid, "{text}", "user_key") '
+            f'VALUES (new.rowid, new."{text}", new."user_key");\n'
+            "END"
+        )
+
+
 def apply_migrations(db: sqlite_utils.Database) -> list[str]:
     """Apply pending migrations in order; returns the names applied. The caller holds a write lock."""
     if "_migrations" not in db.table_names():

@@ -1,7 +1,8 @@
 """The rules that keep search fast on a long history change nothing a user can see: a large user's keyword search
 ranks with its rarest words, a small user's stays exact, a query vector still being computed gives the same hits,
 a single query embedded on one thread gets the same vector, and a search that merges pending vector writes instead
-of writing the index first finds what it would find after. Real SQLite, chroma and embedding model."""
+of writing the index first finds what it would find after; an update that changes no words leaves the keyword
+index alone. Real SQLite, chroma and embedding model."""
 
 from __future__ import annotations
 
@@ -191,3 +192,31 @@ def test_stored_vectors_are_scored_in_one_product_and_a_missing_or_foreign_one_g
     assert sims[1:4] == [None, None, None]
     assert sims[0] == pytest.approx(float(a @ query), rel=1e-6) and sims[4] == pytest.approx(float(b @ query), rel=1e-6)
     assert sqlite_backend._similarities([a.tobytes()], None) == [None]
+
+
+def fts_data(store, table: str) -> tuple[int, int]:
+    """(segment blocks, their bytes) of an FTS5 index: any rewrite of an indexed row changes them."""
+    row = store.backend.conn.execute(f"SELECT count(*), sum(length(block)) FROM {table}_fts_data").fetchone()
+    return row[0], row[1]
+
+
+def test_the_keyword_index_is_rewritten_only_when_an_indexed_column_changes(chroma_store):
+    """A recall count, a confirmation, a turn's extraction status: none of them touch the words, so none rewrites
+    the keyword index (the update triggers name their columns: migration m005). A changed text still does."""
+    note = chroma_store.add("My locker code at the gym is 4471.", "alice")
+    (turn,) = say(chroma_store, "alice", ["I moved to Lisbon in March."])
+    notes_before, turns_before = fts_data(chroma_store, "memories"), fts_data(chroma_store, "turns")
+
+    for _ in range(3):
+        chroma_store.mark_recalled([note.id], "alice")
+    chroma_store.confirm(note.id, "alice")
+    chroma_store.set_turns_status([turn.id], "done")
+    assert fts_data(chroma_store, "memories") == notes_before
+    assert fts_data(chroma_store, "turns") == turns_before
+    assert chroma_store.get(note.id, "alice").recall_count == 3
+    assert [h.memory.id for h in chroma_store.search("locker code", "alice", mode="keyword")] == [note.id]
+
+    chroma_store.update(note.id, "alice", text="My locker code at the gym is 9012.")
+    assert fts_data(chroma_store, "memories") != notes_before
+    assert [h.memory.id for h in chroma_store.search("9012", "alice", mode="keyword")] == [note.id]
+    assert chroma_store.search("4471", "alice", mode="keyword") == []
