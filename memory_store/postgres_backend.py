@@ -19,6 +19,7 @@ import logging
 import threading
 import time
 import weakref
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any
@@ -66,7 +67,7 @@ class PgTx:
     def __init__(self, backend: PostgresBackend, conn: psycopg.Connection) -> None:
         self.backend = backend
         self.conn = conn
-        self.rows_written: dict[str, int] = {}  # vector table -> rows inserted (`IndexUpkeep.vacuum`)
+        self.rows_written: Counter[str] = Counter()  # vector table -> rows inserted (`IndexUpkeep.wrote`)
 
     def _x(self, sql: str, params: Sequence[Any] = ()) -> psycopg.Cursor:
         return self.conn.execute(sql, params)
@@ -110,7 +111,7 @@ class PgTx:
                     for m, v in zip(memories, vectors, strict=True)
                 ),
             )
-            self.rows_written["mark_memories"] = self.rows_written.get("mark_memories", 0) + len(memories)
+            self.rows_written["mark_memories"] += len(memories)
 
     def update_memory(self, user_id: str, memory_id: str, changes: Mapping[str, Any]) -> None:
         unknown = set(changes) - pgrows.UPDATABLE
@@ -196,7 +197,7 @@ class PgTx:
                 for n, t in enumerate(turns)
             ),
         )
-        self.rows_written["mark_turns"] = self.rows_written.get("mark_turns", 0) + len(turns)
+        self.rows_written["mark_turns"] += len(turns)
 
     def delete_turns(self, turns: Sequence[Turn]) -> None:
         for key, ids in _by_key((t.user_id, t.id) for t in turns).items():
@@ -294,12 +295,19 @@ class IndexUpkeep:
         self._busy = False
         self._closed = False
         self._thread: threading.Thread | None = None
+        self._written: Counter[str] = Counter()  # table -> rows committed since its last vacuum was asked for
 
     def request(self, table: str, key: str) -> None:
         """Move a large user's rows into the HNSW index."""
         self._put(("promote", table, key))
 
-    def vacuum(self, table: str) -> None:
+    def wrote(self, table: str, rows: int) -> None:
+        """Rows this process committed to a table: vacuum it once they add up to `VACUUM_AFTER_ROWS`."""
+        with self._cond:
+            self._written[table] += rows
+            if self._written[table] < VACUUM_AFTER_ROWS:
+                return
+            del self._written[table]
         self._put(("vacuum", table, ""))
 
     def _put(self, job: tuple[str, str, str]) -> None:
@@ -353,8 +361,7 @@ class IndexUpkeep:
                 self._cond.notify_all()
 
     def _vacuum(self, table: str) -> None:
-        with psycopg.connect(self.backend.url, autocommit=True) as conn:
-            conn.execute(f"VACUUM (SKIP_LOCKED) {table}")
+        self.backend.query(f"VACUUM (SKIP_LOCKED) {table}")  # pooled connections are autocommit
 
     def _promote(self, table: str, key: str) -> None:
         # Only while the user has rows: a purge between the request and now leaves no mark of the user behind.
@@ -451,8 +458,6 @@ class PostgresBackend:
         )
         self.index = RowVectors(self)
         self.upkeep = IndexUpkeep(self)
-        self._written: dict[str, int] = {}  # table -> rows written since its last vacuum request
-        self._written_lock = threading.Lock()
 
     @staticmethod
     def _configure(conn: psycopg.Connection) -> None:
@@ -501,16 +506,8 @@ class PostgresBackend:
                 self._dim, self._dim_tx = None, None
             raise
         self._dim_tx = None
-        for table, n in tx.rows_written.items():
-            self._count_written(table, n)
-
-    def _count_written(self, table: str, rows: int) -> None:
-        """Vacuum a table in the background once this process has written `VACUUM_AFTER_ROWS` rows to it."""
-        with self._written_lock:
-            total = self._written.get(table, 0) + rows
-            self._written[table] = 0 if total >= VACUUM_AFTER_ROWS else total
-        if total >= VACUUM_AFTER_ROWS:
-            self.upkeep.vacuum(table)
+        for table, rows in tx.rows_written.items():
+            self.upkeep.wrote(table, rows)
 
     def close(self) -> None:
         self.upkeep.close()
