@@ -33,6 +33,7 @@ from mark_agents.llm import Usage, estimate_tokens
 from mark_agents.prompts import EPISODES_TITLE, MEMORY_BLOCK_INTRO, SECTION_TITLES
 from memory_store import AsyncMemoryStore, EpisodeHit, MemoryStore, ScoreBreakdown, SearchHit, Turn
 from memory_store.forgetting import MARKER, ForgetGuard
+from memory_store.ids import short_id
 
 Layer = Literal["note", "episode", "history"]
 
@@ -115,8 +116,8 @@ class Recall(BaseModel):
     def explain_lines(self) -> list[str]:
         """One line per item: which layer it came from and why (the REPL's /why)."""
         lines = [f"mode: {self.mode} ({self.tokens} of {self.budget_tokens} tokens)"]
-        lines += [f"note    {m.id[:8]}  {m.why}: {m.text}" for m in self.memories]
-        lines += [f"{t.layer:<7} {t.id[:8]}  {t.why}: {t.role}: {t.text[:100]}" for t in self.turns]
+        lines += [f"note    {short_id(m.id)}  {m.why}: {m.text}" for m in self.memories]
+        lines += [f"{t.layer:<7} {short_id(t.id)}  {t.why}: {t.role}: {t.text[:100]}" for t in self.turns]
         return lines
 
 
@@ -368,7 +369,7 @@ def recall(
             if t.id == best.turn.id:
                 picked[t.id] = (t, "episode", best.score, _hit_why(best))
             else:
-                picked[t.id] = (t, "episode", 0.0, f"context of episode hit {best.turn.id[:8]}")
+                picked[t.id] = (t, "episode", 0.0, f"context of episode hit {short_id(best.turn.id)}")
     turns = [p[0] for p in picked.values()]
     outdated = _outdated_notes(store, user_id, turns)
     text = format_block(chosen, turns, outdated)

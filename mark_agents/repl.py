@@ -30,6 +30,7 @@ from mark_agents.agent import DEFAULT_SESSION, ChatReply, MemoryAgent
 from mark_agents.config import Settings
 from memory_store import InvalidInput, MarkError
 from memory_store.files import private_output
+from memory_store.ids import short_id
 from memory_store.validation import check_optional_id, check_scope_id
 
 log = logging.getLogger(__name__)
@@ -38,7 +39,7 @@ COMMANDS: list[tuple[str, str]] = [
     ("/memories", "what I remember about you"),
     ("/search QUERY", "search your memories, with scores"),
     ("/why", "the memories behind my last reply, with their score components"),
-    ("/forget ID", "forget one memory everywhere (an id prefix from /memories is enough)"),
+    ("/forget ID", "forget one memory everywhere (the short id from /memories is enough)"),
     ("/forget about TOPIC", "show every memory and message about a topic, then forget them all"),
     ("/good, /bad", "rate my last reply: the memories it used gain or lose trust"),
     ("/export [FILE]", "write your memories, history and turns as JSON lines"),
@@ -279,7 +280,7 @@ class ChatREPL:
         title = f"{page.total} memories" + (
             f" (newest {len(page.items)} shown)" if page.total > len(page.items) else ""
         )
-        rows = [[m.id[:10], m.kind.value, m.text + _status_suffix(m.status.value)] for m in page.items]
+        rows = [[short_id(m.id), m.kind.value, m.text + _status_suffix(m.status.value)] for m in page.items]
         self._table(title, ["id", "kind", "text"], rows)
 
     async def _search(self, arg: str) -> None:
@@ -292,7 +293,7 @@ class ChatREPL:
             return
         rows = [
             [
-                h.memory.id[:10],
+                short_id(h.memory.id),
                 f"{h.score:.3f}",
                 h.memory.kind.value,
                 h.memory.text + _status_suffix(h.memory.status.value),
@@ -313,7 +314,7 @@ class ChatREPL:
             for m in self.last.memories:
                 e = m.explain
                 parts = [e.similarity, e.recency, e.frequency, e.trust, e.final] if e else [None] * 4 + [m.score]
-                rows.append([m.id[:10], m.kind, m.text, *(f"{p:.2f}" if p is not None else "-" for p in parts)])
+                rows.append([short_id(m.id), m.kind, m.text, *(f"{p:.2f}" if p is not None else "-" for p in parts)])
             self._table(
                 f"notes behind the last reply ({self.last.memory_ms:.0f} ms of memory work)",
                 ["id", "kind", "text", "similarity", "recency", "frequency", "trust", "final"],
@@ -329,7 +330,7 @@ class ChatREPL:
 
     async def _forget(self, arg: str) -> None:
         if not arg:
-            raise InvalidInput("usage: /forget ID (an id prefix from /memories) or /forget about TOPIC")
+            raise InvalidInput("usage: /forget ID (a short id from /memories) or /forget about TOPIC")
         await self._wait_background("finishing memory extraction…")
         name, _, topic = arg.partition(" ")
         if name.lower() == "about":
@@ -339,8 +340,8 @@ class ChatREPL:
             if not plan.memories and not plan.turns:
                 self._info("nothing I remember matches that topic")
                 return
-            rows = [["memory", m.id[:10], m.text] for m in plan.memories]
-            rows += [[f"message ({t.role})", t.id[:10], t.content[:200]] for t in plan.turns]
+            rows = [["memory", short_id(m.id), m.text] for m in plan.memories]
+            rows += [[f"message ({t.role})", short_id(t.id), t.content[:200]] for t in plan.turns]
             self._table(
                 f"{len(plan.memories)} memories and {len(plan.turns)} messages match", ["what", "id", "text"], rows
             )
@@ -350,12 +351,12 @@ class ChatREPL:
                 return
             report = await self.agent.aforget(self.user_id, plan=plan, reason="forgotten in chat", actor="chat")
             n = len(report.memories)
-            self._info(f"forgot {n} memor{'y' if n == 1 else 'ies'}: {', '.join(m[:10] for m in report.memories)}")
+            self._info(f"forgot {n} memor{'y' if n == 1 else 'ies'}: {', '.join(short_id(m) for m in report.memories)}")
         else:
             mid = await self.store.resolve_id(arg, self.user_id)
             text = (await self.store.get(mid, self.user_id)).text
             report = await self.agent.aforget(self.user_id, mid, reason="forgotten in chat", actor="chat")
-            self._info(f"forgot {mid[:10]}: {text}")
+            self._info(f"forgot {short_id(mid)}: {text}")
         self.last = None  # its recalled notes and turns may hold what was just forgotten
         self._info(f"removed from {len(report.turns)} messages and {report.chat_threads} conversations too")
 

@@ -330,9 +330,9 @@ class AsyncMemoryStore:
         """Awaitable `MemoryStore.reconcile`."""
         return await asyncio.to_thread(self.sync.reconcile)
 
-    async def resolve_id(self, prefix: str, user_id: str) -> str:
+    async def resolve_id(self, short: str, user_id: str) -> str:
         """Awaitable `MemoryStore.resolve_id`."""
-        return await asyncio.to_thread(self.sync.resolve_id, prefix, user_id)
+        return await asyncio.to_thread(self.sync.resolve_id, short, user_id)
 
     async def retryable_turns(self, user_id: str, max_attempts: int = 3) -> list[Turn]:
         """Awaitable `MemoryStore.retryable_turns`."""

@@ -197,7 +197,9 @@ class Backend(Protocol):
 
     def get_memory(self, memory_id: str, user_id: str) -> Memory | None: ...
 
-    def resolve_prefix(self, prefix: str, user_id: str) -> list[str]: ...
+    def resolve_short_id(self, short: str, user_id: str) -> list[str]:
+        """Ids in the user's scope that end or start with ``short`` (at most 3: one means it is unambiguous)."""
+        ...
 
     def candidates_by_ids(
         self, ids: Sequence[str], user_id: str, query: np.ndarray | None = None

@@ -19,6 +19,7 @@ from rich.table import Table
 
 from memory_store.errors import InvalidInput, StoreError
 from memory_store.files import private_output
+from memory_store.ids import short_id
 from memory_store.models import ForgetPlan, ForgetReport, MemoryKind, PurgeReport
 from memory_store.store import MemoryStore
 
@@ -28,7 +29,7 @@ console = Console(emoji=False)
 
 User = Annotated[str, typer.Option("--user", "-u", help="The user whose memories to use (required).")]
 Json = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
-ForgetId = Annotated[str | None, typer.Argument(help="Memory id or unique prefix.")]
+ForgetId = Annotated[str | None, typer.Argument(help="Memory id, or its short form as lists show it.")]
 ForgetAbout = Annotated[
     str | None, typer.Option("--about", help="Forget every note and episode about this topic (asks first).")
 ]
@@ -45,10 +46,6 @@ def open_store(ctx: typer.Context) -> MemoryStore:
 
 def emit(data: object) -> None:
     typer.echo(json.dumps(data, ensure_ascii=False, indent=None, default=str))
-
-
-def _short(mid: str) -> str:
-    return mid[:10]
 
 
 @memory_app.command("add")
@@ -69,7 +66,7 @@ def add(
     if as_json:
         emit(m.model_dump(mode="json"))
     else:
-        console.print(f"added [bold]{_short(m.id)}[/]  {escape(m.text)}")
+        console.print(f"added [bold]{short_id(m.id)}[/]  {escape(m.text)}")
 
 
 @memory_app.command("search")
@@ -120,7 +117,7 @@ def search(
             extra = [f"{e.similarity:.2f}", f"{e.recency:.2f}", f"{e.frequency:.2f}", f"{e.trust:.2f}"]
         status = "" if h.memory.status == "active" else f" [dim]({h.memory.status})[/]"
         table.add_row(
-            _short(h.memory.id), f"{h.score:.3f}", h.memory.kind.value, escape(h.memory.text) + status, *extra
+            short_id(h.memory.id), f"{h.score:.3f}", h.memory.kind.value, escape(h.memory.text) + status, *extra
         )
     console.print(table)
 
@@ -152,7 +149,7 @@ def list_(
     for m in page.items:
         status = "" if m.status == "active" else f" [dim]({m.status})[/]"
         table.add_row(
-            _short(m.id),
+            short_id(m.id),
             m.kind.value,
             escape(m.text) + status,
             str(m.confirm_count),
@@ -168,7 +165,7 @@ def list_(
 def history(
     ctx: typer.Context,
     user: User,
-    memory_id: Annotated[str | None, typer.Argument(help="One memory (id or unique prefix).")] = None,
+    memory_id: Annotated[str | None, typer.Argument(help="One memory (id, or its short form).")] = None,
     as_json: Json = False,
 ) -> None:
     """The audit trail: every add, update, confirm, supersede, dispute and delete, with its reason."""
@@ -182,7 +179,7 @@ def history(
     for e in events:
         table.add_row(
             e.created_at.strftime("%Y-%m-%d %H:%M:%S"),
-            escape(_short(e.memory_id)),
+            escape(short_id(e.memory_id)),
             escape(e.event),
             escape(e.old_text or ""),
             escape(e.new_text or ""),
@@ -249,7 +246,7 @@ def show_forget(report: ForgetReport, memory_id: str | None, as_json: bool) -> N
         emit({"deleted": deleted, **report.model_dump()})
         return
     n = len(report.memories)
-    line = f"forgot {n} memor{'y' if n == 1 else 'ies'} ({', '.join(_short(m) for m in report.memories) or '-'})"
+    line = f"forgot {n} memor{'y' if n == 1 else 'ies'} ({', '.join(short_id(m) for m in report.memories) or '-'})"
     if report.redacted_memories:
         line += f", rewrote {len(report.redacted_memories)} that held it beside other facts"
     line += f"; redacted {len(report.turns)} turns, {report.history} history events, {report.chat_threads} chat threads"
@@ -260,9 +257,9 @@ def _show_plan(plan: ForgetPlan) -> None:
     table = Table("what", "id", "text", title=f"{len(plan.memories)} memories and {len(plan.turns)} turns match")
     for m in plan.memories:
         status = "" if m.status == "active" else f" [dim]({m.status})[/]"
-        table.add_row("memory", _short(m.id), escape(m.text) + status)
+        table.add_row("memory", short_id(m.id), escape(m.text) + status)
     for t in plan.turns:
-        table.add_row(f"turn ({escape(t.role)})", _short(t.id), escape(t.content[:200]))
+        table.add_row(f"turn ({escape(t.role)})", short_id(t.id), escape(t.content[:200]))
     console.print(table)
 
 

@@ -31,6 +31,7 @@ from memory_store.forgetting import (
     salient,
     text_hash,
 )
+from memory_store.ids import new_id
 from memory_store.importing import ExportFile
 from memory_store.models import ForgetPlan, ForgetReport, Memory, Turn
 from memory_store.validation import check_scope_id, check_text, user_key
@@ -206,7 +207,7 @@ def forget(store: MemoryStore, p: ForgetPlan, *, reason: str, actor: str) -> For
         tx.add_forgotten(
             [
                 {
-                    "id": fp.id or _new_id(),
+                    "id": fp.id or new_id(),
                     "user_id": user_id,
                     "memory_id": mid,
                     "kind": kind,
@@ -231,12 +232,6 @@ def _add_keyword_hits(store: MemoryStore, user_id: str, texts: list[str], into: 
         ids = [i for i, _ in store.backend.episode_keyword_search(ukey, text, 100_000) if i not in into]
         for i, (t, _) in store.backend.turns_by_ids(user_id, ids).items():
             into[i] = t
-
-
-def _new_id() -> str:
-    import uuid
-
-    return uuid.uuid4().hex
 
 
 def _fallback_clauses(

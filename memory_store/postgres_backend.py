@@ -40,6 +40,7 @@ from memory_store.backend import (
     hybrid_candidates_in_three_reads,
 )
 from memory_store.errors import Conflict, StoreError
+from memory_store.ids import like_escape
 from memory_store.keywords import query_words
 from memory_store.models import CheckReport, Feedback, HistoryEvent, Memory, Turn
 from memory_store.validation import is_episode_key, user_key, user_key_of
@@ -552,11 +553,11 @@ class PostgresBackend:
         )
         return pgrows.decode.memory(rows[0]) if rows else None
 
-    def resolve_prefix(self, prefix: str, user_id: str) -> list[str]:
-        escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    def resolve_short_id(self, short: str, user_id: str) -> list[str]:
+        pattern = like_escape(short)
         rows = self.query(
-            "SELECT id FROM mark_memories WHERE user_key = %s AND user_id = %s AND id LIKE %s LIMIT 3",
-            [user_key(user_id), user_id, escaped + "%"],
+            "SELECT id FROM mark_memories WHERE user_key = %s AND user_id = %s AND (id LIKE %s OR id LIKE %s) LIMIT 3",
+            [user_key(user_id), user_id, "%" + pattern, pattern + "%"],
         )
         return [r["id"] for r in rows]
 

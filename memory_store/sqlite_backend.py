@@ -26,6 +26,7 @@ from filelock import FileLock
 
 from memory_store.backend import Candidate, MemoryFilter
 from memory_store.errors import StoreError
+from memory_store.ids import like_escape
 from memory_store.keywords import query_words
 from memory_store.migrations import apply_migrations
 from memory_store.models import Feedback, HistoryEvent, Memory, Turn
@@ -241,11 +242,12 @@ class SQLiteDB:
         rows = self.query(f"SELECT {MEMORY_COLUMNS} FROM memories WHERE id = ? AND user_id = ?", (memory_id, user_id))
         return decode.memory(rows[0]) if rows else None
 
-    def resolve_prefix(self, prefix: str, user_id: str) -> list[str]:
-        """Ids in the user's scope that start with prefix (the CLI accepts unambiguous short ids)."""
-        escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    def resolve_short_id(self, short: str, user_id: str) -> list[str]:
+        """Ids in the user's scope that end or start with ``short`` (the CLI accepts unambiguous short ids)."""
+        pattern = like_escape(short)
         rows = self.query(
-            "SELECT id FROM memories WHERE user_id = ? AND id LIKE ? ESCAPE '\\' LIMIT 3", (user_id, escaped + "%")
+            "SELECT id FROM memories WHERE user_id = ? AND (id LIKE ? ESCAPE '\\' OR id LIKE ? ESCAPE '\\') LIMIT 3",
+            (user_id, "%" + pattern, pattern + "%"),
         )
         return [r["id"] for r in rows]
 

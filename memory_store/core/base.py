@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import threading
-import uuid
 from collections import OrderedDict
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -18,16 +17,13 @@ from memory_store.config import StoreSettings
 from memory_store.embeddings import Embedder, get_embedder, text_key
 from memory_store.errors import InvalidInput, NotFound
 from memory_store.forgetting import Fingerprint, ForgetGuard
+from memory_store.ids import new_id
 from memory_store.models import HistoryEvent, Memory
 from memory_store.validation import check_scope_id
 
 
 def _as_datetime(value: float | datetime) -> datetime:
     return value if isinstance(value, datetime) else datetime.fromtimestamp(value, UTC)
-
-
-def new_id() -> str:
-    return uuid.uuid4().hex
 
 
 #: Single texts embedded lately, kept by hash: a chat turn stores the user's message and then recalls with it, and

@@ -230,14 +230,16 @@ class MemoryOps(StoreBase):
     def get(self, memory_id: str, user_id: str) -> Memory:
         return self._require(memory_id, user_id)
 
-    def resolve_id(self, prefix: str, user_id: str) -> str:
-        """Expand an unambiguous id prefix (as typed in the CLI) within the user's scope."""
+    def resolve_id(self, short: str, user_id: str) -> str:
+        """Expand an id as typed in the CLI within the user's scope: the whole id, its short form (the end, as lists
+        show it: `short_id`) or a unique start."""
         check_scope_id(user_id)
-        matches = self.backend.resolve_prefix(prefix.strip(), user_id) if prefix.strip() else []
+        short = short.strip()
+        matches = self.backend.resolve_short_id(short, user_id) if short else []
         if not matches:
-            raise NotFound(f"no memory {prefix!r} for this user")
+            raise NotFound(f"no memory {short!r} for this user")
         if len(matches) > 1:
-            raise InvalidInput(f"memory id prefix {prefix!r} is ambiguous; give more characters")
+            raise InvalidInput(f"memory id {short!r} matches more than one memory; give more characters")
         return matches[0]
 
     def list(

@@ -16,6 +16,7 @@ from mark_agents.agent import MemoryAgent
 from mark_agents.config import Settings
 from mark_agents.repl import run_repl
 from memory_store import MemoryStore
+from memory_store.ids import short_id
 from memory_store.validation import MAX_TURN_CHARS
 from tests.mark_agents.fake_llm import Brain
 
@@ -91,7 +92,7 @@ async def test_repl_forget_feedback_export_help_with_scripted_fake_llm(home, bra
         "/bad",
         "/bad too vague",
         f"/export {export}",
-        f"/forget {mid[:8]}",
+        f"/forget {short_id(mid)}",
         "/memories",
         "/forget zzzz",
         "/forget",
@@ -105,13 +106,13 @@ async def test_repl_forget_feedback_export_help_with_scripted_fake_llm(home, bra
     assert "You told me: The user's cat is called Miso." in out
     assert out.count("trust raised for 1 memory") == 1
     assert out.count("trust lowered for 1 memory") == 2
-    assert f"forgot {mid[:10]}: The user's cat is called Miso." in out
+    assert f"forgot {short_id(mid)}: The user's cat is called Miso." in out
     assert "no memories yet" in out
     for command in ("/memories", "/search QUERY", "/why", "/forget ID", "/export [FILE]", "/exit"):
         assert command in out
     err_lines = err.splitlines()
     assert "error: no memory 'zzzz' for this user" in err_lines
-    assert "error: usage: /forget ID (an id prefix from /memories) or /forget about TOPIC" in err_lines
+    assert "error: usage: /forget ID (a short id from /memories) or /forget about TOPIC" in err_lines
     assert "error: usage: /search QUERY" in err_lines
     assert "error: unknown command /frobnicate (try /help)" in err_lines
     assert "Traceback" not in err
@@ -185,7 +186,7 @@ async def test_repl_shows_markup_in_memories_literally_with_scripted_fake_llm(ho
     texts = ["I like brackets [/] and [bold]x", "[red]red[/red] and [link=https://e.x]a link[/link] :smile:"]
     user = "[/]alice[bold]"
     ids = [agent.store.add(t, user).id for t in texts]
-    monkeypatch.setattr("sys.stdin", io.StringIO(f"/memories\n/search brackets\n/forget {ids[1][:8]}\n"))
+    monkeypatch.setattr("sys.stdin", io.StringIO(f"/memories\n/search brackets\n/forget {short_id(ids[1])}\n"))
     out, err = io.StringIO(), io.StringIO()
     code = await run_repl(
         agent,
@@ -199,6 +200,6 @@ async def test_repl_shows_markup_in_memories_literally_with_scripted_fake_llm(ho
     shown = out.getvalue()
     assert shown.count(texts[0]) == 2  # /memories and /search
     assert shown.count(texts[1]) >= 2  # /memories and /forget (and /search if it ranks)
-    assert f"forgot {ids[1][:10]}: {texts[1]}" in shown
+    assert f"forgot {short_id(ids[1])}: {texts[1]}" in shown
     assert f"user {user}" in err.getvalue()  # the banner
     assert "Traceback" not in err.getvalue() and "error" not in err.getvalue()

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from memory_store.ids import short_id
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -40,7 +42,7 @@ def test_add_search_list_history_forget_json(home):
     page = json.loads(mark(home, "memory", "list", "--user", "alice", "--json").stdout)
     assert page["total"] == 1
     assert json.loads(mark(home, "memory", "list", "--user", "bob", "--json").stdout)["total"] == 0
-    r = mark(home, "memory", "forget", added["id"][:8], "--user", "alice", "--json")
+    r = mark(home, "memory", "forget", short_id(added["id"]), "--user", "alice", "--json")
     report = json.loads(r.stdout)
     assert report["deleted"] == added["id"] and report["memories"] == [added["id"]]
     events = json.loads(mark(home, "memory", "history", "--user", "alice", "--json").stdout)

@@ -15,6 +15,7 @@ import pytest
 
 from memory_store import InvalidInput, MemoryStore, NewMemory, Source, StoreSettings
 from memory_store.forgetting import MARKER, Fingerprint, note_matches, redact, salient
+from memory_store.ids import short_id
 from tests.memory_store.engines import NOT_TEXT, stored_anywhere
 
 KEY = b"k" * 32
@@ -120,7 +121,7 @@ def carol_pin(store: MemoryStore):
 
 def test_forget_removes_the_fact_everywhere_and_keeps_the_rest(store):
     turns, pin, bank = carol_pin(store)
-    report = store.forget("carol", pin.id[:8], reason="forget my PIN", actor="cli")
+    report = store.forget("carol", short_id(pin.id), reason="forget my PIN", actor="cli")
     assert report.memories == [pin.id] and set(report.turns) == {turns[0].id, turns[1].id, turns[3].id}
     assert [m.id for m in store.list("carol").items] == [bank.id]
     contents = [t.content for t in store.turns("carol")]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from memory_store import InvalidInput, MemoryKind, MemoryStatus, NewMemory, NotFound
+from memory_store.ids import short_id
 from memory_store.models import Source
 from memory_store.validation import user_key
 from tests.memory_store.engines import groups_in_chroma, lose_note_vectors
@@ -151,11 +152,19 @@ def test_list_paginates_newest_first(store, clock):
     assert p1.total == 7 and p3.next_offset is None
 
 
-def test_resolve_id_prefix_is_scoped(store):
+def test_resolve_id_takes_the_short_id_a_start_or_the_whole_id_within_the_users_scope(store):
     m = store.add("I speak Portuguese.", "alice")
-    assert store.resolve_id(m.id[:8], "alice") == m.id
+    other = store.add("I speak Catalan.", "alice")  # made in the same millisecond or so: ids share their start
+    assert store.resolve_id(short_id(m.id), "alice") == m.id
+    assert store.resolve_id(m.id, "alice") == m.id
+    assert store.resolve_id(m.id[:24], "alice") == m.id and other.id[:24] != m.id[:24]
+    with pytest.raises(InvalidInput, match="more than one memory"):
+        store.resolve_id(m.id[:6], "alice")  # the time at the start of both ids
+    for wildcard in ("%", "_"):  # LIKE's wildcards are taken literally, never as "any id"
+        with pytest.raises(NotFound):
+            store.resolve_id(wildcard, "alice")
     with pytest.raises(NotFound):
-        store.resolve_id(m.id[:8], "bob")
+        store.resolve_id(short_id(m.id), "bob")
 
 
 def test_turns_are_stored_and_status_tracked(store):
