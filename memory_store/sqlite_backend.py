@@ -72,6 +72,12 @@ def _json(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
 
 
+def _insert_statement(table: str, columns: Sequence[str]) -> str:
+    """A plain INSERT of these columns, for one executemany of tuples (sqlite-utils' insert_all inspects every
+    value in Python: a third of the store's own cost of a bulk add)."""
+    return f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
+
+
 def _json_column(text: str | None) -> Any:
     """A JSON text column, decoded; None when it is empty."""
     return json.loads(text) if text else None
@@ -81,31 +87,55 @@ def _json_column(text: str | None) -> Any:
 decode = RowDecoder(time=dt, json=_json_column)
 
 
-def memory_to_row(m: Memory, user_key: str, embedding: np.ndarray | None) -> dict[str, Any]:
-    return {
-        "id": m.id,
-        "user_id": m.user_id,
-        "user_key": user_key,
-        "agent_id": m.agent_id,
-        "session_id": m.session_id,
-        "kind": m.kind.value,
-        "text": m.text,
-        "status": m.status.value,
-        "created_at": ts(m.created_at),
-        "updated_at": ts(m.updated_at),
-        "last_confirmed_at": ts(m.last_confirmed_at),
-        "confirm_count": m.confirm_count,
-        "last_recalled_at": ts(m.last_recalled_at),
-        "recall_count": m.recall_count,
-        "trust": m.trust,
-        "valid_from": ts(m.valid_from),
-        "valid_until": ts(m.valid_until),
-        "superseded_by": m.superseded_by,
-        "source": m.source.model_dump_json(),
-        "metadata": _json(m.metadata),
-        "embedding_model": m.embedding_model,
-        "embedding": None if embedding is None else np.asarray(embedding, dtype=np.float32).tobytes(),
-    }
+#: The columns a new memory row fills, in the order `memory_row` gives them.
+MEMORY_INSERT_COLUMNS = (
+    "id", "user_id", "user_key", "agent_id", "session_id", "kind", "text", "status", "created_at", "updated_at",
+    "last_confirmed_at", "confirm_count", "last_recalled_at", "recall_count", "trust", "valid_from", "valid_until",
+    "superseded_by", "source", "metadata", "embedding_model", "embedding",
+)  # fmt: skip
+INSERT_MEMORY = _insert_statement("memories", MEMORY_INSERT_COLUMNS)
+
+
+def memory_row(m: Memory, user_key: str, embedding: np.ndarray | None) -> tuple[Any, ...]:
+    """A new memory as the values of `INSERT_MEMORY` (a tuple: a bulk add builds one per memory)."""
+    return (
+        m.id,
+        m.user_id,
+        user_key,
+        m.agent_id,
+        m.session_id,
+        m.kind.value,
+        m.text,
+        m.status.value,
+        ts(m.created_at),
+        ts(m.updated_at),
+        ts(m.last_confirmed_at),
+        m.confirm_count,
+        ts(m.last_recalled_at),
+        m.recall_count,
+        m.trust,
+        ts(m.valid_from),
+        ts(m.valid_until),
+        m.superseded_by,
+        m.source.model_dump_json(),
+        _json(m.metadata),
+        m.embedding_model,
+        None if embedding is None else np.asarray(embedding, dtype=np.float32).tobytes(),
+    )
+
+
+HISTORY_INSERT_COLUMNS = (
+    "id", "memory_id", "user_id", "event", "old_text", "new_text", "reason", "actor", "created_at", "metadata",
+)  # fmt: skip
+INSERT_HISTORY = _insert_statement("history", HISTORY_INSERT_COLUMNS)
+
+
+def history_row(e: HistoryEvent) -> tuple[Any, ...]:
+    """A history event as the values of `INSERT_HISTORY`."""
+    return (
+        e.id, e.memory_id, e.user_id, e.event, e.old_text, e.new_text, e.reason, e.actor, ts(e.created_at),
+        _json(e.metadata),
+    )  # fmt: skip
 
 
 #: Keyword search ranks (BM25) every row that matches one of the query's words. Past this many matches in the
@@ -757,18 +787,6 @@ def filter_sql(flt: MemoryFilter) -> tuple[str, list[Any]]:
     return " AND ".join(where), params
 
 
-def _insert_rows(db: sqlite_utils.Database, table: str, rows: Sequence[Mapping[str, Any]]) -> None:
-    """A plain INSERT of rows with the same keys, in one executemany (sqlite-utils' insert_all inspects every
-    value in Python: a third of the store's own cost of a bulk add)."""
-    if not rows:
-        return
-    cols = list(rows[0])
-    db.conn.executemany(
-        f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
-        [tuple(r[c] for c in cols) for r in rows],
-    )
-
-
 def _similarities(blobs: Sequence[bytes | None], query: np.ndarray | None) -> list[float | None]:
     """Each stored vector's dot product with the (unit) query, in one product; None for a missing vector or one of
     another dimension."""
@@ -822,11 +840,12 @@ class SQLiteTx:
         return self.db.get_memory(memory_id, user_id)  # the same connection: inside the transaction
 
     def insert_memories(self, memories: Sequence[Memory], vectors: Sequence[np.ndarray | None]) -> None:
-        rows = [memory_to_row(m, user_key(m.user_id), v) for m, v in zip(memories, vectors, strict=True)]
-        _insert_rows(self.w, "memories", rows)
+        keys = {u: user_key(u) for u in {m.user_id for m in memories}}
+        rows = [memory_row(m, keys[m.user_id], v) for m, v in zip(memories, vectors, strict=True)]
+        self.w.conn.executemany(INSERT_MEMORY, rows)
         by_key: dict[str, list[str]] = {}
-        for row in rows:
-            by_key.setdefault(row["user_key"], []).append(row["id"])
+        for m in memories:
+            by_key.setdefault(keys[m.user_id], []).append(m.id)
         for key, ids in by_key.items():
             self._enqueue("upsert", key, ids)
 
@@ -866,25 +885,8 @@ class SQLiteTx:
     # -- history -------------------------------------------------------------------------------------------
 
     def add_history(self, events: Sequence[HistoryEvent]) -> None:
-        _insert_rows(
-            self.w,
-            "history",
-            [
-                {
-                    "id": e.id,
-                    "memory_id": e.memory_id,
-                    "user_id": e.user_id,
-                    "event": e.event,
-                    "old_text": e.old_text,
-                    "new_text": e.new_text,
-                    "reason": e.reason,
-                    "actor": e.actor,
-                    "created_at": ts(e.created_at),
-                    "metadata": _json(e.metadata),
-                }
-                for e in events
-            ],
-        )
+        if events:
+            self.w.conn.executemany(INSERT_HISTORY, [history_row(e) for e in events])
 
     def delete_history(self, events: Sequence[HistoryEvent]) -> None:
         if events:
