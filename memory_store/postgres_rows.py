@@ -3,8 +3,11 @@ keyword queries (memory_store.postgres_backend runs them)."""
 
 from __future__ import annotations
 
+import functools
 import json
-from collections.abc import Mapping, Sequence
+import operator
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
 from enum import Enum
 from typing import Any
 
@@ -163,7 +166,20 @@ def param(value: Any) -> Any:
     return value
 
 
+#: Values passed to psycopg as they are (`param` would return them unchanged): checked by exact type first, so a bulk
+#: write's rows skip `param`'s isinstance chain for nearly every field.
+_PLAIN_TYPES = frozenset({str, int, float, bool, type(None), datetime, bytes})
+
+
+@functools.cache
+def _fields_of(table: str, mapping: bool) -> Callable[[Any], tuple[Any, ...]]:
+    """One C-level call that reads every `INSERT_FIELDS` value of a record (a model's attributes or a mapping's
+    keys), ``user_id`` first."""
+    names = ("user_id", *INSERT_FIELDS[table])
+    return operator.itemgetter(*names) if mapping else operator.attrgetter(*names)
+
+
 def values(table: str, record: BaseModel | Mapping[str, Any], *extra: Any) -> list[Any]:
     """The parameters of `insert_sql(table)` for one record (a model or a mapping with a ``user_id``)."""
-    get = record.get if isinstance(record, Mapping) else lambda name: getattr(record, name)
-    return [user_key(get("user_id")), *(param(get(f)) for f in INSERT_FIELDS[table]), *extra]
+    user_id, *fields = _fields_of(table, isinstance(record, Mapping))(record)
+    return [user_key(user_id), *(v if type(v) in _PLAIN_TYPES else param(v) for v in fields), *extra]
