@@ -36,9 +36,20 @@ def start(directory: Path) -> str:
 
 
 def stop(directory: Path) -> bool:
-    """Stop the server of ``directory``; False when none was set up there."""
+    """Stop the server of ``directory``; False when none was set up there.
+
+    pgserver keeps one handle per directory in each process: a handle that `start` made here (the bench starts and
+    stops its own server) is the one returned, with the mode it was made with ("keep running"), and its cleanup
+    then stopped nothing. So the handle is told to stop whichever process made it."""
     directory = directory.expanduser()
     if not (directory / "PG_VERSION").exists():
         return False
-    _pgserver().get_server(directory, cleanup_mode="stop").cleanup()
+    server = _pgserver().get_server(directory, cleanup_mode="stop")
+    server.cleanup_mode = "stop"
+    server.cleanup()
+    if (directory / "postmaster.pid").exists():  # another process holds a handle on it (pgserver counts them)
+        raise StoreError(
+            f"the Postgres server in {directory} is still in use by another process (pgserver lists them in "
+            ".handle_pids.json there); stop that first"
+        )
     return True

@@ -109,6 +109,7 @@ def test_pg_dev_starts_a_local_postgres_that_the_store_uses(tmp_path):
         assert not list(tmp_path.glob("*/memory.db")) and not (tmp_path / "memory.db").exists()  # not SQLite
         r = mark(tmp_path, "memory", "pg-dev", "--dir", str(where), "--stop")
         assert r.returncode == 0 and "stopped" in r.stdout, r.stderr
+        assert not (where / "postmaster.pid").exists()  # Postgres removes it when it has shut down
         r = mark(tmp_path, "memory", "pg-dev", "--dir", str(tmp_path / "none"), "--stop")
         assert r.returncode == 2 and "no local Postgres" in r.stderr and "Traceback" not in r.stderr
     finally:
