@@ -10,7 +10,7 @@ The core passes and receives Python values (models, datetimes, numpy vectors); e
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -138,7 +138,9 @@ class Transaction(Protocol):
         """A memory embedded again (``key``: its user key); the index is refilled by the caller."""
         ...
 
-    def add_history(self, events: Sequence[HistoryEvent]) -> None: ...
+    def add_history(self, events: Iterable[HistoryEvent]) -> None:
+        """Store these events, read once (a bulk add passes a generator: each event is made as its row is written)."""
+        ...
 
     def delete_history(self, events: Sequence[HistoryEvent]) -> None:
         """Remove stored events with these events' ids (an import that replaces them)."""

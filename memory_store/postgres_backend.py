@@ -15,6 +15,7 @@ are recycled or expire (see the README).
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import threading
 import time
@@ -155,12 +156,14 @@ class PgTx:
 
     # -- history -------------------------------------------------------------------------------------------
 
-    def add_history(self, events: Sequence[HistoryEvent]) -> None:
-        if events:
+    def add_history(self, events: Iterable[HistoryEvent]) -> None:
+        events = iter(events)
+        first = next(events, None)
+        if first is not None:
             self._copy(
                 "mark_history",
                 pgrows.insert_columns("mark_history"),
-                (pgrows.values("mark_history", e) for e in events),
+                (pgrows.values("mark_history", e) for e in itertools.chain([first], events)),
             )
 
     def delete_history(self, events: Sequence[HistoryEvent]) -> None:

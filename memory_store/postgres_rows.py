@@ -155,14 +155,27 @@ def copy_sql(table: str, columns: Sequence[str]) -> str:
     return f"COPY {table} ({', '.join(columns)}) FROM STDIN (FORMAT BINARY)"
 
 
+def _as_json_text(text: str) -> str:
+    return text
+
+
+#: Empty containers as jsonb parameters whose JSON text is written already.
+_EMPTY_OBJECT, _EMPTY_ARRAY = Jsonb("{}", _as_json_text), Jsonb("[]", _as_json_text)
+
+
 def param(value: Any) -> Any:
-    """A field's value as a parameter: enums by value, models and containers as jsonb."""
+    """A field's value as a parameter: enums by value, models and containers as jsonb.
+
+    A model's JSON is written by pydantic (`model_dump_json`, in Rust) and an empty container's is a constant: a bulk
+    write dumped three of them per memory with `json.dumps`, ~6 µs of its ~60 µs of Python per memory."""
     if isinstance(value, Enum):
         return value.value
     if isinstance(value, BaseModel):
-        return Jsonb(value.model_dump(mode="json"))
+        return Jsonb(value.model_dump_json(), _as_json_text)
     if isinstance(value, dict | list):
-        return Jsonb(value)
+        if value:
+            return Jsonb(value)
+        return _EMPTY_OBJECT if isinstance(value, dict) else _EMPTY_ARRAY
     return value
 
 

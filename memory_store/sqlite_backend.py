@@ -15,7 +15,7 @@ import sqlite3
 import threading
 import time
 import urllib.parse
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -69,6 +69,8 @@ def dt(value: float | None) -> datetime | None:
 
 
 def _json(value: Any) -> str:
+    if value == {}:  # most memories' metadata: a constant, not a json.dumps call per row
+        return "{}"
     return json.dumps(value, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
 
 
@@ -884,9 +886,8 @@ class SQLiteTx:
 
     # -- history -------------------------------------------------------------------------------------------
 
-    def add_history(self, events: Sequence[HistoryEvent]) -> None:
-        if events:
-            self.w.conn.executemany(INSERT_HISTORY, [history_row(e) for e in events])
+    def add_history(self, events: Iterable[HistoryEvent]) -> None:
+        self.w.conn.executemany(INSERT_HISTORY, map(history_row, events))
 
     def delete_history(self, events: Sequence[HistoryEvent]) -> None:
         if events:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import unicodedata
 from collections.abc import Mapping
@@ -78,8 +79,10 @@ def check_turn(data: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+@functools.lru_cache(maxsize=4096)
 def user_key(user_id: str) -> str:
-    """A fixed-length, path-safe name for a user (vector collections): never the id itself."""
+    """A fixed-length, path-safe name for a user (vector collections): never the id itself. Cached: a bulk write
+    names each row's user key, and a hash costs ~1 µs against ~0.1 µs for a cache hit."""
     return "u" + hashlib.sha256(user_id.encode("utf-8")).hexdigest()[:40]
 
 
