@@ -39,6 +39,9 @@ def test_bench_store_runs_every_engine_and_peer_on_the_same_data(tmp_path, pg_ur
     for name, e in out["engines"].items():
         assert e["check_ok"] is True, name
         assert e["add_per_second"] > 0 and e["add_share_of_embedding_rate"] > 0 and e["embed_alone_per_second"] > 0
+        own_s = e["add_store_own_ms_per_1000"] * 60 / 1e6  # the add's time outside the embedding model
+        assert 0 < own_s < e["add_seconds"], name
+        assert 0 < e["add_share_by_store_own_time"] < 1, name
         assert 0 < e["search_p50_ms_without_embedding"] <= e["search_p95_ms_without_embedding"]
         assert e["first_search_per_user_p50_ms"] > 0  # each user's first search is timed apart
     assert out["engines"]["postgres"]["engine"] == "postgres" and out["engines"]["exact"]["engine"] == "sqlite"
