@@ -6,7 +6,7 @@ from memory_store import forgetter
 from memory_store.core.base import StoreBase
 from memory_store.errors import InvalidInput
 from memory_store.models import ForgetPlan, ForgetReport, PurgeReport
-from memory_store.validation import check_scope_id
+from memory_store.validation import check_scope_id, user_key
 
 
 class PrivacyOps(StoreBase):
@@ -17,6 +17,7 @@ class PrivacyOps(StoreBase):
             counts = tx.purge_user(user_id)
         self.backend.scrub_user(user_id, refill=False)
         self._forget_recent_embeddings()
+        user_key.cache_clear()  # the process's cache of user keys held the purged user's id
         return PurgeReport(
             user_id=user_id,
             memories=counts["memories"],

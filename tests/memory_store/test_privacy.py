@@ -11,6 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from memory_store import MemoryStore, NewMemory, StoreSettings
+from memory_store.validation import user_key
 from tests.memory_store.engines import stored_anywhere
 from tests.pg_fixtures import new_database
 
@@ -81,8 +82,10 @@ def test_purge_leaves_no_trace_in_any_file(tmp_path, embedder):
     store = MemoryStore(StoreSettings(home=home), embedder=embedder)  # reopen: data now also in main db file
     assert _files_containing(home, b"zebracode")  # the check below is meaningful
 
+    assert user_key.cache_info().currsize > 0  # the store's writes named users by their cached keys
     report = store.purge_user(victim)
     assert report.memories >= 29 and report.turns == 1 and report.feedback == 1 and report.history > 30
+    assert user_key.cache_info().currsize == 0  # nor is the purged id left in the process's key cache
     store.close()
     for needle in (b"zebracode", victim.encode(), b"sess-victim", mems[4].id.encode()):
         assert _files_containing(home, needle) == [], needle
