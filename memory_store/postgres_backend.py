@@ -557,9 +557,11 @@ class PostgresBackend:
         return pgrows.decode.memory(rows[0]) if rows else None
 
     def resolve_short_id(self, short: str, user_id: str) -> list[str]:
+        """As SQLite's: ILIKE, because SQLite's LIKE ignores ASCII case and Postgres's does not."""
         pattern = like_escape(short)
         rows = self.query(
-            "SELECT id FROM mark_memories WHERE user_key = %s AND user_id = %s AND (id LIKE %s OR id LIKE %s) LIMIT 3",
+            "SELECT id FROM mark_memories WHERE user_key = %s AND user_id = %s AND (id ILIKE %s OR id ILIKE %s) "
+            "LIMIT 3",
             [user_key(user_id), user_id, "%" + pattern, pattern + "%"],
         )
         return [r["id"] for r in rows]

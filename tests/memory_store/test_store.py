@@ -156,6 +156,7 @@ def test_resolve_id_takes_the_short_id_a_start_or_the_whole_id_within_the_users_
     m = store.add("I speak Portuguese.", "alice")
     other = store.add("I speak Catalan.", "alice")  # made in the same millisecond or so: ids share their start
     assert store.resolve_id(short_id(m.id), "alice") == m.id
+    assert store.resolve_id(short_id(m.id).upper(), "alice") == m.id  # typed in capitals: the same on every engine
     assert store.resolve_id(m.id, "alice") == m.id
     assert store.resolve_id(m.id[:24], "alice") == m.id and other.id[:24] != m.id[:24]
     with pytest.raises(InvalidInput, match="more than one memory"):
