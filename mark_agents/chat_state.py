@@ -10,6 +10,7 @@ its WAL is truncated after both, so the old bytes are gone.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from pathlib import Path
 
@@ -18,6 +19,8 @@ from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
 from memory_store.forgetting import redact_value
 from memory_store.validation import user_key
+
+log = logging.getLogger(__name__)
 
 #: Channels recomputed at every turn: emptied rather than redacted.
 DERIVED = {"memory_block": "", "recalled": [], "recalled_turns": []}
@@ -53,7 +56,7 @@ async def purge_threads(saver: AsyncSqliteSaver, user_id: str) -> int:
     threads = await user_threads(saver, user_id)
     for thread_id in threads:
         await saver.adelete_thread(thread_id)
-    await saver.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    await _truncate_wal(saver)
     return len(threads)
 
 
@@ -80,7 +83,7 @@ async def rewrite_chat_state(saver: AsyncSqliteSaver, user_id: str, redact: Call
                 metadata,
                 dict(checkpoint.get("channel_versions", {})),
             )
-    await saver.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    await _truncate_wal(saver)
     return len(threads)
 
 
@@ -89,3 +92,16 @@ async def _namespaces(saver: AsyncSqliteSaver, thread_id: str) -> list[str]:
         "SELECT DISTINCT checkpoint_ns FROM checkpoints WHERE thread_id = ?", (thread_id,)
     ) as cur:
         return [row[0] for row in await cur.fetchall()]
+
+
+async def _truncate_wal(saver: AsyncSqliteSaver) -> None:
+    """Empty the chat state's WAL, which holds earlier copies of the deleted checkpoints' pages; warn if a reader in
+    another connection kept it from being emptied (after SQLite's busy timeout)."""
+    async with saver.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)") as cur:
+        row = await cur.fetchone()  # (busy, log pages, pages copied)
+    if row is not None and row[0]:
+        log.warning(
+            "the deleted chat threads are zeroed in chat_state.db, but another connection was reading it, so its "
+            "write-ahead log (chat_state.db-wal) still holds earlier copies of their pages: the next purge or "
+            "forget empties it once no other process has the store open"
+        )

@@ -32,7 +32,7 @@ from memory_store.migrations import apply_migrations
 from memory_store.models import Feedback, HistoryEvent, Memory, Turn
 from memory_store.rows import RowDecoder
 from memory_store.validation import episode_key, episode_key_of, is_episode_key, user_key, user_key_of
-from memory_store.wal import BACKSTOP_PAGES, Checkpointer
+from memory_store.wal import BACKSTOP_PAGES, Checkpointer, truncate_wal
 
 MEMORY_COLUMNS = (
     "id, user_id, agent_id, session_id, kind, text, status, created_at, updated_at, last_confirmed_at, "
@@ -748,12 +748,13 @@ class SQLiteDB:
         db.execute("INSERT INTO memories_fts(memories_fts) VALUES('rebuild')")
         db.execute("INSERT INTO turns_fts(turns_fts) VALUES('rebuild')")
 
-    def scrub(self) -> None:
-        """After a purge: merge the keyword index (dropping deleted tokens) and empty the WAL file."""
+    def scrub(self) -> bool:
+        """After a purge: merge the keyword index (dropping deleted tokens) and empty the WAL file; False if a
+        reader elsewhere kept the WAL from being emptied."""
         conn = self._conn()
         conn.execute("INSERT INTO memories_fts(memories_fts) VALUES('optimize')")
         conn.execute("INSERT INTO turns_fts(turns_fts) VALUES('optimize')")
-        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        return truncate_wal(conn)
 
     def check_fts(self) -> bool:
         try:

@@ -334,6 +334,16 @@ class SQLiteBackend(SQLiteDB):
                 self._epoch = self.bump_vector_epoch(w)
         return n
 
+    def _scrub_or_warn(self) -> None:
+        if not self.scrub():
+            log.warning(
+                "the deleted rows are zeroed in %s, but another connection was reading it, so its write-ahead log "
+                "(%s-wal) still holds earlier copies of their pages: the next purge or forget empties it once no "
+                "other process has the store open",
+                self.path.name,
+                self.path.name,
+            )
+
     def scrub_user(self, user_id: str, *, refill: bool) -> None:
         """Vectors applied (a forget also rebuilds the user's groups, so the index's files keep no old vector),
         the keyword index merged and the WAL emptied (secure delete zeroed the rows)."""
@@ -346,10 +356,10 @@ class SQLiteBackend(SQLiteDB):
                         log.warning(
                             "the vector index could not be rebuilt after a forget: run `mark memory check --repair`"
                         )
-            self.scrub()
+            self._scrub_or_warn()
             return
         self._sync_vectors()
-        self.scrub()
+        self._scrub_or_warn()
         if any(self.vectors_left(key) for key in keys):
             raise StoreError(
                 "the user's data is gone from the database, but the vector index has not dropped their vectors "

@@ -81,3 +81,11 @@ class Checkpointer:
             if conn is not None:
                 with contextlib.suppress(sqlite3.Error):
                     conn.close()
+
+
+def truncate_wal(conn: sqlite3.Connection) -> bool:
+    """Copy the whole WAL into the database file and empty it (after a purge or forget, so the log keeps no earlier
+    image of a deleted row); False if a reader in another connection kept SQLite from finishing (SQLite's busy
+    timeout has passed by then), in which case the log still holds those pages."""
+    busy, _log_pages, _copied = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+    return busy == 0

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import logging
+import sqlite3
 import uuid
 from pathlib import Path
 
@@ -114,4 +116,34 @@ def test_purge_on_postgres_removes_every_row_of_the_user(tmp_path, embedder, pg_
         assert stored_anywhere(store, needle) == [], needle
     assert store.list(other).total == 5 and store.check().ok
     assert store.search("bystander fact", other)
+    store.close()
+
+
+def test_purge_while_another_connection_reads_warns_and_the_next_purge_empties_the_wal(tmp_path, embedder, caplog):
+    """A reader in another connection keeps SQLite from emptying the WAL, which still holds earlier copies of the
+    purged rows' pages: the purge says so, and the next purge (or forget) empties it once the reader is gone."""
+    home = tmp_path / "home"
+    store = MemoryStore(StoreSettings(home=home, vector_backend="exact"), embedder=embedder)
+    wal = Path(f"{store.settings.db_path}-wal")
+    store.add_many([NewMemory(text=f"zebracode{n} is my locker", user_id="victim") for n in range(5)])
+    store.add_many([NewMemory(text=f"bystander fact {n}", user_id="bystander") for n in range(5)])
+    reader = sqlite3.connect(store.settings.db_path, isolation_level=None)
+    reader.execute("BEGIN")
+    assert reader.execute("SELECT count(*) FROM memories").fetchone()[0] == 10  # holds this snapshot of the WAL
+    store.backend._conn().execute("PRAGMA busy_timeout=0")  # this thread's connection; SQLite would wait 30 s
+
+    with caplog.at_level(logging.WARNING, logger="memory_store.sqlite_engine"):
+        assert store.purge_user("victim").memories == 5
+    assert f"{wal.name}) still holds" in caplog.text
+    assert wal.stat().st_size > 0
+
+    reader.execute("ROLLBACK")
+    reader.close()
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="memory_store.sqlite_engine"):
+        store.purge_user("nobody")
+    assert caplog.text == ""
+    assert wal.stat().st_size == 0
+    assert stored_anywhere(store, b"zebracode") == []
+    assert store.list("bystander").total == 5
     store.close()
