@@ -9,7 +9,6 @@ Two phases, so an LLM failure writes nothing:
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import re
@@ -33,7 +32,16 @@ from mark_agents.prompts import (
     exchange_text,
     relation_text,
 )
-from memory_store import AsyncMemoryStore, MemoryKind, MemoryStatus, MemoryStore, NewMemory, Source, Turn
+from memory_store import (
+    AsyncMemoryStore,
+    MemoryChange,
+    MemoryKind,
+    MemoryStatus,
+    MemoryStore,
+    NewMemory,
+    Source,
+    Turn,
+)
 from memory_store.forgetting import ForgetGuard
 from memory_store.text import NOTE_WORDS, STOPWORDS
 
@@ -282,13 +290,11 @@ class MemoryBuilder:
         local = UsageMeter()
         report = BuildReport(user_id=user_id)
         notes = await self._notes(turns, local, report)
-        decisions = await self._plan(notes, user_id, local)
+        planned = await self._plan(notes, user_id, local)
         report.usage = local.total
         if meter is not None:
             meter.record(local.total, "remember")
-        # The writes of one extraction run together in one worker thread (they become one store transaction,
-        # `apply(decisions)`, with issue 13's store core).
-        await asyncio.to_thread(self._apply, decisions, turns, report)
+        await self._apply(planned, turns, report)
         return report
 
     async def extract_notes(
@@ -427,20 +433,23 @@ class MemoryBuilder:
 
     # -- phase 1: resolution ------------------------------------------------------------------------------
 
-    async def _plan(self, notes: list[ExtractedNote], user_id: str, meter: UsageMeter) -> list[Decision]:
+    async def _plan(
+        self, notes: list[ExtractedNote], user_id: str, meter: UsageMeter
+    ) -> list[tuple[Decision, np.ndarray]]:
+        """A decision for each note, with the note's vector (the writes store it rather than embed it again)."""
         if not notes:
             return []
         vectors = await self.astore.embed([n.text for n in notes])
-        decisions: list[Decision] = []
+        planned: list[tuple[Decision, np.ndarray]] = []
         batch_vectors: list[np.ndarray] = []
         for note, vec in zip(notes, vectors, strict=True):
             # Two notes of this same turn saying the same thing: keep the first.
             if any(float(v @ vec) >= self.config.duplicate_similarity for v in batch_vectors):
-                decisions.append(Decision(note=note, action="skip", reason="duplicate within the turn"))
+                planned.append((Decision(note=note, action="skip", reason="duplicate within the turn"), vec))
                 continue
             batch_vectors.append(vec)
-            decisions.append(await self._decide(note, vec, user_id, meter))
-        return decisions
+            planned.append((await self._decide(note, vec, user_id, meter), vec))
+        return planned
 
     async def _decide(self, note: ExtractedNote, vec: np.ndarray, user_id: str, meter: UsageMeter) -> Decision:
         hits = await self.astore.search(
@@ -493,14 +502,20 @@ class MemoryBuilder:
 
     # -- phase 2: writes ----------------------------------------------------------------------------------
 
-    def _apply(self, decisions: list[Decision], turns: list[Turn], report: BuildReport) -> None:
+    async def _apply(self, planned: list[tuple[Decision, np.ndarray]], turns: list[Turn], report: BuildReport) -> None:
+        """The extraction's writes: every decision but the skips, in one store transaction (`MemoryStore.apply`),
+        so a crash or a failed write leaves none of them half done."""
         first = turns[0]
         source = Source(conversation_id=first.session_id, turn_ids=[t.id for t in turns])
         cut_note = "; ".join(c.describe() for c in report.cuts)
-        for d in decisions:
+        changes: list[MemoryChange] = []
+        for d, vec in planned:
             if cut_note:
                 d = d.model_copy(update={"reason": f"{d.reason} (extracted from a shortened text: {cut_note})"})
             report.decisions.append(d)
+            if d.action == "skip":
+                report.skipped.append(f"{d.note.text} ({d.reason})")
+                continue
             new = NewMemory(
                 text=d.note.text,
                 user_id=first.user_id,
@@ -510,24 +525,18 @@ class MemoryBuilder:
                 trust=self.config.trust_by_kind.get(d.note.kind, 0.6),
                 source=source,
             )
-            target = self.store.db.get_memory(d.target_id, first.user_id) if d.target_id else None
-            if d.action in ("confirm", "supersede", "dispute") and (target is None or target.status == "superseded"):
-                d = d.model_copy(update={"action": "add", "reason": d.reason + "; target gone, added instead"})
-            if d.action == "skip":
-                report.skipped.append(f"{d.note.text} ({d.reason})")
-            elif d.action == "confirm":
-                self.store.confirm(d.target_id, first.user_id, reason=d.reason, actor=ACTOR)
-                report.confirmed.append(d.target_id)
-            elif d.action == "supersede":
-                self.store.supersede(d.target_id, first.user_id, new, reason=d.reason, actor=ACTOR)
-                report.superseded.append(d.target_id)
-            elif d.action == "dispute":
-                m = self.store.add_many([new], reason=d.reason, actor=ACTOR)[0]
-                self.store.dispute(m.id, first.user_id, reason=d.reason, trust_penalty=0.0, actor=ACTOR)
-                report.disputed.append(m.id)
+            changes.append(
+                MemoryChange(action=d.action, memory=new, target_id=d.target_id, reason=d.reason, embedding=vec)
+            )
+        for done in await self.astore.apply(first.user_id, changes, actor=ACTOR):
+            if done.action == "confirm":
+                report.confirmed.append(done.memory.id)
+            elif done.action == "supersede":
+                report.superseded.append(done.target_id or "")
+            elif done.action == "dispute":
+                report.disputed.append(done.memory.id)
             else:
-                m = self.store.add_many([new], reason=d.reason, actor=ACTOR)[0]
-                report.added.append(m.id)
+                report.added.append(done.memory.id)
 
 
 __all__ = ["BuildReport", "Decision", "MemoryBuilder", "MemoryStatus"]

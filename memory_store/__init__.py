@@ -15,6 +15,7 @@ from memory_store.config import ScoringConfig, StoreSettings
 from memory_store.embeddings import CachedEmbedder, Embedder, SentenceTransformerEmbedder, get_embedder
 from memory_store.errors import InvalidInput, MarkError, NotFound, StoreError
 from memory_store.models import (
+    AppliedChange,
     CheckReport,
     EpisodeHit,
     Feedback,
@@ -22,6 +23,7 @@ from memory_store.models import (
     ForgetReport,
     HistoryEvent,
     Memory,
+    MemoryChange,
     MemoryKind,
     MemoryStatus,
     NewMemory,
@@ -35,6 +37,7 @@ from memory_store.models import (
 from memory_store.store import MemoryStore
 
 __all__ = [
+    "AppliedChange",
     "AsyncMemoryStore",
     "CachedEmbedder",
     "CheckReport",
@@ -47,6 +50,7 @@ __all__ = [
     "InvalidInput",
     "MarkError",
     "Memory",
+    "MemoryChange",
     "MemoryKind",
     "MemoryStatus",
     "MemoryStore",

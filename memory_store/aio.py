@@ -25,6 +25,7 @@ from memory_store.core.search import QueryVector
 from memory_store.embeddings import Embedder
 from memory_store.forgetting import ForgetGuard
 from memory_store.models import (
+    AppliedChange,
     CheckReport,
     EpisodeHit,
     Feedback,
@@ -32,6 +33,7 @@ from memory_store.models import (
     ForgetReport,
     HistoryEvent,
     Memory,
+    MemoryChange,
     MemoryKind,
     NewMemory,
     Page,
@@ -158,6 +160,10 @@ class AsyncMemoryStore:
     ) -> list[Memory]:
         """Awaitable `MemoryStore.adjust_trust`."""
         return await asyncio.to_thread(self.sync.adjust_trust, memory_ids, user_id, delta, reason=reason, actor=actor)
+
+    async def apply(self, user_id: str, changes: Sequence[MemoryChange], *, actor: str = "api") -> list[AppliedChange]:
+        """Awaitable `MemoryStore.apply`."""
+        return await asyncio.to_thread(self.sync.apply, user_id, changes, actor=actor)
 
     async def check(self) -> CheckReport:
         """Awaitable `MemoryStore.check`."""

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr
+import numpy as np
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
 
 def utcnow() -> datetime:
@@ -59,6 +60,37 @@ class NewMemory(BaseModel):
     valid_from: UtcDatetime | None = None
 
 
+#: What a change does to a user's notes (see `MemoryChange`).
+ChangeAction = Literal["add", "confirm", "supersede", "dispute"]
+
+
+class MemoryChange(BaseModel):
+    """One decision about a user's notes, applied by `MemoryStore.apply` with the rest of its batch (a memory
+    builder's decisions for one extraction) in one transaction.
+
+    add: store ``memory``. confirm: ``target_id`` was stated again (``memory``, the note as restated, is added
+    instead if the target is gone). supersede: ``memory`` replaces ``target_id``, which is kept as history.
+    dispute: ``memory`` contradicts the more trusted ``target_id``; it is stored flagged as disputed.
+    """
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    action: ChangeAction
+    memory: NewMemory | None = None
+    target_id: str | None = None
+    reason: str = ""
+    #: The new note's vector when the caller has it already (a builder searched with it): not embedded again.
+    embedding: np.ndarray | None = Field(default=None, repr=False)
+
+    @model_validator(mode="after")
+    def _needs(self) -> MemoryChange:
+        if self.action != "confirm" and self.memory is None:
+            raise ValueError(f"a change that does {self.action!r} needs the new note (memory)")
+        if self.action != "add" and not self.target_id:
+            raise ValueError(f"a change that does {self.action!r} needs the note it is about (target_id)")
+        return self
+
+
 class Memory(BaseModel):
     """A stored memory: one atomic insight about one user."""
 
@@ -84,6 +116,17 @@ class Memory(BaseModel):
     source: Source = Field(default_factory=Source)
     metadata: dict[str, Any] = Field(default_factory=dict)
     embedding_model: str
+
+
+class AppliedChange(BaseModel):
+    """What `MemoryStore.apply` did for one change: ``action`` is "add" where the target was gone or had been
+    superseded meanwhile (``reason`` says so); ``memory`` is the note written (added, confirmed, superseding or
+    disputed) as stored after the change."""
+
+    action: ChangeAction
+    memory: Memory
+    target_id: str | None = None
+    reason: str = ""
 
 
 class Turn(BaseModel):

@@ -8,13 +8,16 @@ from typing import Any
 
 import numpy as np
 
-from memory_store.backend import MemoryFilter
+from memory_store.backend import MemoryFilter, Transaction
 from memory_store.core.base import StoreBase, new_id
 from memory_store.errors import InvalidInput, NotFound
 from memory_store.errors import first_error as _first_error
+from memory_store.importing import embedding_problem
 from memory_store.models import (
+    AppliedChange,
     HistoryEvent,
     Memory,
+    MemoryChange,
     MemoryKind,
     MemoryStatus,
     NewMemory,
@@ -142,12 +145,14 @@ class MemoryOps(StoreBase):
     def confirm(self, memory_id: str, user_id: str, *, reason: str = "stated again", actor: str = "api") -> Memory:
         """The fact was stated again: strength, frequency and trust go up, the forgetting clock restarts."""
         m = self._require(memory_id, user_id)
-        now = self.clock()
-        trust = min(1.0, m.trust + (1.0 - m.trust) * 0.15)
         with self.backend.transaction() as tx:
-            tx.confirm_memory(user_id, memory_id, trust, now)
-            tx.add_history([self._history(m, "confirm", reason, actor, old=m.text, new=m.text)])
+            self._confirm_in(tx, m, self.clock(), reason, actor)
         return self._require(memory_id, user_id)
+
+    def _confirm_in(self, tx: Transaction, m: Memory, now: datetime, reason: str, actor: str) -> None:
+        trust = min(1.0, m.trust + (1.0 - m.trust) * 0.15)
+        tx.confirm_memory(m.user_id, m.id, trust, now)
+        tx.add_history([self._history(m, "confirm", reason, actor, old=m.text, new=m.text)])
 
     def supersede(
         self, memory_id: str, user_id: str, new: NewMemory, *, reason: str = "fact changed", actor: str = "api"
@@ -158,44 +163,133 @@ class MemoryOps(StoreBase):
             raise InvalidInput("a memory can only be superseded within the same user")
         text = check_text(new.text)
         vec = self.embed([text])
-        now = self.clock()
-        created = self._record(new, text, now)
+        created = self._record(new, text, self.clock())
         with self.backend.transaction() as tx:
-            tx.insert_memories([created], [vec[0]])
-            tx.update_memory(
-                user_id,
-                old.id,
-                {
-                    "status": MemoryStatus.superseded.value,
-                    "valid_until": now,
-                    "superseded_by": created.id,
-                    "updated_at": now,
-                },
-            )
-            tx.add_history(
-                [
-                    self._history(created, "add", reason, actor, new=text, supersedes=old.id),
-                    self._history(old, "supersede", reason, actor, old=old.text, new=text, superseded_by=created.id),
-                ]
-            )
-            # The turns the old value came from stay searchable, marked as no longer current.
-            tx.mark_turns_outdated(user_id, old.source.turn_ids, created.id)
+            self._supersede_in(tx, old, created, vec[0], reason, actor)
         return created
+
+    def _supersede_in(
+        self, tx: Transaction, old: Memory, created: Memory, vector: np.ndarray, reason: str, actor: str
+    ) -> None:
+        now = created.created_at
+        tx.insert_memories([created], [vector])
+        tx.update_memory(
+            old.user_id,
+            old.id,
+            {
+                "status": MemoryStatus.superseded.value,
+                "valid_until": now,
+                "superseded_by": created.id,
+                "updated_at": now,
+            },
+        )
+        tx.add_history(
+            [
+                self._history(created, "add", reason, actor, new=created.text, supersedes=old.id),
+                self._history(
+                    old, "supersede", reason, actor, old=old.text, new=created.text, superseded_by=created.id
+                ),
+            ]
+        )
+        # The turns the old value came from stay searchable, marked as no longer current.
+        tx.mark_turns_outdated(old.user_id, old.source.turn_ids, created.id)
 
     def dispute(
         self, memory_id: str, user_id: str, *, reason: str, trust_penalty: float = 0.2, actor: str = "api"
     ) -> Memory:
         """Flag a memory contradicted by a less trusted source: kept and searchable, marked, trust lowered."""
         m = self._require(memory_id, user_id)
-        now = self.clock()
         with self.backend.transaction() as tx:
-            tx.update_memory(
-                user_id,
-                memory_id,
-                {"status": MemoryStatus.disputed.value, "trust": max(0.0, m.trust - trust_penalty), "updated_at": now},
-            )
-            tx.add_history([self._history(m, "dispute", reason, actor, old=m.text, new=m.text)])
+            self._dispute_in(tx, m, trust_penalty, self.clock(), reason, actor)
         return self._require(memory_id, user_id)
+
+    def _dispute_in(
+        self, tx: Transaction, m: Memory, trust_penalty: float, now: datetime, reason: str, actor: str
+    ) -> Memory:
+        """Flag ``m`` disputed within ``tx``; returns it as changed."""
+        changes = {"status": MemoryStatus.disputed, "trust": max(0.0, m.trust - trust_penalty), "updated_at": now}
+        tx.update_memory(m.user_id, m.id, {**changes, "status": MemoryStatus.disputed.value})
+        tx.add_history([self._history(m, "dispute", reason, actor, old=m.text, new=m.text)])
+        return m.model_copy(update=changes)
+
+    def apply(self, user_id: str, changes: Sequence[MemoryChange], *, actor: str = "api") -> list[AppliedChange]:
+        """Apply a batch of decisions about one user's notes (a memory builder's, for one extraction) in one
+        transaction: every change is stored or none is. Targets are read inside the transaction, so a change whose
+        target is gone, or was superseded meanwhile (by another writer or an earlier change of the batch), adds its
+        note instead. New notes without an ``embedding`` are embedded in one pass."""
+        check_scope_id(user_id)
+        texts: list[str | None] = []
+        for n, change in enumerate(changes):
+            where = f"change {n}: " if len(changes) > 1 else ""
+            try:
+                check_optional_id(change.target_id, "memory id")
+                item = change.memory
+                if item is None:
+                    texts.append(None)
+                    continue
+                if item.user_id != user_id:
+                    raise InvalidInput("a change's note must belong to the user the changes are applied for")
+                texts.append(check_text(item.text))
+                check_optional_id(item.agent_id, "agent id")
+                check_optional_id(item.session_id, "session id")
+                if change.embedding is not None:
+                    problem = embedding_problem(np.asarray(change.embedding), self.embedder.dim)
+                    if problem:
+                        raise InvalidInput(
+                            f"{problem}; {self.embedder.model_id} makes {self.embedder.dim}-dimensional unit vectors"
+                        )
+            except InvalidInput as exc:
+                raise InvalidInput(f"{where}{exc}") from None
+        vectors = [
+            np.asarray(change.embedding, dtype=np.float32)
+            if change.embedding is not None and text is not None
+            else None
+            for change, text in zip(changes, texts, strict=True)
+        ]
+        missing = [n for n, text in enumerate(texts) if text is not None and vectors[n] is None]
+        if missing:
+            for n, vector in zip(missing, self.embed([texts[n] or "" for n in missing]), strict=True):
+                vectors[n] = vector
+        now = self.clock()
+        applied: list[AppliedChange] = []
+        with self.backend.transaction() as tx:
+            for change, text, vector in zip(changes, texts, vectors, strict=True):
+                applied.append(self._apply_one(tx, user_id, change, text, vector, now, actor))
+        return applied
+
+    def _apply_one(
+        self,
+        tx: Transaction,
+        user_id: str,
+        change: MemoryChange,
+        text: str | None,
+        vector: np.ndarray | None,
+        now: datetime,
+        actor: str,
+    ) -> AppliedChange:
+        action, reason = change.action, change.reason
+        target = tx.get_memory(change.target_id, user_id) if change.target_id else None
+        if action != "add" and (target is None or target.status == MemoryStatus.superseded):
+            if change.memory is None:
+                raise NotFound(f"no memory {change.target_id!r} to confirm for this user")
+            action, reason = "add", f"{reason}; target gone, added instead".lstrip("; ")
+        if action == "confirm":
+            assert target is not None
+            self._confirm_in(tx, target, now, reason, actor)
+            confirmed = tx.get_memory(target.id, user_id)
+            assert confirmed is not None
+            return AppliedChange(action=action, memory=confirmed, target_id=target.id, reason=reason)
+        assert change.memory is not None and text is not None and vector is not None
+        created = self._record(change.memory, text, now)
+        if action == "supersede":
+            assert target is not None
+            self._supersede_in(tx, target, created, vector, reason, actor)
+        else:
+            tx.insert_memories([created], [vector])
+            tx.add_history([self._history(created, "add", reason, actor, new=text)])
+            if action == "dispute":  # the new note is the one flagged: it contradicts a more trusted one
+                created = self._dispute_in(tx, created, 0.0, now, reason, actor)
+        return AppliedChange(action=action, memory=created, target_id=change.target_id, reason=reason)
 
     def adjust_trust(
         self, memory_ids: Iterable[str], user_id: str, delta: float, *, reason: str, actor: str = "api"

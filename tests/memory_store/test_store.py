@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from memory_store import InvalidInput, MemoryKind, MemoryStatus, NewMemory, NotFound
+from memory_store import InvalidInput, MemoryChange, MemoryKind, MemoryStatus, NewMemory, NotFound
 from memory_store.ids import short_id
 from memory_store.models import Source
 from memory_store.validation import user_key
-from tests.memory_store.engines import groups_in_chroma, lose_note_vectors
+from tests.memory_store.engines import groups_in_chroma, lose_note_vectors, row_counts
 
 
 def test_add_get_update_delete_with_history(store):
@@ -249,3 +249,87 @@ def test_writes_reach_search_whether_or_not_the_index_holds_the_users_vectors(st
     store.flush_vectors()
     found = {h.memory.id for h in store.search("pets the user owns", "alice", mode="dense")}
     assert found == {first[1].id, later.id}
+
+
+def _note(text: str, user: str = "alice", trust: float = 0.6) -> NewMemory:
+    return NewMemory(text=text, user_id=user, trust=trust, source=Source(conversation_id="s1", turn_ids=["t9"]))
+
+
+def test_apply_stores_an_extractions_decisions_together(store):
+    home = store.add("I live in Denver.", "alice")
+    tea = store.add("The user likes green tea.", "alice")
+    birthday = store.add("My birthday is in May.", "alice", trust=0.9)
+    done = store.apply(
+        "alice",
+        [
+            MemoryChange(action="add", memory=_note("The user has a beagle called Biscuit."), reason="new"),
+            MemoryChange(action="confirm", memory=_note("The user likes green tea."), target_id=tea.id, reason="same"),
+            MemoryChange(action="supersede", memory=_note("I moved to Lisbon."), target_id=home.id, reason="moved"),
+            MemoryChange(
+                action="dispute", memory=_note("My birthday is in June.", trust=0.4), target_id=birthday.id, reason="x"
+            ),
+            MemoryChange(action="confirm", memory=_note("The user plays chess."), target_id="gone", reason="same"),
+        ],
+        actor="builder",
+    )
+    assert [d.action for d in done] == ["add", "confirm", "supersede", "dispute", "add"]
+    assert done[4].reason == "same; target gone, added instead" and done[4].memory.text == "The user plays chess."
+    assert done[1].memory.id == tea.id and done[1].memory.confirm_count == 1 and done[1].memory.trust > tea.trust
+    assert store.get(home.id, "alice").superseded_by == done[2].memory.id
+    assert store.get(done[3].memory.id, "alice").status == MemoryStatus.disputed == done[3].memory.status
+    assert store.get(birthday.id, "alice").status == MemoryStatus.active  # the more trusted note stands
+    assert {e.event for e in store.history("alice") if e.actor == "builder"} == {
+        "add",
+        "confirm",
+        "supersede",
+        "dispute",
+    }
+    hits = [h.memory.text for h in store.search("Where do I live?", "alice")]
+    assert "I moved to Lisbon." in hits and "I live in Denver." not in hits
+    assert store.search("beagle", "alice", mode="dense")[0].memory.id == done[0].memory.id  # its vector is indexed
+    assert store.check().ok
+
+
+def test_apply_is_all_or_nothing(store):
+    home = store.add("I live in Denver.", "alice")
+    before = row_counts(store)
+    changes = [
+        MemoryChange(action="add", memory=_note("The user has a beagle called Biscuit.")),
+        MemoryChange(action="supersede", memory=_note("I moved to Lisbon."), target_id=home.id),
+        MemoryChange(action="confirm", target_id="no-such-note"),  # fails inside the transaction
+    ]
+    with pytest.raises(NotFound):
+        store.apply("alice", changes)
+    assert row_counts(store) == before
+    assert store.get(home.id, "alice").status == MemoryStatus.active
+    assert [m.text for m in store.list("alice", include_history=True).items] == ["I live in Denver."]
+    assert store.check().ok
+
+
+def test_apply_reads_targets_inside_the_batch_and_refuses_bad_input(store, embedder):
+    home = store.add("I live in Denver.", "alice")
+    done = store.apply(
+        "alice",
+        [
+            MemoryChange(action="supersede", memory=_note("I moved to Lisbon."), target_id=home.id),
+            MemoryChange(action="supersede", memory=_note("I moved to Porto."), target_id=home.id),
+        ],
+    )
+    assert [d.action for d in done] == ["supersede", "add"]  # the second found its target superseded already
+    given = embedder.embed(["The user collects stamps."])[0]
+    kept = store.apply(
+        "alice", [MemoryChange(action="add", memory=_note("The user collects stamps."), embedding=given)]
+    )
+    assert store.search("stamps", "alice", mode="dense", explain=True)[0].explain.similarity > 0.5
+    assert kept[0].memory.embedding_model == embedder.model_id
+    before = row_counts(store)
+    bad = [
+        [MemoryChange(action="add", memory=_note("Bob's note.", user="bob"))],
+        [MemoryChange(action="add", memory=_note("A note."), embedding=given[:10])],
+        [MemoryChange(action="add", memory=_note("A note.")), MemoryChange(action="add", memory=_note(" "))],
+    ]
+    for changes in bad:
+        with pytest.raises(InvalidInput):
+            store.apply("alice", changes)
+    assert row_counts(store) == before
+    assert store.apply("alice", []) == []
