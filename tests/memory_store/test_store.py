@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
 import pytest
 
 from memory_store import InvalidInput, MemoryChange, MemoryKind, MemoryStatus, NewMemory, NotFound
@@ -333,3 +336,23 @@ def test_apply_reads_targets_inside_the_batch_and_refuses_bad_input(store, embed
             store.apply("alice", changes)
     assert row_counts(store) == before
     assert store.apply("alice", []) == []
+
+
+def test_two_writers_superseding_one_note_at_once_leave_one_current_value(store):
+    """Each `apply` reads its target inside its own transaction (Postgres locks the row), so of two writers racing
+    to supersede the same note one supersedes it and the other, finding it superseded, adds its note."""
+    home = store.add("I live in Denver.", "alice")
+    start = threading.Barrier(2)
+
+    def write(city: str) -> str:
+        change = MemoryChange(action="supersede", memory=_note(f"I moved to {city}."), target_id=home.id)
+        start.wait()
+        return store.apply("alice", [change])[0].action
+
+    with ThreadPoolExecutor(2) as pool:
+        actions = sorted(pool.map(write, ["Lisbon", "Porto"]))
+    assert actions == ["add", "supersede"]
+    kept = store.get(home.id, "alice")
+    assert kept.status == MemoryStatus.superseded
+    assert [e.event for e in store.history("alice", home.id)] == ["add", "supersede"]
+    assert store.list("alice").total == 2 and store.check().ok
