@@ -28,7 +28,7 @@ from langgraph.graph.state import CompiledStateGraph
 from pydantic import BaseModel, Field
 
 from mark_agents.builder import BuildReport, MemoryBuilder
-from mark_agents.chat_state import open_checkpointer, purge_threads, rewrite_chat_state
+from mark_agents.chat_state import close_from_sync, open_checkpointer, purge_threads, rewrite_chat_state
 from mark_agents.config import LLMSettings, Settings
 from mark_agents.graph import ChatState, ChatTurn, thread_config
 from mark_agents.llm import (
@@ -589,11 +589,15 @@ class MemoryAgent:
         return self._run(self.apurge_user(user_id))
 
     def close(self) -> None:
-        """Close the sync API's resources (async users: `await agent.aclose()` in their loop first)."""
+        """Close the sync API's resources (async users: `await agent.aclose()` in their loop first, which also waits
+        for background extraction; the chat state's connection is closed here all the same)."""
         if self._sync is not None:
             self._sync.run(self.aclose())
             self._sync.stop()
             self._sync = None
+        if self._saver is not None:  # opened by async use that did not end with aclose
+            saver, self._saver, self._graph = self._saver, None, None
+            close_from_sync(saver)
         self._close_store()
 
     def __enter__(self) -> MemoryAgent:

@@ -10,7 +10,9 @@ its WAL is truncated after both, so the old bytes are gone.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -39,6 +41,18 @@ async def open_checkpointer(home: Path) -> AsyncSqliteSaver:
     saver = AsyncSqliteSaver(conn)
     await saver.setup()
     return saver
+
+
+def close_from_sync(saver: AsyncSqliteSaver) -> None:
+    """Close the checkpointer's connection from sync code, whatever loop this thread has (running, closed or none).
+
+    aiosqlite answers on the loop that asked: left to the garbage collector, a connection opened by async code is
+    stopped from whichever loop is current then (often one already closed), and its worker thread fails with "Event
+    loop is closed". So the close is asked from a fresh loop in a short-lived thread.
+    """
+    thread = threading.Thread(target=lambda: asyncio.run(saver.conn.close()), name="mark-close-chat-state")
+    thread.start()
+    thread.join(timeout=30)
 
 
 async def user_threads(saver: AsyncSqliteSaver, user_id: str) -> list[str]:

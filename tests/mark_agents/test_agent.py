@@ -127,6 +127,20 @@ async def test_purge_removes_chat_state_too_with_scripted_fake_llm(make_agent, l
     assert leaks == []
 
 
+async def test_sync_close_after_async_use_closes_the_chat_state_with_scripted_fake_llm(make_agent, llm):
+    """An async user who calls the sync `close` (no `aclose`): the chat state's connection is closed there, not left
+    to the garbage collector, which stopped it from a closed loop ("Event loop is closed" in its worker thread)."""
+    agent = make_agent()
+    llm.reply = lambda body: "Noted."
+    await agent.achat("alice", "My name is Alice.")
+    await agent.aflush()
+    saver = agent._saver
+    assert saver is not None and saver.conn._thread.is_alive()
+    agent.close()
+    assert agent._saver is None and not saver.conn._thread.is_alive()
+    agent.close()  # twice is harmless
+
+
 def test_sync_api_streams_and_flushes_with_scripted_fake_llm(make_agent, llm):
     agent = make_agent()
     llm.reply = lambda body: "Hello there, Alice."
