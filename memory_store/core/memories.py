@@ -68,15 +68,10 @@ class MemoryOps(StoreBase):
             return []
         texts: list[str] = []  # (not (item, text) pairs: a batch's tuples lived long enough to be promoted by the GC)
         for n, item in enumerate(items):
-            where = f"item {n}: " if len(items) > 1 else ""
             try:
-                text = check_text(item.text)
-                check_scope_id(item.user_id)
-                check_optional_id(item.agent_id, "agent id")
-                check_optional_id(item.session_id, "session id")
+                texts.append(_checked_text(item))
             except InvalidInput as exc:
-                raise InvalidInput(f"{where}{exc}") from None
-            texts.append(text)
+                raise InvalidInput(f"{_where('item', n, len(items))}{exc}") from None
         vectors = self.embed(texts)
         now = self.clock()
         memories = [self._record(item, text, now) for item, text in zip(items, texts, strict=True)]
@@ -161,7 +156,7 @@ class MemoryOps(StoreBase):
         old = self._require(memory_id, user_id)
         if new.user_id != user_id:
             raise InvalidInput("a memory can only be superseded within the same user")
-        text = check_text(new.text)
+        text = _checked_text(new)
         vec = self.embed([text])
         created = self._record(new, text, self.clock())
         with self.backend.transaction() as tx:
@@ -220,7 +215,6 @@ class MemoryOps(StoreBase):
         check_scope_id(user_id)
         texts: list[str | None] = []
         for n, change in enumerate(changes):
-            where = f"change {n}: " if len(changes) > 1 else ""
             try:
                 check_optional_id(change.target_id, "memory id")
                 item = change.memory
@@ -229,9 +223,7 @@ class MemoryOps(StoreBase):
                     continue
                 if item.user_id != user_id:
                     raise InvalidInput("a change's note must belong to the user the changes are applied for")
-                texts.append(check_text(item.text))
-                check_optional_id(item.agent_id, "agent id")
-                check_optional_id(item.session_id, "session id")
+                texts.append(_checked_text(item))
                 if change.embedding is not None:
                     problem = embedding_problem(np.asarray(change.embedding), self.embedder.dim)
                     if problem:
@@ -239,7 +231,7 @@ class MemoryOps(StoreBase):
                             f"{problem}; {self.embedder.model_id} makes {self.embedder.dim}-dimensional unit vectors"
                         )
             except InvalidInput as exc:
-                raise InvalidInput(f"{where}{exc}") from None
+                raise InvalidInput(f"{_where('change', n, len(changes))}{exc}") from None
         vectors = [
             np.asarray(change.embedding, dtype=np.float32)
             if change.embedding is not None and text is not None
@@ -366,6 +358,20 @@ class MemoryOps(StoreBase):
 
     def count(self, user_id: str, *, include_history: bool = False) -> int:
         return self.list(user_id, include_history=include_history, limit=1).total
+
+
+def _checked_text(item: NewMemory) -> str:
+    """A new note's text, checked with its user, agent and session ids (InvalidInput says which is wrong)."""
+    text = check_text(item.text)
+    check_scope_id(item.user_id)
+    check_optional_id(item.agent_id, "agent id")
+    check_optional_id(item.session_id, "session id")
+    return text
+
+
+def _where(what: str, n: int, count: int) -> str:
+    """The prefix naming the bad element of a batch ("item 3: "), empty for a batch of one."""
+    return f"{what} {n}: " if count > 1 else ""
 
 
 def memory_filter(

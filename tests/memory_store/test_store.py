@@ -356,3 +356,11 @@ def test_two_writers_superseding_one_note_at_once_leave_one_current_value(store)
     assert kept.status == MemoryStatus.superseded
     assert [e.event for e in store.history("alice", home.id)] == ["add", "supersede"]
     assert store.list("alice").total == 2 and store.check().ok
+
+
+def test_supersede_checks_the_new_notes_ids_as_add_does(store):
+    old = store.add("I live in Denver.", "alice")
+    for bad in ({"agent_id": "bot\x00"}, {"session_id": " "}):
+        with pytest.raises(InvalidInput):
+            store.supersede(old.id, "alice", NewMemory(text="I moved to Lisbon.", user_id="alice", **bad))
+    assert store.get(old.id, "alice").status == MemoryStatus.active and store.list("alice").total == 1
