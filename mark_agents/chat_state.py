@@ -21,6 +21,7 @@ from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
 from memory_store.forgetting import redact_value
 from memory_store.validation import user_key
+from memory_store.wal import wal_kept_warning
 
 log = logging.getLogger(__name__)
 
@@ -114,8 +115,4 @@ async def _truncate_wal(saver: AsyncSqliteSaver) -> None:
     async with saver.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)") as cur:
         row = await cur.fetchone()  # (busy, log pages, pages copied)
     if row is not None and row[0]:
-        log.warning(
-            "the deleted chat threads are zeroed in chat_state.db, but another connection was reading it, so its "
-            "write-ahead log (chat_state.db-wal) still holds earlier copies of their pages: the next purge or "
-            "forget empties it once no other process has the store open"
-        )
+        log.warning(wal_kept_warning("chat_state.db", "chat threads"))

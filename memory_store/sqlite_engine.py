@@ -32,6 +32,7 @@ from memory_store.models import CheckReport
 from memory_store.sqlite_backend import SQLiteDB, SQLiteTx
 from memory_store.validation import episode_key, user_key
 from memory_store.vectors import ChromaIndex, ExactIndex, VectorIndex
+from memory_store.wal import wal_kept_warning
 
 #: Vector writes wait in the (durable) outbox until this many are pending (see the module's docstring).
 VECTOR_FLUSH_OPS = 10_000
@@ -336,13 +337,7 @@ class SQLiteBackend(SQLiteDB):
 
     def _scrub_or_warn(self) -> None:
         if not self.scrub():
-            log.warning(
-                "the deleted rows are zeroed in %s, but another connection was reading it, so its write-ahead log "
-                "(%s-wal) still holds earlier copies of their pages: the next purge or forget empties it once no "
-                "other process has the store open",
-                self.path.name,
-                self.path.name,
-            )
+            log.warning(wal_kept_warning(self.path.name, "rows"))
 
     def scrub_user(self, user_id: str, *, refill: bool) -> None:
         """Vectors applied (a forget also rebuilds the user's groups, so the index's files keep no old vector),

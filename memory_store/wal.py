@@ -89,3 +89,12 @@ def truncate_wal(conn: sqlite3.Connection) -> bool:
     timeout has passed by then), in which case the log still holds those pages."""
     busy, _log_pages, _copied = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
     return busy == 0
+
+
+def wal_kept_warning(file_name: str, what: str) -> str:
+    """What to tell the user when `truncate_wal` could not empty the log of ``file_name`` after deleting ``what``."""
+    return (
+        f"the deleted {what} are zeroed in {file_name}, but another connection was reading it, so its write-ahead log "
+        f"({file_name}-wal) still holds earlier copies of their pages: the next purge or forget empties it once no "
+        "other process has the store open"
+    )
